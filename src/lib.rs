@@ -1,0 +1,44 @@
+//! doxm-gate: the network face of a fleet of OCF devices hosted by a bridge.
+//!
+//! An Onboarding Tool (OBT) finds unowned devices with an unsecured multicast
+//! `GET /oic/sec/doxm?owned=FALSE`. A bridge that hosts a million virtual devices must not run a
+//! million handlers for that one datagram: doxm-gate parses it once, without allocating, answers
+//! for exactly the devices the OCF Security rule allows (RFOTM, no open onboarding connection),
+//! each from that device's own endpoint, and drops everything else, counted by reason.
+//!
+//! # Data flow
+//!
+//! ```text
+//!   datagram + metadata + now
+//!            |
+//!            v
+//!   +-----------------+    borrowed views, validated in one pass, no allocation
+//!   | wire            |    coap::Message, query::Filters, cbor/ocf encoders
+//!   +-----------------+
+//!            |
+//!            v
+//!   +-----------------+    the rule as a pure function (SPEC section 1.1)
+//!   | policy          |
+//!   +-----------------+
+//!            |
+//!            v
+//!   +-----------------+    dedup, leisure scheduling, budgets; actions out
+//!   | engine          |    (reads the lock-free fleet table and eligibility index)
+//!   +-----------------+
+//!            |
+//!            v
+//!   +-----------------+    thin drivers: mio loop, multicast joins, pktinfo, batching
+//!   | io, control     |
+//!   +-----------------+
+//! ```
+//!
+//! The core (`wire`, and the layers built on it) performs no I/O and reads no clock: bytes,
+//! metadata and time go in, decisions and datagrams come out. That is what makes it testable
+//! without sockets and fuzzable without a network.
+//!
+//! This release contains the [`wire`] layer; the layers below it are built in later issues.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod wire;
