@@ -36,9 +36,10 @@
 //! metadata and time go in, decisions and datagrams come out. That is what makes it testable
 //! without sockets and fuzzable without a network.
 //!
-//! This release contains the [`wire`] layer; the layers below it are built in later issues.
+//! This release contains the [`wire`] layer and the [`policy`]; the engine and drivers follow.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod policy;
 pub mod wire;

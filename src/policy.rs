@@ -1,0 +1,446 @@
+//! The OCF Security rule for `/oic/sec/doxm` discovery, as pure functions (SPEC section 1.1).
+//!
+//! OCF Security clause 7.3.1 (CR 2640): a device supports unsecured multicast RETRIEVE of
+//! `/oic/sec/doxm`, filtered by the `owned` query parameter. When the request omits `owned` or
+//! has `owned=false`, the device answers only if it is in RFOTM and has no open Device Onboarding
+//! Connection; otherwise it ignores the request, regardless of ACE configuration. OCF Bridging
+//! adds that an unowned virtual device accepts nothing while its bridge is unowned.
+//!
+//! The rule is split in two so that the engine can run the device-independent part once per
+//! datagram and the device part only for devices the eligibility index yields:
+//!
+//! - [`screen`]: the pre-filters that depend only on the request (SPEC 1.1 steps 2 to 6);
+//! - [`eligibility`]: the per-device predicate `eligible(v)`;
+//! - [`decide`]: both together for one device, multicast or unicast, which is what `explain`
+//!   prints and what the exhaustive test checks against an independent table.
+//!
+//! Fail closed: a device whose state is unknown is never eligible, and on unicast it does not
+//! even answer with an error.
+
+use uuid::Uuid;
+
+use crate::wire::coap::{Code, Message, MessageType};
+use crate::wire::ocf::{self, View, CONTENT_FORMAT_OCF_CBOR, OCF_VERSION_1_0_0};
+use crate::wire::query::{Filters, Owned};
+
+/// How a datagram reached the gate: to a multicast group, or to one device's endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Delivery {
+    /// To one of the OCF multicast groups.
+    Multicast,
+    /// To the discovery endpoint of one device.
+    Unicast,
+}
+
+/// The device onboarding state `dos.s` (OCF Security, `/oic/sec/pstat`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Dos {
+    /// RESET (0).
+    Reset = 0,
+    /// Ready For Ownership Transfer Method (1): the only state that answers discovery.
+    Rfotm = 1,
+    /// Ready For Provisioning (2).
+    Rfpro = 2,
+    /// Ready For Normal Operation (3).
+    Rfnop = 3,
+    /// Soft Reset (4).
+    Sreset = 4,
+}
+
+impl Dos {
+    /// Every state, in numeric order.
+    pub const ALL: [Dos; 5] = [Dos::Reset, Dos::Rfotm, Dos::Rfpro, Dos::Rfnop, Dos::Sreset];
+
+    /// The state with numeric value `value`, if it is one (0..=4).
+    pub fn from_u8(value: u8) -> Option<Dos> {
+        Dos::ALL.get(usize::from(value)).copied()
+    }
+}
+
+/// Whether a device sits behind a bridge, and the bridge's ownership.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Bridge {
+    /// A device of its own, not created by a bridge.
+    None,
+    /// A virtual device whose bridge is owned.
+    Owned,
+    /// A virtual device whose bridge is unowned: it accepts nothing (OCF Bridging).
+    Unowned,
+}
+
+/// What the rule needs to know about one device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceFacts {
+    /// The device UUID (what a multicast `di` filter is compared with).
+    pub uuid: Uuid,
+    /// Whether the bridge has reported the device's state since start; unknown never answers.
+    pub known: bool,
+    /// `dos.s`.
+    pub dos: Dos,
+    /// `doxm.owned`.
+    pub owned: bool,
+    /// Whether a Device Onboarding Connection is open (from the first ClientHello until close).
+    pub doc_open: bool,
+    /// The bridge, if any.
+    pub bridge: Bridge,
+}
+
+/// What the rule needs to know about one request; built once per datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestFacts<'a> {
+    /// Multicast or unicast.
+    pub delivery: Delivery,
+    /// The message type.
+    pub ty: MessageType,
+    /// The request code.
+    pub code: Code,
+    /// Whether the Uri-Path is exactly `oic`, `sec`, `doxm`.
+    pub doxm_path: bool,
+    /// The first critical option the gate does not recognise.
+    pub unrecognised_critical: Option<u16>,
+    /// Accept.
+    pub accept: Option<u16>,
+    /// OCF-Accept-Content-Format-Version.
+    pub ocf_accept_version: Option<u16>,
+    /// No-Response (RFC 7967).
+    pub no_response: Option<u8>,
+    /// The query filters.
+    pub filters: Filters<'a>,
+}
+
+impl<'a> RequestFacts<'a> {
+    /// Reads the facts of a parsed message.
+    pub fn from_message(msg: &Message<'a>, delivery: Delivery) -> RequestFacts<'a> {
+        RequestFacts {
+            delivery,
+            ty: msg.ty(),
+            code: msg.code(),
+            doxm_path: msg.path_is(&[b"oic", b"sec", b"doxm"]),
+            unrecognised_critical: msg.first_unrecognised_critical(),
+            accept: msg.accept(),
+            ocf_accept_version: msg.ocf_accept_content_format_version(),
+            no_response: msg.no_response(),
+            filters: Filters::parse(msg.uri_query()),
+        }
+    }
+
+    /// The representation view the request asks for (`if=oic.if.baseline` or the default).
+    pub fn view(&self) -> View {
+        match self.filters.interface {
+            Some(i) if i == ocf::IF_BASELINE.as_bytes() => View::Baseline,
+            _ => View::Default,
+        }
+    }
+}
+
+/// Why a request is not answered with 2.05 by a device. A closed set; each variant maps one to
+/// one to a metric label ([`Reason::as_str`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Reason {
+    /// Answered: not a drop.
+    Ok,
+    /// ACK or RST where a request was expected.
+    WrongType,
+    /// A CON request to a multicast group (RFC 7252 section 8.1).
+    ConMulticast,
+    /// A code other than GET.
+    WrongMethod,
+    /// A Uri-Path other than exactly `oic/sec/doxm`.
+    WrongPath,
+    /// A critical option the gate does not recognise (pre-filter 3).
+    UnknownCriticalOption,
+    /// Accept other than 10000 (pre-filter 4).
+    AcceptUnsupported,
+    /// OCF-Accept-Content-Format-Version below 2048 (pre-filter 4).
+    VersionTooOld,
+    /// `if` other than `oic.if.rw` or `oic.if.baseline` (pre-filter 5).
+    BadInterface,
+    /// A multicast `di` naming another device (pre-filter 5).
+    DiMismatch,
+    /// `owned` with a value other than true/false (pre-filter 5).
+    OwnedInvalid,
+    /// `owned=true`: owned devices are never in RFOTM, so the rule never lets them answer.
+    OwnedTrue,
+    /// No-Response suppresses 2.xx (pre-filter 6).
+    NoResponse,
+    /// The device's state has not been reported since start: fail closed.
+    StateUnknown,
+    /// The device's bridge is unowned (OCF Bridging).
+    BridgeUnowned,
+    /// The device is not in RFOTM.
+    NotRfotm,
+    /// A Device Onboarding Connection is open.
+    DocOpen,
+    /// The device is owned (inconsistent with RFOTM, but never eligible either).
+    DeviceOwned,
+}
+
+impl Reason {
+    /// Every variant, in declaration order.
+    pub const ALL: [Reason; 18] = [
+        Reason::Ok,
+        Reason::WrongType,
+        Reason::ConMulticast,
+        Reason::WrongMethod,
+        Reason::WrongPath,
+        Reason::UnknownCriticalOption,
+        Reason::AcceptUnsupported,
+        Reason::VersionTooOld,
+        Reason::BadInterface,
+        Reason::DiMismatch,
+        Reason::OwnedInvalid,
+        Reason::OwnedTrue,
+        Reason::NoResponse,
+        Reason::StateUnknown,
+        Reason::BridgeUnowned,
+        Reason::NotRfotm,
+        Reason::DocOpen,
+        Reason::DeviceOwned,
+    ];
+
+    /// The stable, kebab-case label.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Reason::Ok => "ok",
+            Reason::WrongType => "wrong-type",
+            Reason::ConMulticast => "con-multicast",
+            Reason::WrongMethod => "wrong-method",
+            Reason::WrongPath => "wrong-path",
+            Reason::UnknownCriticalOption => "unknown-critical-option",
+            Reason::AcceptUnsupported => "accept-unsupported",
+            Reason::VersionTooOld => "version-too-old",
+            Reason::BadInterface => "bad-interface",
+            Reason::DiMismatch => "di-mismatch",
+            Reason::OwnedInvalid => "owned-invalid",
+            Reason::OwnedTrue => "owned-true",
+            Reason::NoResponse => "no-response",
+            Reason::StateUnknown => "state-unknown",
+            Reason::BridgeUnowned => "bridge-unowned",
+            Reason::NotRfotm => "not-rfotm",
+            Reason::DocOpen => "doc-open",
+            Reason::DeviceOwned => "device-owned",
+        }
+    }
+}
+
+/// What one device does with one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// Multicast: send a 2.05 doxm answer after a random delay in the leisure window.
+    Answer,
+    /// Unicast: respond now with this code (2.05 carries the doxm); piggybacked on the ACK for
+    /// CON, NON for NON.
+    Respond(Code),
+    /// Unicast CON whose response No-Response suppresses: acknowledge with an empty ACK only.
+    EmptyAck,
+    /// Send nothing.
+    Ignore,
+}
+
+/// The outcome and the reason behind it ([`Reason::Ok`] for 2.05 and answers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Decision {
+    /// What to do.
+    pub outcome: Outcome,
+    /// Why.
+    pub reason: Reason,
+}
+
+impl Decision {
+    const fn new(outcome: Outcome, reason: Reason) -> Decision {
+        Decision { outcome, reason }
+    }
+
+    /// Nothing sent, for `reason`.
+    pub const fn ignore(reason: Reason) -> Decision {
+        Decision::new(Outcome::Ignore, reason)
+    }
+}
+
+/// `eligible(v)` (SPEC section 1.1): state known, in RFOTM, unowned, no open DOC, and no bridge
+/// or an owned bridge. `Err` names the first failing condition, in that order.
+///
+/// # Errors
+/// The reason the device is not eligible.
+pub fn eligibility(device: &DeviceFacts) -> Result<(), Reason> {
+    if !device.known {
+        return Err(Reason::StateUnknown);
+    }
+    if device.bridge == Bridge::Unowned {
+        return Err(Reason::BridgeUnowned);
+    }
+    if device.dos != Dos::Rfotm {
+        return Err(Reason::NotRfotm);
+    }
+    if device.owned {
+        return Err(Reason::DeviceOwned);
+    }
+    if device.doc_open {
+        return Err(Reason::DocOpen);
+    }
+    Ok(())
+}
+
+/// The device-independent pre-filters of a multicast doxm discovery (SPEC 1.1 steps 2 to 6).
+///
+/// `Ok` means "each eligible device whose UUID passes the `di` filter answers"; the engine then
+/// asks the eligibility index for those devices. `owned=true` and invalid `owned` values drop here:
+/// no device can answer them.
+///
+/// # Errors
+/// The reason the datagram is dropped for every device.
+pub fn screen(request: &RequestFacts<'_>) -> Result<(), Reason> {
+    match request.ty {
+        MessageType::NonConfirmable => {}
+        MessageType::Confirmable => return Err(Reason::ConMulticast),
+        MessageType::Acknowledgement | MessageType::Reset => return Err(Reason::WrongType),
+    }
+    if request.code != Code::GET {
+        return Err(Reason::WrongMethod);
+    }
+    if !request.doxm_path {
+        return Err(Reason::WrongPath);
+    }
+    if request.unrecognised_critical.is_some() {
+        return Err(Reason::UnknownCriticalOption);
+    }
+    accept_check(request)?;
+    interface_check(request)?;
+    match request.filters.owned {
+        Owned::Absent | Owned::False => {}
+        Owned::True => return Err(Reason::OwnedTrue),
+        Owned::Invalid => return Err(Reason::OwnedInvalid),
+    }
+    if suppresses_success(request.no_response) {
+        return Err(Reason::NoResponse);
+    }
+    Ok(())
+}
+
+/// Whether a multicast `di` filter lets device `uuid` answer: absent, or the same UUID in any
+/// case. A value that is not a UUID matches no device.
+pub fn di_matches(di: Option<&[u8]>, uuid: &Uuid) -> bool {
+    match di {
+        None => true,
+        Some(text) => Uuid::try_parse_ascii(text).is_ok_and(|di| di == *uuid),
+    }
+}
+
+/// What device `device` does with a doxm request (SPEC section 1.1, both tables).
+pub fn decide(request: &RequestFacts<'_>, device: &DeviceFacts) -> Decision {
+    match request.delivery {
+        Delivery::Multicast => decide_multicast(request, device),
+        Delivery::Unicast => decide_unicast(request, device),
+    }
+}
+
+fn decide_multicast(request: &RequestFacts<'_>, device: &DeviceFacts) -> Decision {
+    if let Err(reason) = screen(request) {
+        return Decision::ignore(reason);
+    }
+    if !di_matches(request.filters.di, &device.uuid) {
+        return Decision::ignore(Reason::DiMismatch);
+    }
+    match eligibility(device) {
+        Ok(()) => Decision::new(Outcome::Answer, Reason::Ok),
+        Err(reason) => Decision::ignore(reason),
+    }
+}
+
+/// Unicast to the device's own discovery endpoint. The order follows the table: a device that
+/// accepts nothing stays silent; then the pre-filters with their error codes; then the state
+/// (4.01) before the `owned` filter (4.00), because "not in RFOTM, or DOC open" is 4.01 for any
+/// query.
+fn decide_unicast(request: &RequestFacts<'_>, device: &DeviceFacts) -> Decision {
+    use Reason as R;
+    if !device.known {
+        return Decision::ignore(R::StateUnknown);
+    }
+    if device.bridge == Bridge::Unowned {
+        return Decision::ignore(R::BridgeUnowned);
+    }
+    let con = match request.ty {
+        MessageType::Confirmable => true,
+        MessageType::NonConfirmable => false,
+        MessageType::Acknowledgement | MessageType::Reset => return Decision::ignore(R::WrongType),
+    };
+    // A NON request gets no error for a request it could not have meant (RFC 7252 5.4.1, and
+    // the gate's rule for unknown resources); only CON gets those codes.
+    let con_only = |code: Code, reason: Reason| {
+        if con {
+            respond(request, code, reason)
+        } else {
+            Decision::ignore(reason)
+        }
+    };
+    if !request.doxm_path {
+        return con_only(Code::NOT_FOUND, R::WrongPath);
+    }
+    // SPEC section 5: the discovery endpoint serves three GETs; every other request is 4.04.
+    if request.code != Code::GET {
+        return con_only(Code::NOT_FOUND, R::WrongMethod);
+    }
+    if request.unrecognised_critical.is_some() {
+        return con_only(Code::BAD_OPTION, R::UnknownCriticalOption);
+    }
+    if let Err(reason) = accept_check(request) {
+        let code =
+            if reason == R::AcceptUnsupported { Code::NOT_ACCEPTABLE } else { Code::BAD_REQUEST };
+        return respond(request, code, reason);
+    }
+    if let Err(reason) = interface_check(request) {
+        return respond(request, Code::BAD_REQUEST, reason);
+    }
+    if let Err(reason) = eligibility(device) {
+        return respond(request, Code::UNAUTHORIZED, reason);
+    }
+    match request.filters.owned {
+        Owned::Absent | Owned::False => respond(request, Code::CONTENT, R::Ok),
+        Owned::True => respond(request, Code::BAD_REQUEST, R::OwnedTrue),
+        Owned::Invalid => respond(request, Code::BAD_REQUEST, R::OwnedInvalid),
+    }
+}
+
+/// A unicast response, unless No-Response suppresses its class (RFC 7967): then an empty ACK
+/// for CON, nothing for NON.
+fn respond(request: &RequestFacts<'_>, code: Code, reason: Reason) -> Decision {
+    let suppressed_classes = request.no_response.unwrap_or(0);
+    let bit = match code.class() {
+        2 => 2,
+        4 => 8,
+        5 => 16,
+        _ => 0,
+    };
+    if suppressed_classes & bit == 0 {
+        return Decision::new(Outcome::Respond(code), reason);
+    }
+    match request.ty {
+        MessageType::Confirmable => Decision::new(Outcome::EmptyAck, Reason::NoResponse),
+        _ => Decision::ignore(Reason::NoResponse),
+    }
+}
+
+/// Pre-filter 4: Accept absent or 10000; OCF-Accept-Content-Format-Version absent or >= 2048.
+fn accept_check(request: &RequestFacts<'_>) -> Result<(), Reason> {
+    if request.accept.is_some_and(|a| a != CONTENT_FORMAT_OCF_CBOR) {
+        return Err(Reason::AcceptUnsupported);
+    }
+    if request.ocf_accept_version.is_some_and(|v| v < OCF_VERSION_1_0_0) {
+        return Err(Reason::VersionTooOld);
+    }
+    Ok(())
+}
+
+/// Pre-filter 5, `if`: absent, `oic.if.rw` or `oic.if.baseline` (compared exactly).
+fn interface_check(request: &RequestFacts<'_>) -> Result<(), Reason> {
+    match request.filters.interface {
+        None => Ok(()),
+        Some(i) if ocf::DOXM_INTERFACES.iter().any(|known| known.as_bytes() == i) => Ok(()),
+        Some(_) => Err(Reason::BadInterface),
+    }
+}
+
+/// Pre-filter 6: No-Response bit 2 suppresses 2.xx responses (RFC 7967 section 2.1).
+fn suppresses_success(no_response: Option<u8>) -> bool {
+    no_response.is_some_and(|v| v & 2 != 0)
+}
