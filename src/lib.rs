@@ -41,5 +41,6 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod fleet;
 pub mod policy;
 pub mod wire;

@@ -208,7 +208,9 @@ fn pre_filters_on_both_deliveries() {
     use MessageType::{Confirmable as Con, NonConfirmable as Non};
     let ignore = |r| (Outcome::Ignore, r);
     let respond = |c, r| (Outcome::Respond(c), r);
-    let cases: Vec<(&str, Delivery, MessageType, Code, Vec<(u16, &[u8])>, (Outcome, Reason))> = vec![
+    type Case =
+        (&'static str, Delivery, MessageType, Code, Vec<(u16, &'static [u8])>, (Outcome, Reason));
+    let cases: Vec<Case> = vec![
         ("plain NON multicast", M, Non, Code::GET, with(&[]), (Outcome::Answer, Reason::Ok)),
         ("CON multicast", M, Con, Code::GET, with(&[]), ignore(Reason::ConMulticast)),
         (

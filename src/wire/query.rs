@@ -70,9 +70,12 @@ impl<'a, I: Iterator<Item = &'a [u8]>> Iterator for Args<'a, I> {
     }
 }
 
+/// What `parse_arg`'s nom parser yields: the key, and the value after `=` if there is one.
+type KeyValue<'a> = (&'a [u8], Option<&'a [u8]>);
+
 /// `key` up to the first `=`, and the rest as the value when there is an `=`.
 fn parse_arg(arg: &[u8]) -> Arg<'_> {
-    let parsed: IResult<&[u8], (&[u8], Option<&[u8]>), ()> =
+    let parsed: IResult<&[u8], KeyValue<'_>, ()> =
         (take_till(|b| b == b'='), opt(preceded(tag(&b"="[..]), rest))).parse(arg);
     match parsed {
         Ok((_, (key, value))) => Arg { key, value },

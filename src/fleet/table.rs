@@ -1,0 +1,421 @@
+//! The device table: up to millions of devices, read without locks, written by one thread.
+//!
+//! Devices live in slots addressed by a dense [`DeviceId`]. Slots come in segments of 4096 that
+//! are allocated on first use and never move, so a reader indexes them with two loads and no
+//! lock. Each slot holds:
+//!
+//! - the [`StateWord`]: the hot state, stored and loaded as one atomic `u64`;
+//! - the UUID as two atomics (immutable while the slot's incarnation lasts);
+//! - the [`DeviceRecord`] behind an `ArcSwapOption`, replaced whole on change;
+//! - a revision counter for the control plane's conditional updates.
+//!
+//! Writers (the control plane) serialise on one mutex that the data path never touches. Every
+//! write ends by storing the new state word and updating the [`EligibilityIndex`], so a change
+//! is visible to the next datagram once the call returns. A bridge's ownership change flows to
+//! its VODs through a writer-side child list: O(children), never a fleet scan.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use arc_swap::ArcSwapOption;
+use parking_lot::Mutex;
+use uuid::Uuid;
+
+use super::index::EligibilityIndex;
+use super::record::DeviceRecord;
+use super::state::{OnboardingState, StateWord};
+use super::uuid_index::{UuidIndex, MAX_ID};
+use crate::policy::Dos;
+
+const SEGMENT_BITS: u32 = 12;
+const SEGMENT_LEN: usize = 1 << SEGMENT_BITS;
+
+/// The dense id of a device slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DeviceId(pub u32);
+
+/// Why a fleet change was refused. Nothing changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FleetError {
+    /// The table is at its configured capacity.
+    #[error("the fleet is full ({0} devices)")]
+    Full(usize),
+    /// No device with that UUID.
+    #[error("no device {0}")]
+    NotFound(Uuid),
+    /// The state combination cannot happen on a real device.
+    #[error("{0}")]
+    Inconsistent(&'static str),
+    /// A state patch on a device whose state is unknown must give dos, owned and doc_open.
+    #[error("the device's state is unknown: a patch must set dos, owned and doc_open together")]
+    IncompleteState,
+    /// A conditional update whose expected revision is not the current one.
+    #[error("revision {expected} does not match the current revision {current}")]
+    RevisionMismatch {
+        /// The revision the caller expected.
+        expected: u64,
+        /// The device's current revision.
+        current: u64,
+    },
+    /// A device named as its own bridge.
+    #[error("bridge: a device cannot be its own bridge")]
+    SelfBridge,
+}
+
+/// A change to a device's state and owner fields; `None` leaves a field as it is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatePatch {
+    /// `dos.s`.
+    pub dos: Option<Dos>,
+    /// `owned`.
+    pub owned: Option<bool>,
+    /// Whether a DOC is open.
+    pub doc_open: Option<bool>,
+    /// `devowneruuid`.
+    pub devowneruuid: Option<Uuid>,
+    /// `rowneruuid`.
+    pub rowneruuid: Option<Uuid>,
+    /// `oxmsel`.
+    pub oxmsel: Option<i32>,
+}
+
+/// Rejects states no real device can be in (OCF Security: RFOTM is unowned; RFPRO, RFNOP and
+/// SRESET are owned; RESET is unowned).
+///
+/// # Errors
+/// [`FleetError::Inconsistent`] with the reason.
+pub fn check_consistent(state: &OnboardingState) -> Result<(), FleetError> {
+    match (state.dos, state.owned) {
+        (Dos::Reset | Dos::Rfotm, true) => {
+            Err(FleetError::Inconsistent("owned: a device in RESET or RFOTM is not owned"))
+        }
+        (Dos::Rfpro | Dos::Rfnop | Dos::Sreset, false) => {
+            Err(FleetError::Inconsistent("owned: a device in RFPRO, RFNOP or SRESET is owned"))
+        }
+        _ => Ok(()),
+    }
+}
+
+#[derive(Debug, Default)]
+struct Slot {
+    word: AtomicU64,
+    uuid_hi: AtomicU64,
+    uuid_lo: AtomicU64,
+    revision: AtomicU64,
+    record: ArcSwapOption<DeviceRecord>,
+}
+
+/// Writer-side bookkeeping, under the writer mutex.
+#[derive(Debug, Default)]
+struct Writer {
+    /// Ids freed by removals, reused first.
+    free: Vec<u32>,
+    /// The next never-used id.
+    next: u32,
+    /// VODs by the UUID of their bridge (the bridge may be registered later).
+    children: HashMap<Uuid, Vec<u32>>,
+}
+
+/// The fleet; see the [module docs](self).
+#[derive(Debug)]
+pub struct Fleet {
+    segments: Box<[OnceLock<Box<[Slot]>>]>,
+    capacity: usize,
+    eligible: EligibilityIndex,
+    uuids: UuidIndex,
+    len: AtomicUsize,
+    writer: Mutex<Writer>,
+}
+
+impl Fleet {
+    /// An empty fleet for up to `capacity` devices (memory for the slots is taken per 4096
+    /// devices as they are added; the index takes capacity / 8 bytes up front).
+    pub fn with_capacity(capacity: usize) -> Fleet {
+        let capacity = capacity.min(MAX_ID as usize);
+        let segments = capacity.div_ceil(SEGMENT_LEN);
+        Fleet {
+            segments: (0..segments).map(|_| OnceLock::new()).collect(),
+            capacity,
+            eligible: EligibilityIndex::with_capacity(capacity),
+            uuids: UuidIndex::new(),
+            len: AtomicUsize::new(0),
+            writer: Mutex::new(Writer::default()),
+        }
+    }
+
+    // ---- Reader side: lock-free, allocation-free. ----
+
+    /// The number of devices.
+    pub fn len(&self) -> usize {
+        self.len.load(Ordering::Acquire)
+    }
+
+    /// Whether the fleet has no device.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The configured capacity.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// The number of eligible devices.
+    pub fn eligible_count(&self) -> usize {
+        self.eligible.count()
+    }
+
+    /// Candidate eligible devices, ascending; re-check each one's [`Fleet::word`] before acting
+    /// (see [`EligibilityIndex`]).
+    pub fn eligible(&self) -> impl Iterator<Item = DeviceId> + '_ {
+        self.eligible.iter().map(DeviceId)
+    }
+
+    /// The id of device `uuid`.
+    pub fn lookup(&self, uuid: &Uuid) -> Option<DeviceId> {
+        self.uuids.get(uuid, |id| self.uuid_of(DeviceId(id))).map(DeviceId)
+    }
+
+    /// The state word of slot `id` ([`StateWord::EMPTY`] for a free or unknown slot).
+    pub fn word(&self, id: DeviceId) -> StateWord {
+        self.slot(id)
+            .map_or(StateWord::EMPTY, |s| StateWord::from_bits(s.word.load(Ordering::Acquire)))
+    }
+
+    /// The UUID of the device in slot `id`.
+    pub fn uuid_of(&self, id: DeviceId) -> Option<Uuid> {
+        let slot = self.slot(id)?;
+        if !StateWord::from_bits(slot.word.load(Ordering::Acquire)).is_present() {
+            return None;
+        }
+        Some(Uuid::from_u64_pair(
+            slot.uuid_hi.load(Ordering::Acquire),
+            slot.uuid_lo.load(Ordering::Acquire),
+        ))
+    }
+
+    /// The record of slot `id` (one reference-count increment, no allocation).
+    pub fn record(&self, id: DeviceId) -> Option<Arc<DeviceRecord>> {
+        self.slot(id)?.record.load_full()
+    }
+
+    /// The revision of device `id`: bumped by every accepted change (the control plane's ETag).
+    pub fn revision(&self, id: DeviceId) -> u64 {
+        self.slot(id).map_or(0, |s| s.revision.load(Ordering::Acquire))
+    }
+
+    // ---- Writer side: serialised on the writer mutex. ----
+
+    /// Creates or replaces device `record.uuid`; `state` is `None` while the bridge has not
+    /// reported it (the device then never answers). Returns the id and the new revision.
+    ///
+    /// # Errors
+    /// [`FleetError::Full`], [`FleetError::Inconsistent`] or [`FleetError::SelfBridge`];
+    /// nothing changes.
+    pub fn upsert(
+        &self,
+        record: DeviceRecord,
+        state: Option<OnboardingState>,
+    ) -> Result<(DeviceId, u64), FleetError> {
+        if let Some(s) = &state {
+            check_consistent(s)?;
+        }
+        if record.bridge == Some(record.uuid) {
+            return Err(FleetError::SelfBridge);
+        }
+        let mut w = self.writer.lock();
+        let uuid = record.uuid;
+        let bridge = record.bridge;
+        let existing = self.lookup(&uuid);
+        let id = match existing {
+            Some(id) => id,
+            None => DeviceId(self.allocate(&mut w)?),
+        };
+        let slot = self.slot_or_create(id);
+        let old_word = StateWord::from_bits(slot.word.load(Ordering::Acquire));
+        let incarnation = if existing.is_some() {
+            old_word.incarnation()
+        } else {
+            old_word.incarnation().wrapping_add(1)
+        };
+        // Re-link the VOD under its (new) bridge.
+        let old_bridge = slot.record.load().as_ref().and_then(|r| r.bridge);
+        if existing.is_some() && old_bridge != bridge {
+            unlink_child(&mut w, old_bridge, id.0);
+        }
+        if let Some(b) = bridge.filter(|_| existing.is_none() || old_bridge != bridge) {
+            w.children.entry(b).or_default().push(id.0);
+        }
+        let bridge_owned = bridge.is_some_and(|b| self.is_owned(&b));
+        if existing.is_none() {
+            let (hi, lo) = uuid.as_u64_pair();
+            slot.uuid_hi.store(hi, Ordering::Release);
+            slot.uuid_lo.store(lo, Ordering::Release);
+        }
+        slot.record.store(Some(Arc::new(record)));
+        let word = StateWord::new(incarnation, state, bridge.is_some(), bridge_owned);
+        let was_owned = existing.is_some() && word_owned(old_word);
+        self.publish(id, slot, word);
+        if existing.is_none() {
+            self.uuids.insert(&uuid, id.0, |i| self.uuid_of(DeviceId(i)));
+            self.len.fetch_add(1, Ordering::AcqRel);
+        }
+        let revision = slot.revision.fetch_add(1, Ordering::AcqRel) + 1;
+        if was_owned != word_owned(word) || existing.is_none() {
+            self.cascade(&w, &uuid);
+        }
+        Ok((id, revision))
+    }
+
+    /// Applies `patch` to device `uuid`; with `expected_revision`, only if it is current.
+    /// Returns the new revision.
+    ///
+    /// # Errors
+    /// [`FleetError::NotFound`], [`FleetError::RevisionMismatch`],
+    /// [`FleetError::IncompleteState`] or [`FleetError::Inconsistent`]; nothing changes.
+    pub fn patch(
+        &self,
+        uuid: &Uuid,
+        patch: &StatePatch,
+        expected_revision: Option<u64>,
+    ) -> Result<u64, FleetError> {
+        let w = self.writer.lock();
+        let id = self.lookup(uuid).ok_or(FleetError::NotFound(*uuid))?;
+        let slot = self.slot(id).ok_or(FleetError::NotFound(*uuid))?;
+        let current = slot.revision.load(Ordering::Acquire);
+        if let Some(expected) = expected_revision.filter(|&e| e != current) {
+            return Err(FleetError::RevisionMismatch { expected, current });
+        }
+        let old_word = StateWord::from_bits(slot.word.load(Ordering::Acquire));
+        let state = match (old_word.state(), patch.dos, patch.owned, patch.doc_open) {
+            (Some(old), dos, owned, doc_open) => Some(OnboardingState {
+                dos: dos.unwrap_or(old.dos),
+                owned: owned.unwrap_or(old.owned),
+                doc_open: doc_open.unwrap_or(old.doc_open),
+            }),
+            (None, Some(dos), Some(owned), Some(doc_open)) => {
+                Some(OnboardingState { dos, owned, doc_open })
+            }
+            (None, None, None, None) => None,
+            (None, _, _, _) => return Err(FleetError::IncompleteState),
+        };
+        if let Some(s) = &state {
+            check_consistent(s)?;
+        }
+        if patch.devowneruuid.is_some() || patch.rowneruuid.is_some() || patch.oxmsel.is_some() {
+            if let Some(old) = slot.record.load_full() {
+                let mut record = DeviceRecord::clone(&old);
+                record.devowneruuid = patch.devowneruuid.unwrap_or(record.devowneruuid);
+                record.rowneruuid = patch.rowneruuid.unwrap_or(record.rowneruuid);
+                record.oxmsel = patch.oxmsel.unwrap_or(record.oxmsel);
+                slot.record.store(Some(Arc::new(record)));
+            }
+        }
+        let word = StateWord::new(
+            old_word.incarnation(),
+            state,
+            old_word.has_bridge(),
+            old_word.bridge_owned(),
+        );
+        self.publish(id, slot, word);
+        let revision = slot.revision.fetch_add(1, Ordering::AcqRel) + 1;
+        if word_owned(old_word) != word_owned(word) {
+            self.cascade(&w, uuid);
+        }
+        Ok(revision)
+    }
+
+    /// Removes device `uuid`. Its VODs, if it is a bridge, become bridge-unowned (fail closed).
+    ///
+    /// # Errors
+    /// [`FleetError::NotFound`].
+    pub fn remove(&self, uuid: &Uuid) -> Result<(), FleetError> {
+        let mut w = self.writer.lock();
+        let id = self.lookup(uuid).ok_or(FleetError::NotFound(*uuid))?;
+        let slot = self.slot(id).ok_or(FleetError::NotFound(*uuid))?;
+        let old_word = StateWord::from_bits(slot.word.load(Ordering::Acquire));
+        let bridge = slot.record.load().as_ref().and_then(|r| r.bridge);
+        unlink_child(&mut w, bridge, id.0);
+        self.uuids.remove(uuid, |i| self.uuid_of(DeviceId(i)));
+        // Keep the incarnation so the next device in this slot gets a new one.
+        let gone = StateWord::from_bits(u64::from(old_word.incarnation()) << 32);
+        self.publish(id, slot, gone);
+        slot.record.store(None);
+        slot.revision.fetch_add(1, Ordering::AcqRel);
+        w.free.push(id.0);
+        self.len.fetch_sub(1, Ordering::AcqRel);
+        self.cascade(&w, uuid);
+        Ok(())
+    }
+
+    /// Forgets every device's reported state (fail-closed restart): devices stay registered but
+    /// answer nothing until the bridge reports them again.
+    pub fn mark_all_unknown(&self) {
+        let _w = self.writer.lock();
+        for id in 0..self.capacity as u32 {
+            let Some(slot) = self.slot(DeviceId(id)) else { continue };
+            let word = StateWord::from_bits(slot.word.load(Ordering::Acquire));
+            if word.is_present() && word.state().is_some() {
+                let unknown = StateWord::new(word.incarnation(), None, word.has_bridge(), false);
+                self.publish(DeviceId(id), slot, unknown);
+            }
+        }
+    }
+
+    /// Whether device `uuid` is known and owned (what a VOD needs of its bridge).
+    fn is_owned(&self, uuid: &Uuid) -> bool {
+        self.lookup(uuid).is_some_and(|id| word_owned(self.word(id)))
+    }
+
+    /// Pushes the ownership of bridge `bridge` to its VODs.
+    fn cascade(&self, w: &Writer, bridge: &Uuid) {
+        let owned = self.is_owned(bridge);
+        for &child in w.children.get(bridge).map_or(&[][..], |c| c.as_slice()) {
+            let id = DeviceId(child);
+            if let Some(slot) = self.slot(id) {
+                let word = StateWord::from_bits(slot.word.load(Ordering::Acquire));
+                self.publish(id, slot, word.with_bridge_owned(owned));
+            }
+        }
+    }
+
+    /// Stores `word` and updates the eligibility index to match it.
+    fn publish(&self, id: DeviceId, slot: &Slot, word: StateWord) {
+        slot.word.store(word.bits(), Ordering::Release);
+        self.eligible.set(id.0, word.is_eligible());
+    }
+
+    fn allocate(&self, w: &mut Writer) -> Result<u32, FleetError> {
+        if let Some(id) = w.free.pop() {
+            return Ok(id);
+        }
+        if w.next as usize >= self.capacity {
+            return Err(FleetError::Full(self.capacity));
+        }
+        w.next += 1;
+        Ok(w.next - 1)
+    }
+
+    fn slot(&self, id: DeviceId) -> Option<&Slot> {
+        let index = id.0 as usize;
+        self.segments.get(index >> SEGMENT_BITS)?.get()?.get(index & (SEGMENT_LEN - 1))
+    }
+
+    fn slot_or_create(&self, id: DeviceId) -> &Slot {
+        let index = id.0 as usize;
+        let segment = self.segments[index >> SEGMENT_BITS]
+            .get_or_init(|| (0..SEGMENT_LEN).map(|_| Slot::default()).collect());
+        &segment[index & (SEGMENT_LEN - 1)]
+    }
+}
+
+fn word_owned(word: StateWord) -> bool {
+    word.is_present() && word.state().is_some_and(|s| s.owned)
+}
+
+fn unlink_child(w: &mut Writer, bridge: Option<Uuid>, child: u32) {
+    if let Some(children) = bridge.and_then(|b| w.children.get_mut(&b)) {
+        children.retain(|&c| c != child);
+    }
+}
