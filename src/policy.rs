@@ -402,8 +402,8 @@ fn decide_unicast(request: &RequestFacts<'_>, device: &DeviceFacts) -> Decision 
 }
 
 /// A unicast response, unless No-Response suppresses its class (RFC 7967): then an empty ACK
-/// for CON, nothing for NON.
-fn respond(request: &RequestFacts<'_>, code: Code, reason: Reason) -> Decision {
+/// for CON, nothing for NON. Shared by every resource of the discovery endpoint.
+pub fn respond(request: &RequestFacts<'_>, code: Code, reason: Reason) -> Decision {
     let suppressed_classes = request.no_response.unwrap_or(0);
     let bit = match code.class() {
         2 => 2,
@@ -421,7 +421,10 @@ fn respond(request: &RequestFacts<'_>, code: Code, reason: Reason) -> Decision {
 }
 
 /// Pre-filter 4: Accept absent or 10000; OCF-Accept-Content-Format-Version absent or >= 2048.
-fn accept_check(request: &RequestFacts<'_>) -> Result<(), Reason> {
+///
+/// # Errors
+/// [`Reason::AcceptUnsupported`] or [`Reason::VersionTooOld`].
+pub fn accept_check(request: &RequestFacts<'_>) -> Result<(), Reason> {
     if request.accept.is_some_and(|a| a != CONTENT_FORMAT_OCF_CBOR) {
         return Err(Reason::AcceptUnsupported);
     }

@@ -1,0 +1,827 @@
+//! Amplification limits (SPEC section 7) and the leisure window they stretch (SPEC section 4,
+//! RFC 7252 section 8.2).
+//!
+//! An unsecured 45-byte multicast can trigger thousands of ~200-byte answers, so the gate bounds
+//! what one datagram, one source and all sources together can make it send:
+//!
+//! - [`SourceLimiter`]: a token bucket per source address for answer-producing requests, so that
+//!   one client (a looping OBT, a script) cannot keep the fleet answering;
+//! - [`AnswerBudget`]: the global answer byte-rate budget `R`, which turns the number and size
+//!   of a request's answers into its leisure window, stretching the window instead of bursting,
+//!   and which says how many answers fit at all, so that the engine can shed the rest.
+//!
+//! Both are pure: time is passed in, nothing reads a clock, and nothing allocates after
+//! construction.
+
+use std::hash::{DefaultHasher, Hasher};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+/// A per-source token bucket for answer-producing requests (SPEC section 7), so that one
+/// sender cannot make the fleet answer faster than `rate_per_sec` requests per second after an
+/// initial `burst`.
+///
+/// # Key
+///
+/// Sources are keyed by IP address, without the port (a client picks a fresh port at will).
+/// IPv4-mapped IPv6 addresses count as the IPv4 address they carry. IPv6 sources are keyed by
+/// the full 128-bit address. Aggregating IPv6 sources by /64 was considered and **not**
+/// implemented: the sources that `ff02::158` accepts are link-local, and every link-local
+/// address is in `fe80::/64`, so /64 keys would put every OBT on a link into one bucket. A
+/// sender with a routed /64 can rotate addresses and so behaves like a spoofer; per-source
+/// limits do not bound spoofers (each fresh address brings a full bucket), the global
+/// [`AnswerBudget`] does.
+///
+/// # Bucket
+///
+/// Each bucket is kept as a GCRA "theoretical arrival time" `tat` (ITU-T I.371): with
+/// `T = 1 / rate` and tolerance `tau = (burst - 1) * T`, a request at `now` is allowed when
+/// `max(tat, now) - now <= tau`, and then `tat = max(tat, now) + T`. This is the token bucket
+/// with capacity `burst` and refill `rate`, in integer nanoseconds (no drift), and a bucket is
+/// **full** exactly when `tat <= now`, so a full bucket and an absent one behave the same.
+///
+/// # Bounded table and eviction
+///
+/// At most `capacity` buckets exist. When a new source arrives and the table is full, the
+/// **least recently used** bucket is evicted; every request, allowed or refused, makes its
+/// source the most recently used. Why LRU rather than "the fullest bucket":
+///
+/// - the LRU bucket has been idle longest; if it has been idle for `burst / rate` it is full
+///   and evicting it loses nothing. If it is not full, then all `capacity` sources sent within
+///   the last `burst / rate`: the table is overloaded, and [`SourceLimiter::resets`] counts it;
+/// - a source that keeps sending, even while refused, is always the most recently used, so it
+///   is the *last* to be evicted. To reset its own drained bucket, a sender must stay silent
+///   while `capacity` other sources send. If it owns that many addresses, each of them already
+///   brings a full bucket, so a reset gains it `burst` requests for `capacity` requests spent:
+///   nothing a spoofer does not have anyway. A sender with fewer addresses cannot do it;
+/// - finding the fullest bucket exactly needs a priority queue (O(log n)) or a scan; LRU is an
+///   intrusive list, O(1). Refusing new sources when full was rejected: it would let whoever
+///   fills the table lock every genuine OBT out.
+///
+/// Lookups use an open-addressing index (linear probing, load factor at most 1/2) with keys
+/// hashed by SipHash-1-3 over a secret seed ([`SourceLimiter::with_seed`]), since sources are
+/// chosen by senders: expected O(1) per request.
+#[derive(Debug)]
+pub struct SourceLimiter {
+    /// `T`, the time one request costs, in nanoseconds (at least 1).
+    interval: u64,
+    /// `tau = (burst - 1) * T`, in nanoseconds.
+    tolerance: u64,
+    capacity: usize,
+    /// Bucket storage: pushed up to `capacity`, then slots are reused; never reallocated.
+    buckets: Vec<Bucket>,
+    index: Index,
+    /// Least recently used bucket (`NIL` when empty).
+    lru: u32,
+    /// Most recently used bucket (`NIL` when empty).
+    mru: u32,
+    seed: u64,
+    evictions: u64,
+    resets: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    ip: IpAddr,
+    hash: u64,
+    /// GCRA theoretical arrival time: the bucket is full from this instant on.
+    tat: Instant,
+    /// Towards the least recently used end.
+    older: u32,
+    /// Towards the most recently used end.
+    newer: u32,
+}
+
+const NIL: u32 = u32::MAX;
+
+/// Largest supported table: bucket numbers are `u32`, and the index holds twice as many slots.
+const MAX_CAPACITY: usize = 1 << 30;
+
+/// Seed used by the plain constructors: fine for tests and trusted links, not against hash
+/// flooding.
+const DEFAULT_SEED: u64 = 0x9e37_79b9_7f4a_7c15;
+
+impl SourceLimiter {
+    /// A limiter allowing each source `burst` answer-producing requests at once and
+    /// `rate_per_sec` per second after that, tracking at most `capacity` sources (memory is
+    /// allocated here, once), with a fixed hash seed. Engines facing untrusted links should
+    /// prefer [`SourceLimiter::with_seed`].
+    ///
+    /// A fractional burst is rounded down to whole requests; a `capacity` of 0 is raised to 1.
+    ///
+    /// # Panics
+    ///
+    /// If `rate_per_sec` is not a positive finite number, `burst` is not a finite number of at
+    /// least 1, or `capacity` exceeds 2^30.
+    pub fn new(rate_per_sec: f64, burst: f64, capacity: usize) -> SourceLimiter {
+        SourceLimiter::with_seed(rate_per_sec, burst, capacity, DEFAULT_SEED)
+    }
+
+    /// As [`SourceLimiter::new`], with the index hash keyed by `seed`, so that senders cannot
+    /// pick addresses that all land on one probe sequence (hash flooding).
+    ///
+    /// # Panics
+    ///
+    /// As [`SourceLimiter::new`].
+    pub fn with_seed(rate_per_sec: f64, burst: f64, capacity: usize, seed: u64) -> SourceLimiter {
+        assert!(
+            rate_per_sec.is_finite() && rate_per_sec > 0.0,
+            "source rate must be positive and finite, got {rate_per_sec}"
+        );
+        assert!(burst.is_finite() && burst >= 1.0, "source burst must be at least 1, got {burst}");
+        assert!(capacity <= MAX_CAPACITY, "source capacity {capacity} exceeds {MAX_CAPACITY}");
+        let capacity = capacity.max(1);
+        // `as` saturates: a rate below ~1e-10/s gives the largest interval, not a wrap.
+        let interval = ((1e9 / rate_per_sec).round() as u64).max(1);
+        let tolerance = ((burst.floor() - 1.0) * interval as f64) as u64;
+        SourceLimiter {
+            interval,
+            tolerance,
+            capacity,
+            buckets: Vec::with_capacity(capacity),
+            index: Index::new(capacity),
+            lru: NIL,
+            mru: NIL,
+            seed,
+            evictions: 0,
+            resets: 0,
+        }
+    }
+
+    /// Whether `source` may have one more answer-producing request at `now`; if so, the request
+    /// is charged to its bucket. A refused request is not charged, but it does make the source
+    /// the most recently used (see the type's docs). Expected O(1), no allocation.
+    pub fn allow(&mut self, now: Instant, source: IpAddr) -> bool {
+        let ip = source.to_canonical();
+        let hash = self.hash(ip);
+        let buckets = &self.buckets;
+        let slot = match self.index.find(hash, |s| buckets[s as usize].ip == ip) {
+            Some(slot) => {
+                self.unlink(slot);
+                self.push_mru(slot);
+                slot
+            }
+            None => self.admit(now, ip, hash),
+        };
+        let bucket = &mut self.buckets[slot as usize];
+        let start = bucket.tat.max(now);
+        let waited = start.saturating_duration_since(now);
+        if waited > Duration::from_nanos(self.tolerance) {
+            return false;
+        }
+        bucket.tat = start + Duration::from_nanos(self.interval);
+        true
+    }
+
+    /// How many buckets were evicted to make room for a new source, for metrics.
+    pub fn evictions(&self) -> u64 {
+        self.evictions
+    }
+
+    /// How many evicted buckets were not full, so that their source starts over with a full
+    /// burst: non-zero means the table is too small for the sources active within
+    /// `burst / rate`, or someone is spraying source addresses.
+    pub fn resets(&self) -> u64 {
+        self.resets
+    }
+
+    /// The number of sources tracked, for metrics; never more than [`SourceLimiter::capacity`].
+    pub fn len(&self) -> usize {
+        self.buckets.len()
+    }
+
+    /// Whether no source has been seen yet.
+    pub fn is_empty(&self) -> bool {
+        self.buckets.is_empty()
+    }
+
+    /// The most sources tracked at once, as configured.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// A bucket for a source not in the table, full (`tat = now`), most recently used.
+    fn admit(&mut self, now: Instant, ip: IpAddr, hash: u64) -> u32 {
+        let fresh = Bucket { ip, hash, tat: now, older: NIL, newer: NIL };
+        let slot = if self.buckets.len() < self.capacity {
+            self.buckets.push(fresh);
+            // `len <= capacity <= 2^30`.
+            (self.buckets.len() - 1) as u32
+        } else {
+            let victim = self.lru;
+            let old = self.buckets[victim as usize];
+            self.unlink(victim);
+            let buckets = &self.buckets;
+            self.index.remove(old.hash, victim, |s| buckets[s as usize].hash);
+            self.evictions += 1;
+            if old.tat > now {
+                self.resets += 1;
+            }
+            self.buckets[victim as usize] = fresh;
+            victim
+        };
+        self.index.insert(hash, slot);
+        self.push_mru(slot);
+        slot
+    }
+
+    fn unlink(&mut self, slot: u32) {
+        let Bucket { older, newer, .. } = self.buckets[slot as usize];
+        match older {
+            NIL => self.lru = newer,
+            o => self.buckets[o as usize].newer = newer,
+        }
+        match newer {
+            NIL => self.mru = older,
+            n => self.buckets[n as usize].older = older,
+        }
+    }
+
+    fn push_mru(&mut self, slot: u32) {
+        let old_mru = self.mru;
+        {
+            let bucket = &mut self.buckets[slot as usize];
+            bucket.older = old_mru;
+            bucket.newer = NIL;
+        }
+        match old_mru {
+            NIL => self.lru = slot,
+            m => self.buckets[m as usize].newer = slot,
+        }
+        self.mru = slot;
+    }
+
+    fn hash(&self, ip: IpAddr) -> u64 {
+        let mut h = DefaultHasher::new();
+        h.write_u64(self.seed);
+        match ip {
+            IpAddr::V4(v4) => h.write(&v4.octets()),
+            IpAddr::V6(v6) => h.write(&v6.octets()),
+        }
+        h.finish()
+    }
+}
+
+/// The global answer byte-rate budget, and the leisure window it implies for each request
+/// (SPEC sections 4 and 7): a request that would exceed the budget stretches its window
+/// instead of bursting, and what cannot fit even in the longest window is shed.
+///
+/// # The math
+///
+/// ```text
+/// R  rate budget (bytes/s)      D  default leisure      W  max window
+/// c  cursor: the instant by which every byte admitted so far is paid for at rate R
+///
+/// request at `now`, E answers of S bytes each:
+///   q  = max(0, c - now)                 backlog, as time (q x R bytes not yet paid for)
+///   n  = ceil(E x S / R)                 time the budget needs for this request
+///   if q + n <= W:  a = E                all admitted
+///   else:           a = min(E, floor((W - q) x R / S)),  n = ceil(a x S / R)
+///   start     = q
+///   length    = max(D, q + n)            the window closes `length` after the request
+///   stretched = q + n > D
+///   c'        = now + q + n
+/// ```
+///
+/// With no backlog this is SPEC 4's `L = max(D, E x S / R)`: E = 10000 answers of S = 200
+/// bytes at R = 100 kB/s give 20 s. Because requests overlap, the cursor accounts for bytes
+/// already scheduled: a second such request at once gets the window `[20 s, 40 s)`, after the
+/// first's bytes.
+///
+/// The engine draws each answer uniformly in `[start, length)` ([`Window::offset`]). Then the
+/// budget's slices `[now + q, now + q + n)` of successive requests are disjoint, every window
+/// has density `a x S / (length - start) <= R`, a stretched window is exactly its slice, and a
+/// window of the default length closes `D` after its request. So over **any** interval of length `x`, the
+/// bytes scheduled (in expectation, each answer being a uniform draw) are at most
+/// `R x (x + 2 D)`: the burst allowance is `2 R D`, set by the default leisure. And nothing is
+/// ever scheduled more than `max(D, W)` ahead, which bounds pending answers too.
+///
+/// Drawing in `[0, length)` instead, as SPEC 4 reads literally, keeps the average over each
+/// whole window within `R`, but `k` stretched requests arriving together then overlap at the
+/// start, up to about `R x (1 + ln k)` over short intervals.
+///
+/// Integer nanoseconds and bytes throughout (no float drift); admitted bytes round the budget
+/// time up, so rounding never exceeds the rate.
+#[derive(Debug, Clone)]
+pub struct AnswerBudget {
+    default_leisure: Duration,
+    rate: u64,
+    max_window: Duration,
+    /// `c`; `None` until the first request.
+    cursor: Option<Instant>,
+}
+
+/// Where one request's answers go in time, relative to the request, and how many of them fit
+/// the budget (the rest are shed by the engine and counted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[must_use]
+pub struct Window {
+    /// When the window opens: zero unless earlier requests' answers still hold the budget.
+    pub start: Duration,
+    /// When it closes: the leisure `L` of SPEC section 4, including any backlog. Answers are
+    /// drawn uniformly in `[start, length)`.
+    pub length: Duration,
+    /// Whether the budget made the window longer than the configured leisure.
+    pub stretched: bool,
+    /// How many of the request's answers fit (`<= answers`); the engine sheds the rest.
+    pub admitted: usize,
+}
+
+impl Window {
+    /// The delay of one answer: `random` (a uniform `u64` from the engine's seeded generator)
+    /// mapped onto `[start, length)` without division, so that the engine's draws follow the
+    /// distribution the budget accounted for. Returns `start` for an empty window.
+    pub fn offset(&self, random: u64) -> Duration {
+        let span = self.length.saturating_sub(self.start).as_nanos();
+        // `random / 2^64` in [0, 1) times `span`, which is below `span`; fits in u64 nanoseconds
+        // because `length` does.
+        let into = (u128::from(random) * span) >> 64;
+        self.start + Duration::from_nanos(into as u64)
+    }
+}
+
+/// The longest window the budget accepts: keeps `now + window` far from `Instant` overflow.
+const WINDOW_LIMIT: Duration = Duration::from_secs(24 * 60 * 60);
+
+const NANOS_PER_SEC: u128 = 1_000_000_000;
+
+impl AnswerBudget {
+    /// A budget of `rate_bytes_per_sec` for all answers together, with windows at least
+    /// `default_leisure` long (SPEC 4's configured leisure, 2 s by default) and no answer
+    /// scheduled more than `max_window` after its request.
+    ///
+    /// `default_leisure` and `max_window` are capped at 24 hours.
+    ///
+    /// # Panics
+    ///
+    /// If `rate_bytes_per_sec` is 0.
+    pub fn new(
+        default_leisure: Duration,
+        rate_bytes_per_sec: u64,
+        max_window: Duration,
+    ) -> AnswerBudget {
+        assert!(rate_bytes_per_sec > 0, "the answer rate budget must be positive");
+        AnswerBudget {
+            default_leisure: default_leisure.min(WINDOW_LIMIT),
+            rate: rate_bytes_per_sec,
+            max_window: max_window.min(WINDOW_LIMIT),
+            cursor: None,
+        }
+    }
+
+    /// Places a request's `answers` answers of `bytes_per_answer` bytes each in time, charging
+    /// the admitted bytes to the budget (see the type's docs for the math). O(1), no allocation.
+    pub fn window(&mut self, now: Instant, answers: usize, bytes_per_answer: usize) -> Window {
+        let q = self.backlog(now);
+        let size = bytes_per_answer as u128;
+        let wanted = self.budget_time((answers as u128).saturating_mul(size));
+        let (admitted, need) = if q + wanted <= self.max_window {
+            (answers, wanted)
+        } else {
+            let room = self.max_window.saturating_sub(q);
+            let room_bytes = room.as_nanos() * u128::from(self.rate) / NANOS_PER_SEC;
+            let fit = room_bytes.checked_div(size).unwrap_or(u128::MAX);
+            let admitted = (answers as u128).min(fit) as usize;
+            (admitted, self.budget_time((admitted as u128).saturating_mul(size)))
+        };
+        let end = q + need;
+        self.cursor = Some(now + end);
+        Window {
+            start: q,
+            length: end.max(self.default_leisure),
+            stretched: end > self.default_leisure,
+            admitted,
+        }
+    }
+
+    /// The budget time still owed at `now` by answers already admitted: a new request's window
+    /// opens this late.
+    pub fn backlog(&self, now: Instant) -> Duration {
+        match self.cursor {
+            Some(c) => c.saturating_duration_since(now),
+            None => Duration::ZERO,
+        }
+    }
+
+    /// The backlog in bytes (`backlog x R`), for metrics.
+    pub fn backlog_bytes(&self, now: Instant) -> u64 {
+        let bytes = self.backlog(now).as_nanos() * u128::from(self.rate) / NANOS_PER_SEC;
+        u64::try_from(bytes).unwrap_or(u64::MAX)
+    }
+
+    /// `ceil(bytes / R)` as a duration, saturating far beyond any window.
+    fn budget_time(&self, bytes: u128) -> Duration {
+        let nanos = bytes.saturating_mul(NANOS_PER_SEC).div_ceil(u128::from(self.rate));
+        Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+    }
+}
+
+/// An open-addressing map from a 64-bit hash to bucket numbers (`u32`), with linear probing
+/// and backward-shift deletion. The caller compares full keys (through the bucket) and supplies
+/// each bucket's stored hash on removal, so the index holds nothing but bucket numbers.
+#[derive(Debug)]
+struct Index {
+    slots: Box<[u32]>,
+    mask: usize,
+}
+
+impl Index {
+    /// Room for `capacity` keys at a load factor of at most 1/2.
+    fn new(capacity: usize) -> Index {
+        let size = (capacity * 2).next_power_of_two().max(2);
+        Index { slots: vec![NIL; size].into_boxed_slice(), mask: size - 1 }
+    }
+
+    fn home(&self, hash: u64) -> usize {
+        // Truncation keeps the low bits, which is what the mask wants.
+        hash as usize & self.mask
+    }
+
+    /// The first value on `hash`'s probe sequence for which `is_key` holds.
+    fn find(&self, hash: u64, mut is_key: impl FnMut(u32) -> bool) -> Option<u32> {
+        let mut i = self.home(hash);
+        loop {
+            let value = self.slots[i];
+            if value == NIL {
+                return None;
+            }
+            if is_key(value) {
+                return Some(value);
+            }
+            i = (i + 1) & self.mask;
+        }
+    }
+
+    /// Adds `value` under `hash`. The caller keeps at most half the slots in use.
+    fn insert(&mut self, hash: u64, value: u32) {
+        let mut i = self.home(hash);
+        while self.slots[i] != NIL {
+            i = (i + 1) & self.mask;
+        }
+        self.slots[i] = value;
+    }
+
+    /// Removes `value`, stored under `hash`, and shifts later members of its run back so that
+    /// every remaining value stays reachable from its home slot.
+    fn remove(&mut self, hash: u64, value: u32, hash_of: impl Fn(u32) -> u64) {
+        let mut hole = self.home(hash);
+        while self.slots[hole] != value {
+            debug_assert!(self.slots[hole] != NIL, "removing a value that is not indexed");
+            if self.slots[hole] == NIL {
+                return;
+            }
+            hole = (hole + 1) & self.mask;
+        }
+        self.slots[hole] = NIL;
+        let mut i = hole;
+        loop {
+            i = (i + 1) & self.mask;
+            let moved = self.slots[i];
+            if moved == NIL {
+                return;
+            }
+            let home = self.home(hash_of(moved));
+            // `moved` may fill the hole unless its home lies cyclically in (hole, i].
+            let stays = if hole <= i { hole < home && home <= i } else { hole < home || home <= i };
+            if !stays {
+                self.slots[hole] = moved;
+                self.slots[i] = NIL;
+                hole = i;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn secs(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    fn allowed(limiter: &mut SourceLimiter, now: Instant, source: IpAddr, tries: usize) -> usize {
+        (0..tries).filter(|_| limiter.allow(now, source)).count()
+    }
+
+    #[test]
+    fn test_source_burst_then_limited() {
+        let t0 = Instant::now();
+        let mut limiter = SourceLimiter::new(1.0, 5.0, 16);
+        let obt = ip("fe80::1");
+        assert_eq!(allowed(&mut limiter, t0, obt, 20), 5);
+        assert!(!limiter.allow(t0 + ms(999), obt));
+        // Another source has its own bucket.
+        assert_eq!(allowed(&mut limiter, t0, ip("fe80::2"), 20), 5);
+    }
+
+    #[test]
+    fn test_source_refill_over_time() {
+        let t0 = Instant::now();
+        let mut limiter = SourceLimiter::new(2.0, 4.0, 16);
+        let obt = ip("192.168.1.20");
+        assert_eq!(allowed(&mut limiter, t0, obt, 10), 4);
+        // 2 per second: one more every 500 ms.
+        assert!(!limiter.allow(t0 + ms(499), obt));
+        assert!(limiter.allow(t0 + ms(500), obt));
+        assert!(!limiter.allow(t0 + ms(500), obt));
+        // Long idle refills to the burst, never beyond.
+        assert_eq!(allowed(&mut limiter, t0 + secs(60), obt, 10), 4);
+    }
+
+    #[test]
+    fn test_source_fractional_rate_and_burst() {
+        let t0 = Instant::now();
+        // One request every 3 s; burst 2.9 rounds down to 2.
+        let mut limiter = SourceLimiter::new(1.0 / 3.0, 2.9, 4);
+        let obt = ip("10.1.1.1");
+        assert_eq!(allowed(&mut limiter, t0, obt, 5), 2);
+        assert!(!limiter.allow(t0 + ms(2_999), obt));
+        assert!(limiter.allow(t0 + secs(3), obt));
+        // Burst 1: strictly one per interval (rate 3/s has an inexact interval).
+        let mut strict = SourceLimiter::new(3.0, 1.0, 4);
+        assert_eq!(allowed(&mut strict, t0, obt, 5), 1);
+        assert_eq!(allowed(&mut strict, t0 + secs(1), obt, 5), 1);
+        let mut three = SourceLimiter::new(3.0, 3.0, 4);
+        assert_eq!(allowed(&mut three, t0, obt, 5), 3);
+    }
+
+    #[test]
+    fn test_source_mapped_ipv4_is_ipv4() {
+        let t0 = Instant::now();
+        let mut limiter = SourceLimiter::new(1.0, 2.0, 4);
+        assert_eq!(allowed(&mut limiter, t0, IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 2), 2);
+        assert!(!limiter.allow(t0, ip("::ffff:10.0.0.1")));
+        assert_eq!(limiter.len(), 1);
+    }
+
+    #[test]
+    fn test_source_many_sources_bounded_memory() {
+        let t0 = Instant::now();
+        let mut limiter = SourceLimiter::with_seed(1.0, 3.0, 64, 42);
+        for i in 0..10_000u32 {
+            let source = IpAddr::V6(Ipv6Addr::from_bits(0xfe80 << 112 | u128::from(i)));
+            assert!(limiter.allow(t0 + ms(u64::from(i)), source), "a new source has a burst");
+            assert!(limiter.len() <= 64);
+        }
+        assert_eq!(limiter.len(), 64);
+        assert_eq!(limiter.buckets.capacity(), 64, "no reallocation");
+        assert_eq!(limiter.evictions(), 10_000 - 64);
+        // One request per source, 1 ms apart: each evicted bucket (64 ms old, T = 1 s) was not
+        // full again yet.
+        assert_eq!(limiter.resets(), limiter.evictions());
+    }
+
+    #[test]
+    fn test_source_evicts_full_bucket_without_reset() {
+        let t0 = Instant::now();
+        let mut limiter = SourceLimiter::new(1.0, 2.0, 2);
+        assert!(limiter.allow(t0, ip("10.0.0.1")));
+        assert!(limiter.allow(t0, ip("10.0.0.2")));
+        // 10.0.0.1 refilled long ago: evicting it loses nothing.
+        assert!(limiter.allow(t0 + secs(10), ip("10.0.0.3")));
+        assert_eq!((limiter.evictions(), limiter.resets()), (1, 0));
+    }
+
+    #[test]
+    fn test_source_hammering_source_is_not_evicted() {
+        // A drained source that keeps sending stays most recently used: a stream of new
+        // sources evicts everybody else first, and its bucket is never reset.
+        let t0 = Instant::now();
+        let mut limiter = SourceLimiter::new(0.1, 3.0, 4);
+        let attacker = ip("10.9.9.9");
+        assert_eq!(allowed(&mut limiter, t0, attacker, 10), 3);
+        for i in 0..100u8 {
+            let now = t0 + ms(u64::from(i));
+            assert!(limiter.allow(now, IpAddr::V4(Ipv4Addr::new(10, 0, 1, i))));
+            assert!(!limiter.allow(now, attacker), "request {i}: still drained");
+        }
+        assert_eq!(limiter.evictions(), 97);
+    }
+
+    #[test]
+    fn test_source_reset_costs_capacity_requests() {
+        // The trade-off, measured: to reset its bucket, a source must go quiet while `capacity`
+        // other sources send, and each of those already got a full burst of its own.
+        let t0 = Instant::now();
+        let capacity = 8;
+        let mut limiter = SourceLimiter::new(0.1, 3.0, capacity);
+        let attacker = ip("10.9.9.9");
+        assert_eq!(allowed(&mut limiter, t0, attacker, 10), 3);
+        for i in 0..capacity - 1 {
+            assert!(limiter.allow(t0, IpAddr::V4(Ipv4Addr::new(10, 0, 2, i as u8))));
+        }
+        assert!(!limiter.allow(t0, attacker), "capacity - 1 others are not enough");
+        for i in 0..capacity {
+            assert!(limiter.allow(t0, IpAddr::V4(Ipv4Addr::new(10, 0, 3, i as u8))));
+        }
+        assert_eq!(allowed(&mut limiter, t0, attacker, 10), 3, "reset after `capacity` others");
+        assert!(limiter.resets() >= 1);
+    }
+
+    #[test]
+    fn test_source_index_consistent_under_churn() {
+        // A small table with constant eviction keeps finding every tracked source.
+        let t0 = Instant::now();
+        let mut limiter = SourceLimiter::with_seed(1000.0, 1.0, 5, 7);
+        let mut x: u64 = 0x1234_5678;
+        for step in 0..20_000u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let source = IpAddr::V4(Ipv4Addr::new(10, 0, 0, (x % 12) as u8));
+            let _ = limiter.allow(t0 + Duration::from_micros(step * 100), source);
+            let tracked = limiter.buckets.iter().filter(|b| {
+                let buckets = &limiter.buckets;
+                limiter.index.find(b.hash, |s| buckets[s as usize].ip == b.ip).is_some()
+            });
+            assert_eq!(tracked.count(), limiter.len(), "step {step}");
+        }
+    }
+
+    const DEFAULT: Duration = Duration::from_secs(2);
+
+    #[test]
+    fn test_budget_small_request_gets_default_leisure() {
+        let t0 = Instant::now();
+        let mut budget = AnswerBudget::new(DEFAULT, 100_000, secs(60));
+        let w = budget.window(t0, 10, 200);
+        assert_eq!(
+            w,
+            Window { start: Duration::ZERO, length: DEFAULT, stretched: false, admitted: 10 }
+        );
+        // 2000 bytes at 100 kB/s: 20 ms of budget.
+        assert_eq!(budget.backlog(t0), ms(20));
+        assert_eq!(budget.backlog_bytes(t0), 2_000);
+    }
+
+    #[test]
+    fn test_budget_ten_thousand_answers_stretch_to_20_s() {
+        let t0 = Instant::now();
+        let mut budget = AnswerBudget::new(DEFAULT, 100_000, secs(60));
+        let w = budget.window(t0, 10_000, 200);
+        assert_eq!(
+            w,
+            Window { start: Duration::ZERO, length: secs(20), stretched: true, admitted: 10_000 }
+        );
+    }
+
+    #[test]
+    fn test_budget_back_to_back_second_after_first() {
+        let t0 = Instant::now();
+        let mut budget = AnswerBudget::new(DEFAULT, 100_000, secs(60));
+        let first = budget.window(t0, 10_000, 200);
+        let second = budget.window(t0 + ms(100), 10_000, 200);
+        assert_eq!(first.length, secs(20));
+        // The first request's bytes hold the budget until t0 + 20 s, 19.9 s after the second.
+        assert_eq!(second.start, ms(19_900));
+        assert_eq!(second.length, ms(39_900));
+        assert!(second.stretched);
+        assert_eq!(second.admitted, 10_000);
+        // A small request behind them opens after both.
+        let small = budget.window(t0 + ms(100), 1, 200);
+        assert_eq!(small.start, ms(39_900));
+        assert_eq!(small.length, ms(39_902));
+    }
+
+    #[test]
+    fn test_budget_sheds_past_max_window() {
+        let t0 = Instant::now();
+        let mut budget = AnswerBudget::new(DEFAULT, 100_000, secs(30));
+        let first = budget.window(t0, 10_000, 200);
+        assert_eq!(first.admitted, 10_000);
+        // 10 s of room left: 1 MB, 5000 answers of 200 bytes.
+        let second = budget.window(t0, 10_000, 200);
+        assert_eq!(second.admitted, 5_000);
+        assert_eq!((second.start, second.length), (secs(20), secs(30)));
+        // Nothing fits now.
+        let third = budget.window(t0, 10, 200);
+        assert_eq!(third.admitted, 0);
+        assert_eq!(budget.backlog(t0), secs(30), "shed answers cost nothing");
+        // A single request larger than the whole window is cut down too.
+        let mut fresh = AnswerBudget::new(DEFAULT, 100_000, secs(30));
+        assert_eq!(fresh.window(t0, 1_000_000, 200).admitted, 15_000);
+    }
+
+    #[test]
+    fn test_budget_backlog_drains() {
+        let t0 = Instant::now();
+        let mut budget = AnswerBudget::new(DEFAULT, 100_000, secs(30));
+        let _ = budget.window(t0, 10_000, 200);
+        assert_eq!(budget.backlog(t0 + secs(5)), secs(15));
+        assert_eq!(budget.backlog_bytes(t0 + secs(5)), 1_500_000);
+        assert_eq!(budget.backlog(t0 + secs(25)), Duration::ZERO);
+        let w = budget.window(t0 + secs(25), 10_000, 200);
+        assert_eq!(
+            w,
+            Window { start: Duration::ZERO, length: secs(20), stretched: true, admitted: 10_000 }
+        );
+        // Half drained: half the room back.
+        let w = budget.window(t0 + secs(35), 10_000, 200);
+        assert_eq!((w.start, w.admitted), (secs(10), 10_000));
+    }
+
+    #[test]
+    fn test_budget_zero_answers_or_zero_bytes() {
+        let t0 = Instant::now();
+        let mut budget = AnswerBudget::new(DEFAULT, 1_000, secs(10));
+        let w = budget.window(t0, 0, 200);
+        assert_eq!(
+            w,
+            Window { start: Duration::ZERO, length: DEFAULT, stretched: false, admitted: 0 }
+        );
+        let w = budget.window(t0, 7, 0);
+        assert_eq!(w.admitted, 7);
+        assert_eq!(budget.backlog(t0), Duration::ZERO);
+    }
+
+    #[test]
+    fn test_budget_rate_never_exceeded_over_intervals() {
+        // Requests of random sizes at random times, enough to stretch and to shed: over any
+        // interval of length x, the bytes scheduled (each window's bytes spread evenly over
+        // [start, length)) stay within R x (x + 2 D), the bound in the type's docs.
+        let rate = 50_000u64;
+        let t0 = Instant::now();
+        let mut budget = AnswerBudget::new(DEFAULT, rate, secs(40));
+        let mut x: u64 = 0x9e37_79b9;
+        let mut windows = Vec::new();
+        let (mut stretched, mut shed) = (0, 0);
+        let mut now = t0;
+        for _ in 0..400 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            now += ms(x % 700);
+            let answers = (if x % 5 == 0 { (x >> 8) % 20_000 } else { (x >> 8) % 40 }) as usize;
+            let w = budget.window(now, answers, 180);
+            assert!(w.admitted <= answers);
+            assert!(w.start <= w.length);
+            assert!(w.length <= secs(40));
+            stretched += usize::from(w.stretched);
+            shed += usize::from(w.admitted < answers);
+            windows.push((now + w.start, now + w.length, (w.admitted * 180) as f64));
+        }
+        assert!(stretched > 20 && shed > 20, "stretched {stretched}, shed {shed}");
+        let horizon = now + secs(60);
+        for x_len in [ms(100), secs(1), secs(5), secs(20)] {
+            let bound = rate as f64 * (x_len + 2 * DEFAULT).as_secs_f64();
+            let mut u = t0;
+            while u + x_len <= horizon {
+                let v = u + x_len;
+                let mut bytes = 0.0;
+                for &(open, close, total) in &windows {
+                    let (lo, hi) = (open.max(u), close.min(v));
+                    if hi > lo {
+                        bytes += total * (hi - lo).as_secs_f64() / (close - open).as_secs_f64();
+                    }
+                }
+                assert!(bytes <= bound + 1.0, "{bytes} > {bound} over {x_len:?} at {u:?}");
+                u += ms(100);
+            }
+        }
+    }
+
+    #[test]
+    fn test_window_offset_maps_onto_window() {
+        let w = Window { start: secs(20), length: secs(40), stretched: true, admitted: 1 };
+        assert_eq!(w.offset(0), secs(20));
+        assert_eq!(w.offset(1 << 63), secs(30));
+        let last = w.offset(u64::MAX);
+        assert!(last < secs(40) && last > secs(40) - ms(1));
+        let empty = Window { start: secs(3), length: secs(3), stretched: false, admitted: 0 };
+        assert_eq!(empty.offset(u64::MAX), secs(3));
+    }
+
+    #[test]
+    fn test_budget_huge_request_does_not_overflow() {
+        let t0 = Instant::now();
+        let mut budget = AnswerBudget::new(DEFAULT, 1, Duration::MAX);
+        let w = budget.window(t0, usize::MAX, usize::MAX);
+        assert_eq!(w.admitted, 0);
+        assert_eq!(w.length, DEFAULT);
+        let w = budget.window(t0, usize::MAX, 1);
+        assert_eq!(w.admitted, 86_400, "one byte per second for the 24-hour cap");
+        assert_eq!(w.length, secs(86_400));
+    }
+
+    #[test]
+    #[should_panic(expected = "positive")]
+    fn test_budget_zero_rate_panics() {
+        let _ = AnswerBudget::new(DEFAULT, 0, secs(10));
+    }
+
+    #[test]
+    #[should_panic(expected = "burst")]
+    fn test_source_burst_below_one_panics() {
+        let _ = SourceLimiter::new(1.0, 0.5, 4);
+    }
+}

@@ -1,0 +1,528 @@
+//! The sans-IO gate: datagrams, metadata and time in; verdicts and datagrams to send out.
+//!
+//! The engine has no sockets, no threads and no clock. A driver feeds it every received
+//! datagram with [`Engine::handle`], asks [`Engine::poll_transmit`] for datagrams to send, and
+//! sleeps until [`Engine::poll_timeout`] (quinn-proto's shape). Time is always passed in, and
+//! randomness comes from a seeded generator, so the same inputs give the same outputs.
+//!
+//! ```text
+//!  handle(now, meta, bytes)
+//!     |  wire::coap::Message::parse ............ malformed -> drop, counted by reason
+//!     |  multicast (destination is a group):
+//!     |    policy::screen ...................... pre-filters 2..6 -> drop, counted
+//!     |    source::check_source ................ spoofed/odd sources -> drop
+//!     |    dedup ............................... copies of one exchange -> drop
+//!     |    eligible count == 0 ................. drop in O(1)
+//!     |    SourceLimiter ....................... per-source token bucket
+//!     |    fleet eligibility index (+ di) ...... O(eligible) candidates, each re-checked
+//!     |    AnswerBudget ........................ leisure L = max(default, bytes / rate)
+//!     |    Schedule ............................ one paced stream per request, bounded
+//!     |  unicast (destination is a device endpoint):
+//!     |    unicast::route ...................... doxm / res / d / 4.04, queued at once
+//!  poll_transmit(now, buf)
+//!        unicast responses first, then answers that are due; each answer re-checks the
+//!        device's state word (cancelled if no longer eligible) and is encoded into `buf`.
+//! ```
+
+pub mod dedup;
+pub mod endpoint;
+pub mod limits;
+pub mod schedule;
+pub mod source;
+pub mod stats;
+pub mod unicast;
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use uuid::Uuid;
+
+use crate::fleet::{DeviceId, DeviceRecord, Fleet, StateWord};
+use crate::policy::{self, Delivery, Outcome, RequestFacts};
+use crate::wire::coap::{Code, Message, MessageType, MAX_TOKEN_LEN};
+use crate::wire::ocf::{self, DeviceInfo, View};
+use crate::wire::writer::Writer;
+
+use dedup::{Dedup, Seen};
+use endpoint::{EndpointPlan, LocalEndpoint};
+use limits::{AnswerBudget, SourceLimiter};
+use schedule::{Owed, RequestInfo, Schedule};
+pub use stats::{EngineDrop, Stats, Verdict};
+use unicast::{Body, LinkSelection};
+
+/// The engine's limits and timings. Every limit is configurable; the defaults suit a bridge of
+/// up to a million devices on one host.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The default leisure window (RFC 7252 s8.2 suggests 2 s for answers to multicast).
+    pub leisure: Duration,
+    /// The longest window a request may be stretched to by the byte budget.
+    pub max_window: Duration,
+    /// Global budget for multicast answers, bytes per second.
+    pub answer_rate_bytes: u64,
+    /// How long a request's copies count as the same exchange (RFC 7252 NON_LIFETIME is 145 s).
+    pub exchange_window: Duration,
+    /// How many exchanges the duplicate detector remembers.
+    pub dedup_capacity: usize,
+    /// Per-source rate of answer-producing multicast requests (requests per second).
+    pub source_rate: f64,
+    /// Per-source burst of answer-producing multicast requests.
+    pub source_burst: f64,
+    /// How many sources the rate limiter tracks.
+    pub source_capacity: usize,
+    /// Bound on pending multicast answers (memory: 8 bytes each).
+    pub max_pending_answers: usize,
+    /// Bound on requests with pending answers.
+    pub max_pending_requests: usize,
+    /// Bound on queued unicast responses.
+    pub max_unicast_queue: usize,
+    /// How device ids map to discovery endpoints.
+    pub endpoints: EndpointPlan,
+    /// `/oic/d` `icv`.
+    pub icv: String,
+    /// `/oic/d` `dmv`.
+    pub dmv: String,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            leisure: Duration::from_secs(2),
+            max_window: Duration::from_secs(60),
+            answer_rate_bytes: 2_000_000,
+            exchange_window: Duration::from_secs(145),
+            dedup_capacity: 4_096,
+            source_rate: 1.0,
+            source_burst: 5.0,
+            source_capacity: 4_096,
+            max_pending_answers: 2_000_000,
+            max_pending_requests: 1_024,
+            max_unicast_queue: 4_096,
+            endpoints: EndpointPlan::Ports { base: 40_000, count: 20_000 },
+            icv: String::from("ocf.2.0.5"),
+            dmv: String::from("ocf.res.1.3.0,ocf.sh.1.3.0"),
+        }
+    }
+}
+
+/// Where a datagram came from and went to, as the driver learnt it (IPV6_PKTINFO/IP_PKTINFO).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Meta {
+    /// The sender.
+    pub source: SocketAddr,
+    /// The destination address and port: a multicast group, or a device's endpoint.
+    pub destination: SocketAddr,
+    /// The interface index the datagram arrived on.
+    pub interface: u32,
+}
+
+/// A datagram to send: written into the caller's buffer by [`Engine::poll_transmit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[must_use]
+pub struct Transmit {
+    /// Where to send it.
+    pub destination: SocketAddr,
+    /// The device's endpoint to send it from.
+    pub source: LocalEndpoint,
+    /// The interface to send it on (the one the request came in on).
+    pub interface: u32,
+    /// The device it speaks for.
+    pub device: DeviceId,
+    /// Its length in the caller's buffer.
+    pub len: usize,
+}
+
+/// A unicast response waiting to be sent.
+#[derive(Debug, Clone, Copy)]
+struct Immediate {
+    destination: SocketAddr,
+    source: LocalEndpoint,
+    interface: u32,
+    device: DeviceId,
+    ty: MessageType,
+    code: Code,
+    message_id: u16,
+    token: [u8; MAX_TOKEN_LEN],
+    token_len: u8,
+    body: Body,
+}
+
+/// The gate; see the [module docs](self).
+#[derive(Debug)]
+pub struct Engine {
+    config: Config,
+    fleet: Arc<Fleet>,
+    dedup: Dedup,
+    sources: SourceLimiter,
+    budget: AnswerBudget,
+    schedule: Schedule,
+    immediate: VecDeque<Immediate>,
+    rng: fastrand::Rng,
+    next_message_id: u16,
+    /// Encoded size of a typical answer per view, for the byte budget.
+    answer_size: [usize; 2],
+    stats: Stats,
+}
+
+impl Engine {
+    /// An engine over `fleet`; `seed` fixes its random choices.
+    pub fn new(config: Config, fleet: Arc<Fleet>, seed: u64) -> Engine {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        Engine {
+            // Senders choose Message IDs, tokens and ports: the hash tables are seeded.
+            dedup: Dedup::with_seed(config.exchange_window, config.dedup_capacity, rng.u64(..)),
+            sources: SourceLimiter::with_seed(
+                config.source_rate,
+                config.source_burst,
+                config.source_capacity,
+                rng.u64(..),
+            ),
+            budget: AnswerBudget::new(config.leisure, config.answer_rate_bytes, config.max_window),
+            schedule: Schedule::new(config.max_pending_requests, config.max_pending_answers),
+            immediate: VecDeque::with_capacity(config.max_unicast_queue),
+            next_message_id: rng.u16(..),
+            answer_size: [typical_answer_size(View::Default), typical_answer_size(View::Baseline)],
+            rng,
+            stats: Stats::default(),
+            fleet,
+            config,
+        }
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The fleet the engine answers for.
+    pub fn fleet(&self) -> &Arc<Fleet> {
+        &self.fleet
+    }
+
+    /// The number of multicast answers waiting for their time.
+    pub fn pending_answers(&self) -> usize {
+        self.schedule.pending_answers()
+    }
+
+    /// Handles one received datagram; returns (and counts) what became of it.
+    pub fn handle(&mut self, now: Instant, meta: &Meta, datagram: &[u8]) -> Verdict {
+        let verdict = match Message::parse(datagram) {
+            Err(e) => Verdict::Malformed(e),
+            Ok(msg) if meta.destination.ip().is_multicast() => self.multicast(now, meta, &msg),
+            Ok(msg) => self.unicast(meta, &msg),
+        };
+        self.stats.count(verdict);
+        verdict
+    }
+
+    /// When the next multicast answer comes due. Unicast responses are ready at once: after
+    /// [`Engine::handle`], drain [`Engine::poll_transmit`] until it returns `None`.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.schedule.next_due()
+    }
+
+    /// Whether a unicast response is queued (the driver should call [`Engine::poll_transmit`]
+    /// right away).
+    pub fn has_immediate(&self) -> bool {
+        !self.immediate.is_empty()
+    }
+
+    /// Writes the next datagram due at `now` into `buf` and describes it; `None` when nothing
+    /// is due. `buf` should hold at least 1280 bytes (the IPv6 minimum MTU).
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        while let Some(reply) = self.immediate.pop_front() {
+            if let Some(t) = self.encode_immediate(&reply, buf) {
+                self.stats.responses_sent += 1;
+                return Some(t);
+            }
+        }
+        while let Some(due) = self.schedule.pop_due(now, &mut self.rng) {
+            let Owed { device, incarnation } = due.owed;
+            let word = self.fleet.word(device);
+            if !word.is_eligible() || word.incarnation() != incarnation {
+                self.stats.answers_cancelled += 1;
+                continue;
+            }
+            let (Some(record), Some(source)) =
+                (self.fleet.record(device), self.config.endpoints.local(device, &due.info.peer))
+            else {
+                self.stats.answers_cancelled += 1;
+                continue;
+            };
+            let message_id = self.fresh_message_id();
+            let written = ocf::write_response(
+                buf,
+                MessageType::NonConfirmable,
+                Code::CONTENT,
+                message_id,
+                due.info.token(),
+                |out| record.doxm(false).encode(due.info.view, out),
+            );
+            match written {
+                Ok(len) => {
+                    self.stats.answers_sent += 1;
+                    return Some(Transmit {
+                        destination: due.info.peer,
+                        source,
+                        interface: due.info.interface,
+                        device,
+                        len,
+                    });
+                }
+                Err(_) => self.stats.answers_cancelled += 1,
+            }
+        }
+        None
+    }
+
+    /// Drops every pending answer and response (shutdown); returns how many were dropped.
+    pub fn shutdown(&mut self) -> usize {
+        let dropped = self.schedule.clear() + self.immediate.len();
+        self.stats.answers_shed += dropped as u64;
+        self.immediate.clear();
+        dropped
+    }
+
+    fn multicast(&mut self, now: Instant, meta: &Meta, msg: &Message<'_>) -> Verdict {
+        let request = RequestFacts::from_message(msg, Delivery::Multicast);
+        if let Err(reason) = policy::screen(&request) {
+            return Verdict::Policy(reason);
+        }
+        if let Err(reject) = source::check_source(meta.source, meta.destination.ip()) {
+            return Verdict::Source(reject);
+        }
+        if self.config.endpoints.local(DeviceId(0), &meta.source).is_none() {
+            return Verdict::Engine(EngineDrop::NoEndpointForFamily);
+        }
+        if self.dedup.check(now, msg.message_id(), msg.token(), meta.source) == Seen::Copy {
+            return Verdict::Engine(EngineDrop::Duplicate);
+        }
+        if self.fleet.eligible_count() == 0 {
+            return Verdict::Engine(EngineDrop::NoEligible);
+        }
+        if !self.sources.allow(now, meta.source.ip()) {
+            return Verdict::Engine(EngineDrop::RateLimited);
+        }
+        let mut owed = self.schedule.take_list();
+        match request.filters.di {
+            Some(di) => {
+                let device = Uuid::try_parse_ascii(di).ok().and_then(|u| self.fleet.lookup(&u));
+                if let Some(id) = device {
+                    push_if_eligible(&mut owed, id, self.fleet.word(id));
+                }
+            }
+            None => {
+                for id in self.fleet.eligible() {
+                    push_if_eligible(&mut owed, id, self.fleet.word(id));
+                }
+            }
+        }
+        if owed.is_empty() {
+            self.schedule.give_back(owed);
+            return Verdict::Engine(EngineDrop::NoEligible);
+        }
+        let view = request.view();
+        let size = self.answer_size[usize::from(view == View::Baseline)] + msg.token().len();
+        let window = self.budget.window(now, owed.len(), size);
+        if window.stretched {
+            self.stats.budget_stretches += 1;
+        }
+        let mut shed = 0;
+        if window.admitted < owed.len() {
+            shed += owed.len() - window.admitted;
+            owed.truncate(window.admitted);
+        }
+        let scheduled = owed.len();
+        let span = (window.start, window.length);
+        shed += self.schedule.insert(now, request_info(meta, msg, view), owed, span, &mut self.rng);
+        self.stats.answers_scheduled += scheduled as u64;
+        self.stats.answers_shed += shed as u64;
+        Verdict::Answering(scheduled)
+    }
+
+    fn unicast(&mut self, meta: &Meta, msg: &Message<'_>) -> Verdict {
+        let plan = self.config.endpoints;
+        let Some(device) = plan.device_at(&meta.destination) else {
+            return Verdict::Engine(EngineDrop::UnknownEndpoint);
+        };
+        let word = self.fleet.word(device);
+        let (Some(uuid), Some(record)) = (self.fleet.uuid_of(device), self.fleet.record(device))
+        else {
+            return Verdict::Engine(EngineDrop::UnknownEndpoint);
+        };
+        if let Err(reject) = source::check_source(meta.source, meta.destination.ip()) {
+            return Verdict::Source(reject);
+        }
+        let request = RequestFacts::from_message(msg, Delivery::Unicast);
+        let reply = unicast::route(msg, &request, &word.facts(uuid), &record.device_types);
+        let code = match reply.decision.outcome {
+            Outcome::Respond(code) => code,
+            Outcome::EmptyAck => Code::EMPTY,
+            Outcome::Ignore | Outcome::Answer => return Verdict::Policy(reply.decision.reason),
+        };
+        if self.immediate.len() >= self.config.max_unicast_queue {
+            return Verdict::Engine(EngineDrop::QueueFull);
+        }
+        let Some(source) = plan.local(device, &meta.source) else {
+            return Verdict::Engine(EngineDrop::NoEndpointForFamily);
+        };
+        let (ty, message_id) = match msg.ty() {
+            MessageType::Confirmable => (MessageType::Acknowledgement, msg.message_id()),
+            _ => (MessageType::NonConfirmable, self.fresh_message_id()),
+        };
+        let (token, token_len) = copy_token(msg.token());
+        self.immediate.push_back(Immediate {
+            destination: meta.source,
+            source,
+            interface: meta.interface,
+            device,
+            ty,
+            code,
+            message_id,
+            token: if code == Code::EMPTY { [0; MAX_TOKEN_LEN] } else { token },
+            token_len: if code == Code::EMPTY { 0 } else { token_len },
+            body: reply.body,
+        });
+        Verdict::Responding
+    }
+
+    fn encode_immediate(&mut self, reply: &Immediate, buf: &mut [u8]) -> Option<Transmit> {
+        let record = self.fleet.record(reply.device)?;
+        let word = self.fleet.word(reply.device);
+        let token = &reply.token[..usize::from(reply.token_len)];
+        let len = match reply.body {
+            Body::None => {
+                Writer::new(buf, reply.ty, reply.code, reply.message_id, token).map(Writer::finish)
+            }
+            body => {
+                ocf::write_response(buf, reply.ty, reply.code, reply.message_id, token, |out| {
+                    encode_body(body, &record, word, &self.config, out)
+                })
+            }
+        };
+        let len = len.ok()?;
+        Some(Transmit {
+            destination: reply.destination,
+            source: reply.source,
+            interface: reply.interface,
+            device: reply.device,
+            len,
+        })
+    }
+
+    fn fresh_message_id(&mut self) -> u16 {
+        self.next_message_id = self.next_message_id.wrapping_add(1);
+        self.next_message_id
+    }
+}
+
+fn push_if_eligible(owed: &mut Vec<Owed>, id: DeviceId, word: StateWord) {
+    if word.is_eligible() {
+        owed.push(Owed { device: id, incarnation: word.incarnation() });
+    }
+}
+
+fn copy_token(token: &[u8]) -> ([u8; MAX_TOKEN_LEN], u8) {
+    let mut out = [0u8; MAX_TOKEN_LEN];
+    let len = token.len().min(MAX_TOKEN_LEN);
+    out[..len].copy_from_slice(&token[..len]);
+    (out, len as u8)
+}
+
+fn request_info(meta: &Meta, msg: &Message<'_>, view: View) -> RequestInfo {
+    let (token, token_len) = copy_token(msg.token());
+    RequestInfo { peer: meta.source, interface: meta.interface, token, token_len, view }
+}
+
+/// Encodes a unicast body from the device's record.
+fn encode_body(
+    body: Body,
+    record: &DeviceRecord,
+    word: StateWord,
+    config: &Config,
+    out: &mut [u8],
+) -> Result<usize, crate::wire::BufferTooSmall> {
+    let owned = word.state().is_some_and(|s| s.owned);
+    match body {
+        Body::None => Ok(0),
+        Body::Doxm(view) => record.doxm(owned).encode(view, out),
+        Body::Device(view) => {
+            let mut types: [&str; 8] = [""; 8];
+            let n = record.device_types.len().min(types.len());
+            for (slot, t) in types.iter_mut().zip(record.device_types.iter()) {
+                *slot = t;
+            }
+            let info = DeviceInfo {
+                di: record.uuid,
+                n: &record.name,
+                rt: &types[..n],
+                icv: &config.icv,
+                dmv: &config.dmv,
+                piid: record.piid,
+            };
+            info.encode(view, out)
+        }
+        Body::Links { baseline, links } => encode_links(record, links, baseline, out),
+    }
+}
+
+fn encode_links(
+    record: &DeviceRecord,
+    links: LinkSelection,
+    baseline: bool,
+    out: &mut [u8],
+) -> Result<usize, crate::wire::BufferTooSmall> {
+    let mut eps: [&str; 8] = [""; 8];
+    let mut n_eps = 0;
+    for (slot, ep) in eps.iter_mut().zip(record.eps()) {
+        *slot = ep;
+        n_eps += 1;
+    }
+    let eps = &eps[..n_eps];
+    let mut types: [&str; 8] = [""; 8];
+    let n_types = record.device_types.len().min(types.len());
+    for (slot, t) in types.iter_mut().zip(record.device_types.iter()) {
+        *slot = t;
+    }
+    let device_link = ocf::Link {
+        anchor: record.uuid,
+        href: "/oic/d",
+        rt: &types[..n_types],
+        interfaces: &ocf::DEVICE_INTERFACES,
+        bm: 1,
+        eps,
+    };
+    let doxm_link = record.doxm_link(eps);
+    let all = [doxm_link, device_link];
+    let selected: &[ocf::Link<'_>] = match (links.doxm, links.device) {
+        (true, true) => &all,
+        (true, false) => &all[..1],
+        (false, true) => &all[1..],
+        (false, false) => &[],
+    };
+    if baseline {
+        ocf::encode_res_baseline(selected, out)
+    } else {
+        ocf::encode_links(selected, out)
+    }
+}
+
+/// The encoded size of a doxm answer with one oxm and a zero-length token, per view.
+fn typical_answer_size(view: View) -> usize {
+    let doxm = ocf::Doxm {
+        oxms: &[ocf::oxm::JUST_WORKS],
+        oxmsel: ocf::oxm::SELF,
+        sct: ocf::sct::PAIRWISE_PSK | ocf::sct::CERTIFICATE,
+        owned: false,
+        devowneruuid: Uuid::nil(),
+        deviceuuid: Uuid::nil(),
+        rowneruuid: Uuid::nil(),
+    };
+    let mut buf = [0u8; 512];
+    ocf::write_response(&mut buf, MessageType::NonConfirmable, Code::CONTENT, 0, &[], |out| {
+        doxm.encode(view, out)
+    })
+    .unwrap_or(buf.len())
+}

@@ -1,0 +1,438 @@
+//! The sans-IO engine end to end: real datagrams in, real datagrams out, a clock that jumps.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use doxm_gate::engine::endpoint::{EndpointPlan, LocalEndpoint};
+use doxm_gate::engine::{Config, Engine, EngineDrop, Meta, Transmit, Verdict};
+use doxm_gate::fleet::{DeviceId, DeviceRecord, Fleet, OnboardingState, StatePatch};
+use doxm_gate::policy::{Dos, Reason};
+use doxm_gate::wire::{option, Code, Message, MessageType, Writer};
+use uuid::Uuid;
+
+const RFOTM: OnboardingState = OnboardingState { dos: Dos::Rfotm, owned: false, doc_open: false };
+const RFNOP: OnboardingState = OnboardingState { dos: Dos::Rfnop, owned: true, doc_open: false };
+/// SPEC section 4: the real OBT request (NON GET /oic/sec/doxm?owned=FALSE, token 61387b70...).
+const OBT_REQUEST: &str =
+    "5801f1cd61387b7099602b0bb36f69630373656304646f786d4b6f776e65643d46414c5345222710e206e30800";
+
+fn uuid(n: u32) -> Uuid {
+    Uuid::from_u128(0x50e1_a3ae_6a0c_4ac0_7b4f_0000_0000_0000 | u128::from(n))
+}
+
+fn record(n: u32) -> DeviceRecord {
+    DeviceRecord::new(
+        uuid(n),
+        Uuid::from_u128(u128::from(n) << 64),
+        &format!("vod-{n}"),
+        Arc::from(vec![Box::from("oic.wk.d"), Box::from("oic.d.light")]),
+        None,
+        Arc::from(vec![0, 2]),
+        4,
+        9,
+        Uuid::nil(),
+        Uuid::nil(),
+        &[
+            &format!("coap://[fd00::b]:{}", 50_000 + n),
+            &format!("coaps://[fd00::b]:{}", 60_000 + n),
+        ],
+    )
+    .unwrap()
+}
+
+/// A fleet of `n` devices where every `every`-th one is in RFOTM and the rest RFNOP.
+fn fleet(n: u32, every: u32) -> Arc<Fleet> {
+    let fleet = Arc::new(Fleet::with_capacity(n as usize + 16));
+    for i in 0..n {
+        let state = if i % every == 0 { RFOTM } else { RFNOP };
+        fleet.upsert(record(i), Some(state)).unwrap();
+    }
+    fleet
+}
+
+fn config() -> Config {
+    Config { endpoints: EndpointPlan::Ports { base: 40_000, count: 10_000 }, ..Config::default() }
+}
+
+fn obt_v6() -> Meta {
+    Meta {
+        source: "[fe80::1234]:49152".parse().unwrap(),
+        destination: "[ff02::158]:5683".parse().unwrap(),
+        interface: 3,
+    }
+}
+
+fn obt_v4() -> Meta {
+    Meta {
+        source: "192.0.2.10:49153".parse().unwrap(),
+        destination: "224.0.1.187:5683".parse().unwrap(),
+        interface: 3,
+    }
+}
+
+fn request(ty: MessageType, mid: u16, token: &[u8], path: &[&str], queries: &[&str]) -> Vec<u8> {
+    let mut buf = [0u8; 256];
+    let mut w = Writer::new(&mut buf, ty, Code::GET, mid, token).unwrap();
+    for p in path {
+        w.option(option::URI_PATH, p.as_bytes()).unwrap();
+    }
+    for q in queries {
+        w.option(option::URI_QUERY, q.as_bytes()).unwrap();
+    }
+    let len = w.finish();
+    buf[..len].to_vec()
+}
+
+fn doxm_request(mid: u16, token: &[u8], queries: &[&str]) -> Vec<u8> {
+    request(MessageType::NonConfirmable, mid, token, &["oic", "sec", "doxm"], queries)
+}
+
+/// Runs the clock forward in steps until nothing is pending; returns every datagram sent, with
+/// the time it left.
+fn drain(engine: &mut Engine, from: Instant) -> Vec<(Instant, Transmit, Vec<u8>)> {
+    let mut sent = Vec::new();
+    let mut buf = [0u8; 1500];
+    let mut now = from;
+    loop {
+        while let Some(t) = engine.poll_transmit(now, &mut buf) {
+            sent.push((now, t, buf[..t.len].to_vec()));
+        }
+        match engine.poll_timeout() {
+            Some(next) => now = now.max(next),
+            None => return sent,
+        }
+    }
+}
+
+fn doxm_of(payload: &[u8]) -> ciborium::Value {
+    ciborium::from_reader(payload).unwrap()
+}
+
+fn field<'a>(map: &'a ciborium::Value, key: &str) -> &'a ciborium::Value {
+    map.as_map()
+        .unwrap()
+        .iter()
+        .find(|(k, _)| k.as_text() == Some(key))
+        .map(|(_, v)| v)
+        .unwrap_or_else(|| panic!("no {key}"))
+}
+
+#[test]
+fn obt_request_answered_by_exactly_the_eligible_devices() {
+    let fleet = fleet(1_000, 10);
+    let mut engine = Engine::new(config(), fleet.clone(), 1);
+    let t0 = Instant::now();
+    let verdict = engine.handle(t0, &obt_v6(), &hex::decode(OBT_REQUEST).unwrap());
+    assert_eq!(verdict, Verdict::Answering(100));
+    let sent = drain(&mut engine, t0);
+    assert_eq!(sent.len(), 100);
+    let mut devices: Vec<u32> = Vec::new();
+    for (at, t, bytes) in &sent {
+        assert!(*at - t0 < Duration::from_secs(2), "inside the default leisure window");
+        assert_eq!(t.destination, obt_v6().source);
+        assert_eq!(t.interface, 3);
+        assert_eq!(t.source, LocalEndpoint { ip: None, port: 40_000 + t.device.0 as u16 });
+        let msg = Message::parse(bytes).unwrap();
+        assert_eq!(msg.ty(), MessageType::NonConfirmable);
+        assert_eq!(msg.code(), Code::CONTENT);
+        assert_eq!(msg.token(), hex::decode("61387b7099602b0b").unwrap());
+        assert_eq!(msg.content_format(), Some(10_000));
+        assert_eq!(msg.ocf_content_format_version(), Some(2048));
+        let doxm = doxm_of(msg.payload());
+        let di = field(&doxm, "deviceuuid").as_text().unwrap().to_owned();
+        assert_eq!(di, fleet.uuid_of(t.device).unwrap().hyphenated().to_string());
+        assert_eq!(field(&doxm, "owned").as_bool(), Some(false));
+        devices.push(t.device.0);
+    }
+    devices.sort_unstable();
+    assert_eq!(devices, (0..1_000).step_by(10).collect::<Vec<_>>());
+    let ids: std::collections::HashSet<u16> =
+        sent.iter().map(|(_, _, b)| Message::parse(b).unwrap().message_id()).collect();
+    assert_eq!(ids.len(), 100, "every answer has a fresh Message ID");
+    assert_eq!(engine.stats().answers_sent, 100);
+}
+
+#[test]
+fn iotivity_lite_obt_v4_and_v6_copies_answered_once() {
+    let mut engine = Engine::new(config(), fleet(50, 1), 2);
+    let t0 = Instant::now();
+    let bytes = hex::decode(OBT_REQUEST).unwrap();
+    assert_eq!(engine.handle(t0, &obt_v6(), &bytes), Verdict::Answering(50));
+    let later = t0 + Duration::from_millis(3);
+    assert_eq!(engine.handle(later, &obt_v4(), &bytes), Verdict::Engine(EngineDrop::Duplicate));
+    let sent = drain(&mut engine, t0);
+    assert_eq!(sent.len(), 50);
+    assert!(sent.iter().all(|(_, t, _)| t.destination.is_ipv6()), "the first copy's family wins");
+}
+
+#[test]
+fn plgd_client_three_groups_one_message_id_fresh_tokens() {
+    let mut engine = Engine::new(config(), fleet(20, 1), 3);
+    let t0 = Instant::now();
+    let source: SocketAddr = "[fe80::77]:40404".parse().unwrap();
+    let mut verdicts = Vec::new();
+    for (i, group) in
+        ["[ff02::158]:5683", "[ff03::158]:5683", "[ff05::158]:5683"].iter().enumerate()
+    {
+        let meta = Meta { source, destination: group.parse().unwrap(), interface: 3 };
+        let token = [i as u8 + 1; 4];
+        verdicts.push(engine.handle(t0, &meta, &doxm_request(0x4242, &token, &["Owned=FALSE"])));
+    }
+    assert_eq!(
+        verdicts,
+        [
+            Verdict::Answering(20),
+            Verdict::Engine(EngineDrop::Duplicate),
+            Verdict::Engine(EngineDrop::Duplicate)
+        ]
+    );
+    assert_eq!(drain(&mut engine, t0).len(), 20);
+}
+
+#[test]
+fn state_change_cancels_scheduled_answers() {
+    let fleet = fleet(10, 1);
+    let mut engine = Engine::new(config(), fleet.clone(), 4);
+    let t0 = Instant::now();
+    assert_eq!(engine.handle(t0, &obt_v6(), &doxm_request(1, b"a", &[])), Verdict::Answering(10));
+    // The bridge reports a DOC opening on device 3 and an owner transfer of device 4.
+    let doc = StatePatch { doc_open: Some(true), ..Default::default() };
+    fleet.patch(&uuid(3), &doc, None).unwrap();
+    let owned = StatePatch { dos: Some(Dos::Rfpro), owned: Some(true), ..Default::default() };
+    fleet.patch(&uuid(4), &owned, None).unwrap();
+    let sent = drain(&mut engine, t0);
+    let mut devices: Vec<u32> = sent.iter().map(|(_, t, _)| t.device.0).collect();
+    devices.sort_unstable();
+    assert_eq!(devices, [0, 1, 2, 5, 6, 7, 8, 9]);
+    assert_eq!(engine.stats().answers_cancelled, 2);
+    // A request arriving after the change sees it.
+    assert_eq!(engine.handle(t0, &obt_v6(), &doxm_request(2, b"b", &[])), Verdict::Answering(8));
+}
+
+#[test]
+fn request_filters() {
+    let fleet = fleet(10, 1);
+    let mut engine = Engine::new(config(), fleet.clone(), 5);
+    let t0 = Instant::now();
+    let mut mid = 100;
+    let mut send = |engine: &mut Engine, queries: &[&str]| {
+        mid += 1;
+        engine.handle(t0, &obt_v6(), &doxm_request(mid, &mid.to_be_bytes(), queries))
+    };
+    assert_eq!(send(&mut engine, &["owned=TRUE"]), Verdict::Policy(Reason::OwnedTrue));
+    assert_eq!(send(&mut engine, &["owned=1"]), Verdict::Policy(Reason::OwnedInvalid));
+    assert_eq!(send(&mut engine, &["if=oic.if.ll"]), Verdict::Policy(Reason::BadInterface));
+    let di = format!("di={}", uuid(7).hyphenated().to_string().to_uppercase());
+    assert_eq!(send(&mut engine, &[&di]), Verdict::Answering(1));
+    let sent = drain(&mut engine, t0);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].1.device, DeviceId(7));
+    let unknown = format!("di={}", uuid(99).hyphenated());
+    assert_eq!(send(&mut engine, &[&unknown]), Verdict::Engine(EngineDrop::NoEligible));
+    assert_eq!(send(&mut engine, &["if=oic.if.baseline"]), Verdict::Answering(10));
+    let sent = drain(&mut engine, t0);
+    let doxm = doxm_of(Message::parse(&sent[0].2).unwrap().payload());
+    let keys: Vec<&str> =
+        doxm.as_map().unwrap().iter().map(|(k, _)| k.as_text().unwrap()).collect();
+    assert_eq!(&keys[..3], ["rt", "if", "oxms"], "baseline puts rt and if first");
+}
+
+#[test]
+fn nothing_eligible_drops_in_constant_time_path() {
+    let mut engine = Engine::new(config(), fleet(100, 1_000_000), 6);
+    // Only device 0 is RFOTM; make it RFNOP too.
+    let owned = StatePatch { dos: Some(Dos::Rfnop), owned: Some(true), ..Default::default() };
+    engine.fleet().patch(&uuid(0), &owned, None).unwrap();
+    let t0 = Instant::now();
+    let v = engine.handle(t0, &obt_v6(), &doxm_request(9, b"z", &[]));
+    assert_eq!(v, Verdict::Engine(EngineDrop::NoEligible));
+    assert_eq!(engine.poll_timeout(), None);
+}
+
+#[test]
+fn per_source_rate_limit_bounds_answers() {
+    let cfg = Config { source_rate: 1.0, source_burst: 3.0, ..config() };
+    let mut engine = Engine::new(cfg, fleet(5, 1), 7);
+    let t0 = Instant::now();
+    let verdicts: Vec<Verdict> = (0..10u16)
+        .map(|i| engine.handle(t0, &obt_v6(), &doxm_request(1_000 + i, &i.to_be_bytes(), &[])))
+        .collect();
+    let answered = verdicts.iter().filter(|v| matches!(v, Verdict::Answering(_))).count();
+    assert_eq!(answered, 3, "{verdicts:?}");
+    assert_eq!(engine.stats().get(Verdict::Engine(EngineDrop::RateLimited)), 7);
+    // Another source is not affected; the first recovers with time.
+    let other = Meta { source: "[fe80::9]:5683".parse().unwrap(), ..obt_v6() };
+    assert_eq!(engine.handle(t0, &other, &doxm_request(1, b"o", &[])), Verdict::Answering(5));
+    let later = t0 + Duration::from_secs(2);
+    assert!(matches!(
+        engine.handle(later, &obt_v6(), &doxm_request(2_000, b"n", &[])),
+        Verdict::Answering(5)
+    ));
+}
+
+#[test]
+fn spoofed_and_odd_sources_dropped() {
+    let mut engine = Engine::new(config(), fleet(5, 1), 8);
+    let t0 = Instant::now();
+    let bytes = doxm_request(1, b"s", &[]);
+    for source in ["[2001:db8::1]:5683", "[ff02::1]:5683", "[::]:5683", "0.0.0.0:5683"] {
+        let destination =
+            if source.starts_with('[') { "[ff02::158]:5683" } else { "224.0.1.187:5683" };
+        let meta = Meta {
+            source: source.parse().unwrap(),
+            destination: destination.parse().unwrap(),
+            interface: 1,
+        };
+        let v = engine.handle(t0, &meta, &bytes);
+        assert!(matches!(v, Verdict::Source(_)), "{source}: {v:?}");
+    }
+    assert_eq!(engine.poll_timeout(), None);
+}
+
+#[test]
+fn malformed_and_wrong_requests_counted_never_answered() {
+    let mut engine = Engine::new(config(), fleet(5, 1), 9);
+    let t0 = Instant::now();
+    let cases: Vec<(Vec<u8>, Verdict)> = vec![
+        (vec![0x50], Verdict::Malformed(doxm_gate::wire::Error::HeaderTruncated)),
+        (
+            request(MessageType::Confirmable, 1, b"", &["oic", "sec", "doxm"], &[]),
+            Verdict::Policy(Reason::ConMulticast),
+        ),
+        (
+            request(MessageType::NonConfirmable, 2, b"", &["oic", "res"], &[]),
+            Verdict::Policy(Reason::WrongPath),
+        ),
+        // Option 13 (11 + delta 2): critical and unknown.
+        (
+            doxm_request(3, b"", &[]).into_iter().chain([0x20]).collect(),
+            Verdict::Policy(Reason::UnknownCriticalOption),
+        ),
+    ];
+    for (bytes, want) in cases {
+        assert_eq!(engine.handle(t0, &obt_v6(), &bytes), want);
+    }
+    assert_eq!(engine.stats().datagrams, 4);
+    assert_eq!(
+        engine.poll_timeout(),
+        None,
+        "nothing is ever sent in reply to an error on multicast"
+    );
+}
+
+#[test]
+fn pending_bound_sheds_oldest_requests() {
+    let cfg = Config { max_pending_answers: 150, source_burst: 100.0, ..config() };
+    let mut engine = Engine::new(cfg, fleet(100, 1), 10);
+    let t0 = Instant::now();
+    assert_eq!(engine.handle(t0, &obt_v6(), &doxm_request(1, b"1", &[])), Verdict::Answering(100));
+    assert_eq!(engine.handle(t0, &obt_v6(), &doxm_request(2, b"2", &[])), Verdict::Answering(100));
+    assert_eq!(engine.pending_answers(), 100);
+    assert_eq!(engine.stats().answers_shed, 100);
+    let sent = drain(&mut engine, t0);
+    assert!(sent.iter().all(|(_, _, b)| Message::parse(b).unwrap().token() == b"2"));
+}
+
+#[test]
+fn budget_stretches_leisure_for_big_fleets() {
+    // 2,000 answers of ~200 bytes at 40 kB/s need ~10 s, not the default 2 s.
+    let cfg = Config { answer_rate_bytes: 40_000, ..config() };
+    let mut engine = Engine::new(cfg, fleet(2_000, 1), 11);
+    let t0 = Instant::now();
+    assert_eq!(
+        engine.handle(t0, &obt_v6(), &doxm_request(1, b"big", &[])),
+        Verdict::Answering(2_000)
+    );
+    assert_eq!(engine.stats().budget_stretches, 1);
+    let sent = drain(&mut engine, t0);
+    let last = sent.iter().map(|(at, _, _)| *at - t0).max().unwrap();
+    assert!(last > Duration::from_secs(8) && last < Duration::from_secs(11), "{last:?}");
+    // Bytes in any 2-second slice stay near the budget.
+    for slice in 0..5u64 {
+        let from = t0 + Duration::from_secs(2 * slice);
+        let bytes: usize = sent
+            .iter()
+            .filter(|(at, _, _)| *at >= from && *at < from + Duration::from_secs(2))
+            .map(|(_, t, _)| t.len)
+            .sum();
+        assert!(bytes < 2 * 40_000 * 13 / 10, "slice {slice}: {bytes} bytes");
+    }
+}
+
+fn unicast_meta(device: u32) -> Meta {
+    Meta {
+        source: "[fe80::1234]:49152".parse().unwrap(),
+        destination: format!("[fe80::1]:{}", 40_000 + device).parse().unwrap(),
+        interface: 3,
+    }
+}
+
+fn unicast(engine: &mut Engine, device: u32, bytes: &[u8]) -> Option<(Transmit, Vec<u8>)> {
+    let t0 = Instant::now();
+    engine.handle(t0, &unicast_meta(device), bytes);
+    let mut buf = [0u8; 1500];
+    engine.poll_transmit(t0, &mut buf).map(|t| (t, buf[..t.len].to_vec()))
+}
+
+#[test]
+fn obt_follow_up_res_and_d_at_the_answer_source() {
+    let mut engine = Engine::new(config(), fleet(10, 1), 12);
+    let req = request(MessageType::Confirmable, 0x777, b"fo", &["oic", "res"], &["rt=oic.r.doxm"]);
+    let (t, bytes) = unicast(&mut engine, 4, &req).expect("a response");
+    assert_eq!(t.destination, unicast_meta(4).source);
+    assert_eq!(t.source.port, 40_004);
+    let msg = Message::parse(&bytes).unwrap();
+    assert_eq!(msg.ty(), MessageType::Acknowledgement);
+    assert_eq!(msg.message_id(), 0x777, "piggybacked on the ACK");
+    assert_eq!(msg.code(), Code::CONTENT);
+    assert_eq!(msg.token(), b"fo");
+    let links: ciborium::Value = ciborium::from_reader(msg.payload()).unwrap();
+    let links = links.as_array().unwrap();
+    assert_eq!(links.len(), 1, "the rt filter keeps the doxm link only");
+    let link = &links[0];
+    assert_eq!(field(link, "anchor").as_text().unwrap(), format!("ocf://{}", uuid(4).hyphenated()));
+    assert_eq!(field(link, "href").as_text(), Some("/oic/sec/doxm"));
+    let eps: Vec<&str> = field(link, "eps")
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|ep| field(ep, "ep").as_text().unwrap())
+        .collect();
+    assert_eq!(eps, ["coap://[fd00::b]:50004", "coaps://[fd00::b]:60004"]);
+    assert_eq!(field(field(link, "p"), "bm"), &ciborium::Value::from(1));
+
+    let req = request(MessageType::Confirmable, 0x778, b"d", &["oic", "d"], &[]);
+    let (_, bytes) = unicast(&mut engine, 4, &req).expect("a response");
+    let msg = Message::parse(&bytes).unwrap();
+    let d: ciborium::Value = ciborium::from_reader(msg.payload()).unwrap();
+    assert_eq!(field(&d, "n").as_text(), Some("vod-4"));
+    assert_eq!(field(&d, "di").as_text().unwrap(), uuid(4).hyphenated().to_string());
+}
+
+#[test]
+fn unicast_doxm_codes_and_unknown_resources() {
+    let fleet = fleet(10, 2);
+    let mut engine = Engine::new(config(), fleet.clone(), 13);
+    let con =
+        |path: &[&str], queries: &[&str]| request(MessageType::Confirmable, 9, b"u", path, queries);
+    let code = |r: Option<(Transmit, Vec<u8>)>| r.map(|(_, b)| Message::parse(&b).unwrap().code());
+    let doxm = ["oic", "sec", "doxm"];
+    assert_eq!(code(unicast(&mut engine, 0, &con(&doxm, &[]))), Some(Code::CONTENT));
+    assert_eq!(
+        code(unicast(&mut engine, 0, &con(&doxm, &["owned=true"]))),
+        Some(Code::BAD_REQUEST)
+    );
+    assert_eq!(code(unicast(&mut engine, 1, &con(&doxm, &[]))), Some(Code::UNAUTHORIZED), "RFNOP");
+    assert_eq!(code(unicast(&mut engine, 0, &con(&["oic", "p"], &[]))), Some(Code::NOT_FOUND));
+    let non = request(MessageType::NonConfirmable, 9, b"u", &["oic", "p"], &[]);
+    assert_eq!(code(unicast(&mut engine, 0, &non)), None, "NON to an unknown resource: nothing");
+    assert_eq!(
+        code(unicast(&mut engine, 500, &con(&doxm, &[]))),
+        None,
+        "no device behind the port"
+    );
+    // Unknown state: the device accepts nothing at all.
+    fleet.mark_all_unknown();
+    assert_eq!(code(unicast(&mut engine, 0, &con(&["oic", "res"], &[]))), None);
+}
