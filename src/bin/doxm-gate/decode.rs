@@ -75,7 +75,7 @@ fn to_json(value: &impl Serialize) -> String {
 }
 
 /// Hex digits, ignoring ASCII whitespace and one leading `0x`.
-fn parse_hex(input: &str) -> Result<Vec<u8>, hex::FromHexError> {
+pub fn parse_hex(input: &str) -> Result<Vec<u8>, hex::FromHexError> {
     let trimmed = input.trim();
     let digits = trimmed.strip_prefix("0x").unwrap_or(trimmed);
     let compact: String = digits.chars().filter(|c| !c.is_ascii_whitespace()).collect();

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod decode;
+mod explain;
 
 use std::process::ExitCode;
 
@@ -29,10 +30,17 @@ enum Command {
         /// The datagram as hex digits (whitespace and a leading 0x are ignored).
         hex: String,
     },
+    /// Would a device in the given state answer this datagram, and if not, why not?
+    ///
+    /// Prints {"outcome":..,"reason":..}: outcome is answer, ignore, empty-ack or a response
+    /// code (2.05, 4.00, 4.01, 4.02, 4.04, 4.06); reason is ok, a drop reason, or the decode
+    /// error of a malformed datagram.
+    Explain(explain::ExplainArgs),
 }
 
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Decode { hex } => decode::run(&hex),
+        Command::Explain(args) => explain::run(&args),
     }
 }

@@ -1,0 +1,78 @@
+//! `doxm-gate explain`, run as users run it: one datagram, one device state, one JSON line.
+
+use std::process::Command;
+
+/// SPEC section 4: the real OBT request (NON GET /oic/sec/doxm?owned=FALSE).
+const OBT_REQUEST: &str =
+    "5801f1cd61387b7099602b0bb36f69630373656304646f786d4b6f776e65643d46414c5345222710e206e30800";
+/// The same request as CON (type bits 00), as a unicast follow-up would be.
+const OBT_REQUEST_CON: &str =
+    "4801f1cd61387b7099602b0bb36f69630373656304646f786d4b6f776e65643d46414c5345222710e206e30800";
+
+fn explain(args: &[&str]) -> (i32, String) {
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_doxm-gate")).arg("explain").args(args).output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8(out.stdout).unwrap().trim().to_owned())
+}
+
+fn state(dos: &'static str, owned: &'static str, doc: &'static str) -> Vec<&'static str> {
+    vec!["--dos", dos, "--owned", owned, "--doc", doc]
+}
+
+#[test]
+fn multicast_outcomes() {
+    let cases: [(Vec<&str>, &str); 6] = [
+        (state("1", "false", "false"), r#"{"outcome":"answer","reason":"ok"}"#),
+        (state("1", "false", "true"), r#"{"outcome":"ignore","reason":"doc-open"}"#),
+        (state("3", "true", "false"), r#"{"outcome":"ignore","reason":"not-rfotm"}"#),
+        (
+            [state("1", "false", "false"), vec!["--bridge", "unowned"]].concat(),
+            r#"{"outcome":"ignore","reason":"bridge-unowned"}"#,
+        ),
+        (
+            [state("1", "false", "false"), vec!["--known", "false"]].concat(),
+            r#"{"outcome":"ignore","reason":"state-unknown"}"#,
+        ),
+        (
+            [state("1", "false", "false"), vec!["--uuid", "00000000-0000-0000-0000-000000000001"]]
+                .concat(),
+            r#"{"outcome":"answer","reason":"ok"}"#,
+        ),
+    ];
+    for (args, want) in cases {
+        let mut all = vec!["--hex", OBT_REQUEST];
+        all.extend(args.iter());
+        assert_eq!(explain(&all), (0, want.to_owned()), "{args:?}");
+    }
+}
+
+#[test]
+fn unicast_outcomes() {
+    let run = |hex, dos, owned, doc| {
+        let mut args = vec!["--hex", hex, "--unicast"];
+        args.extend(state(dos, owned, doc));
+        explain(&args).1
+    };
+    assert_eq!(run(OBT_REQUEST_CON, "1", "false", "false"), r#"{"outcome":"2.05","reason":"ok"}"#);
+    assert_eq!(
+        run(OBT_REQUEST_CON, "3", "true", "false"),
+        r#"{"outcome":"4.01","reason":"not-rfotm"}"#
+    );
+    assert_eq!(
+        run(OBT_REQUEST_CON, "1", "false", "true"),
+        r#"{"outcome":"4.01","reason":"doc-open"}"#
+    );
+    // NON unicast: the response is NON, same codes.
+    assert_eq!(run(OBT_REQUEST, "1", "false", "false"), r#"{"outcome":"2.05","reason":"ok"}"#);
+}
+
+#[test]
+fn malformed_and_bad_input() {
+    let (code, out) = explain(&["--hex", "50", "--dos", "1", "--owned", "false", "--doc", "false"]);
+    assert_eq!((code, out.as_str()), (0, r#"{"outcome":"ignore","reason":"header-truncated"}"#));
+    let (code, out) = explain(&["--hex", "zz", "--dos", "1", "--owned", "false", "--doc", "false"]);
+    assert_eq!((code, out.as_str()), (2, ""));
+    let (code, _) =
+        explain(&["--hex", OBT_REQUEST, "--dos", "7", "--owned", "false", "--doc", "false"]);
+    assert_eq!(code, 2, "dos out of range is a usage error");
+}
