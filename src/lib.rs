@@ -44,4 +44,5 @@
 pub mod engine;
 pub mod fleet;
 pub mod policy;
+pub mod sim;
 pub mod wire;

@@ -163,8 +163,15 @@ pub struct Engine {
     next_message_id: u16,
     /// Encoded size of a typical answer per view, for the byte budget.
     answer_size: [usize; 2],
+    /// The send-time pacer (GCRA): the theoretical time at which the answer bytes sent so far
+    /// are paid for at the configured rate. The budget's windows spread answers; the pacer makes
+    /// the rate a hard bound where overlapping windows would briefly exceed it.
+    paced_until: Option<Instant>,
     stats: Stats,
 }
+
+/// How far ahead of the rate the pacer lets answers go (a burst of rate x this).
+const PACER_BURST: Duration = Duration::from_millis(50);
 
 impl Engine {
     /// An engine over `fleet`; `seed` fixes its random choices.
@@ -185,6 +192,7 @@ impl Engine {
             next_message_id: rng.u16(..),
             answer_size: [typical_answer_size(View::Default), typical_answer_size(View::Baseline)],
             rng,
+            paced_until: None,
             stats: Stats::default(),
             fleet,
             config,
@@ -220,7 +228,16 @@ impl Engine {
     /// When the next multicast answer comes due. Unicast responses are ready at once: after
     /// [`Engine::handle`], drain [`Engine::poll_transmit`] until it returns `None`.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.schedule.next_due()
+        let due = self.schedule.next_due()?;
+        Some(match self.pacer_ready() {
+            Some(ready) => due.max(ready),
+            None => due,
+        })
+    }
+
+    /// When the pacer lets the next answer go, if it holds answers back at all.
+    fn pacer_ready(&self) -> Option<Instant> {
+        self.paced_until.and_then(|until| until.checked_sub(PACER_BURST))
     }
 
     /// Whether a unicast response is queued (the driver should call [`Engine::poll_transmit`]
@@ -237,6 +254,9 @@ impl Engine {
                 self.stats.responses_sent += 1;
                 return Some(t);
             }
+        }
+        if self.pacer_ready().is_some_and(|ready| ready > now) {
+            return None;
         }
         while let Some(due) = self.schedule.pop_due(now, &mut self.rng) {
             let Owed { device, incarnation } = due.owed;
@@ -263,6 +283,9 @@ impl Engine {
             match written {
                 Ok(len) => {
                     self.stats.answers_sent += 1;
+                    let cost =
+                        Duration::from_secs_f64(len as f64 / self.config.answer_rate_bytes as f64);
+                    self.paced_until = Some(self.paced_until.map_or(now, |p| p.max(now)) + cost);
                     return Some(Transmit {
                         destination: due.info.peer,
                         source,

@@ -1,0 +1,74 @@
+//! The storm simulator's summary table as a snapshot, and its invariants as assertions.
+//!
+//! A change to pacing, dedup, limits or the rule shows up here as a diff of the table: review it,
+//! and update the snapshot only when the new numbers are the intended ones.
+
+use std::time::Duration;
+
+use doxm_gate::engine::endpoint::EndpointPlan;
+use doxm_gate::engine::Config;
+use doxm_gate::sim::{self, Client, ClientKind, Flip, Scenario};
+
+fn scenario() -> Scenario {
+    let ms = Duration::from_millis;
+    Scenario {
+        devices: 5_000,
+        eligible_every: 50,
+        clients: vec![
+            Client { kind: ClientKind::IotivityLite, first: ms(0), count: 2, every: ms(5_000) },
+            Client { kind: ClientKind::Plgd, first: ms(700), count: 1, every: ms(1) },
+            Client { kind: ClientKind::Repeater, first: ms(100), count: 40, every: ms(50) },
+            Client { kind: ClientKind::Junk, first: ms(0), count: 200, every: ms(10) },
+        ],
+        flips: vec![
+            Flip { at: ms(300), device: 0, doc_open: true },
+            Flip { at: ms(300), device: 50, doc_open: true },
+            Flip { at: ms(4_000), device: 50, doc_open: false },
+        ],
+        config: Config {
+            endpoints: EndpointPlan::Ports { base: 40_000, count: 10_000 },
+            answer_rate_bytes: 50_000,
+            ..Config::default()
+        },
+        seed: 2640,
+    }
+}
+
+#[test]
+fn storm_invariants() {
+    let report = sim::run(&scenario());
+    for (kind, c) in &report.clients {
+        assert_eq!(c.duplicate_answers, 0, "{kind:?} got two answers from one device");
+        assert_eq!(c.ineligible_answers, 0, "{kind:?} got an answer from an ineligible device");
+    }
+    let (_, obt) = &report.clients[0];
+    // 100 eligible; devices 0 and 50 open a DOC at 300 ms, 50 closes it at 4 s, so the second
+    // discovery (at 5 s) gets 99.
+    assert!(obt.devices >= 99 && obt.devices <= 100, "{obt:?}");
+    let (_, junk) = &report.clients[3];
+    assert_eq!(junk.answers, 0, "nothing is ever sent in reply to an error on multicast");
+    let (_, repeater) = &report.clients[2];
+    // 40 requests over 2 s at 1/s with a burst of 5: at most 5 + 2 are answered.
+    assert!(repeater.answers <= 7 * 100, "the per-source bucket bounds the repeater");
+    // The pacer holds the byte rate: at most rate x (1 s + 50 ms burst) in any second.
+    assert!(report.peak_bytes_per_second <= 50_000 * 105 / 100, "{}", report.peak_bytes_per_second);
+}
+
+/// Set `UPDATE_SNAPSHOTS=1` to rewrite `tests/storm.snapshot` after an intended change.
+#[test]
+fn storm_report_snapshot() {
+    let report = sim::run(&scenario()).to_string();
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/storm.snapshot");
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+        std::fs::write(path, &report).unwrap();
+    }
+    let snapshot = std::fs::read_to_string(path).unwrap();
+    if report != snapshot {
+        panic!("storm report changed; new report:\n{report}\nold snapshot:\n{snapshot}");
+    }
+}
+
+#[test]
+fn same_seed_same_report() {
+    assert_eq!(sim::run(&scenario()), sim::run(&scenario()));
+}
