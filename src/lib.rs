@@ -38,11 +38,15 @@
 //!
 //! This release contains the [`wire`] layer and the [`policy`]; the engine and drivers follow.
 
-#![forbid(unsafe_code)]
+// Unsafe code is denied everywhere but `io::sys`, which documents each use (recvmmsg, sendmmsg,
+// packet info).
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod config;
 pub mod engine;
 pub mod fleet;
+pub mod io;
 pub mod policy;
 pub mod sim;
 pub mod wire;

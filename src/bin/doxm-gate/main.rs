@@ -6,7 +6,9 @@
 #![forbid(unsafe_code)]
 
 mod decode;
+mod discover;
 mod explain;
+mod run;
 
 use std::process::ExitCode;
 
@@ -22,6 +24,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the gate with the built-in demo fleet (one owned bridge, 1,000 virtual devices),
+    /// on every multicast-capable interface, with nothing to configure.
+    Demo(run::RunArgs),
+    /// Run the gate: join the groups and answer discovery for the fleet.
+    Run(run::RunArgs),
     /// Decode one CoAP datagram given in hex and print it as one JSON object.
     ///
     /// Exit status: 0 for a well-formed message, 1 for a malformed one (the JSON names the
@@ -36,11 +43,16 @@ enum Command {
     /// code (2.05, 4.00, 4.01, 4.02, 4.04, 4.06); reason is ok, a drop reason, or the decode
     /// error of a malformed datagram.
     Explain(explain::ExplainArgs),
+    /// Send the multicast doxm discovery an OBT sends, and list the devices that answer.
+    Discover(discover::DiscoverArgs),
 }
 
 fn main() -> ExitCode {
     match Cli::parse().command {
+        Command::Demo(args) => run::demo(&args),
+        Command::Run(args) => run::run(&args),
         Command::Decode { hex } => decode::run(&hex),
         Command::Explain(args) => explain::run(&args),
+        Command::Discover(args) => discover::run(&args),
     }
 }

@@ -1,0 +1,314 @@
+//! The daemon's configuration file (TOML), validated into the engine's and the driver's
+//! configurations. Every key also has a command-line flag (see `doxm-gate run --help`).
+//!
+//! ```toml
+//! interfaces = ["eth0"]          # default: every interface that is up and not loopback
+//! groups = ["ff02::158", "ff03::158", "ff05::158", "224.0.1.187"]
+//! port = 5683
+//! fleet = "fleet.toml"
+//! log_level = "info"
+//!
+//! [endpoints]
+//! mode = "port"                  # or "address"
+//! port_base = 40000              # port mode: device i listens on port_base + i
+//! port_count = 1000
+//! v6_prefix = "fd00:d0c::/64"     # address mode: device i is prefix + i + 1
+//! v4_prefix = "10.77.0.0/16"
+//!
+//! [limits]
+//! leisure_ms = 2000
+//! max_window_ms = 60000
+//! answer_rate_bytes = 2000000
+//! source_rate = 1.0
+//! source_burst = 5.0
+//! max_pending_answers = 2000000
+//! ```
+//!
+//! Unknown keys are rejected with their name, so a typo never silently falls back to a default.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::endpoint::EndpointPlan;
+use crate::engine::Config as EngineConfig;
+use crate::io::net::DEFAULT_GROUPS;
+use crate::io::DriverConfig;
+
+/// The configuration file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GateConfig {
+    /// Interface names; empty: every interface that is up and not loopback.
+    pub interfaces: Vec<String>,
+    /// Groups to join.
+    pub groups: Vec<IpAddr>,
+    /// The CoAP port.
+    pub port: u16,
+    /// The fleet file, if any.
+    pub fleet: Option<PathBuf>,
+    /// `error`, `warn`, `info`, `debug` or `trace`.
+    pub log_level: String,
+    /// How devices get their discovery endpoints.
+    pub endpoints: EndpointsConfig,
+    /// Abuse limits and pacing.
+    pub limits: LimitsConfig,
+}
+
+/// `[endpoints]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EndpointsConfig {
+    /// `port` or `address`.
+    pub mode: EndpointMode,
+    /// Port mode: the port of device 0.
+    pub port_base: u16,
+    /// Port mode: how many device ports to open.
+    pub port_count: u16,
+    /// Address mode: the IPv6 prefix routed to the host (`ip -6 route add local P dev lo`).
+    pub v6_prefix: Option<String>,
+    /// Address mode: the IPv4 prefix routed to the host.
+    pub v4_prefix: Option<String>,
+}
+
+/// The endpoint modes of SPEC section 5.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum EndpointMode {
+    /// A UDP port per device.
+    #[default]
+    Port,
+    /// An address per device in a prefix routed to the host.
+    Address,
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Default leisure window (ms).
+    pub leisure_ms: u64,
+    /// Longest stretched window (ms).
+    pub max_window_ms: u64,
+    /// Global answer budget (bytes/s).
+    pub answer_rate_bytes: u64,
+    /// Answer-producing requests per second per source.
+    pub source_rate: f64,
+    /// Burst of answer-producing requests per source.
+    pub source_burst: f64,
+    /// Bound on pending answers.
+    pub max_pending_answers: usize,
+}
+
+impl Default for GateConfig {
+    fn default() -> GateConfig {
+        GateConfig {
+            interfaces: Vec::new(),
+            groups: DEFAULT_GROUPS.to_vec(),
+            port: 5683,
+            fleet: None,
+            log_level: "info".to_owned(),
+            endpoints: EndpointsConfig::default(),
+            limits: LimitsConfig::default(),
+        }
+    }
+}
+
+impl Default for EndpointsConfig {
+    fn default() -> EndpointsConfig {
+        EndpointsConfig {
+            mode: EndpointMode::Port,
+            port_base: 40_000,
+            port_count: 1_024,
+            v6_prefix: None,
+            v4_prefix: None,
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> LimitsConfig {
+        let engine = EngineConfig::default();
+        LimitsConfig {
+            leisure_ms: engine.leisure.as_millis() as u64,
+            max_window_ms: engine.max_window.as_millis() as u64,
+            answer_rate_bytes: engine.answer_rate_bytes,
+            source_rate: engine.source_rate,
+            source_burst: engine.source_burst,
+            max_pending_answers: engine.max_pending_answers,
+        }
+    }
+}
+
+/// A configuration that cannot be used; the message names the key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {reason}")]
+pub struct ConfigError {
+    /// The offending key.
+    pub key: &'static str,
+    /// Why.
+    pub reason: String,
+}
+
+fn error(key: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError { key, reason: reason.into() }
+}
+
+impl GateConfig {
+    /// Reads a TOML configuration file.
+    ///
+    /// # Errors
+    /// A message naming the file and the bad key or line.
+    pub fn load(path: &Path) -> Result<GateConfig, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// The endpoint plan.
+    ///
+    /// # Errors
+    /// A bad prefix, an empty range, or a range past port 65535.
+    pub fn plan(&self) -> Result<EndpointPlan, ConfigError> {
+        let e = &self.endpoints;
+        match e.mode {
+            EndpointMode::Port => {
+                if e.port_count == 0 {
+                    return Err(error("endpoints.port_count", "must be at least 1"));
+                }
+                if u32::from(e.port_base) + u32::from(e.port_count) > 65_536 {
+                    return Err(error("endpoints.port_count", "the port range passes 65535"));
+                }
+                if (e.port_base..e.port_base.saturating_add(e.port_count)).contains(&self.port) {
+                    return Err(error(
+                        "endpoints.port_base",
+                        "the device ports overlap the group port",
+                    ));
+                }
+                Ok(EndpointPlan::Ports { base: e.port_base, count: e.port_count })
+            }
+            EndpointMode::Address => {
+                let v6 = e.v6_prefix.as_deref().map(parse_v6_prefix).transpose()?;
+                let v4 = e.v4_prefix.as_deref().map(parse_v4_prefix).transpose()?;
+                if v6.is_none() && v4.is_none() {
+                    return Err(error(
+                        "endpoints.v6_prefix",
+                        "address mode needs a v6 or v4 prefix",
+                    ));
+                }
+                Ok(EndpointPlan::Addresses { v6, v4, port: self.port })
+            }
+        }
+    }
+
+    /// The engine's configuration.
+    ///
+    /// # Errors
+    /// An invalid endpoint plan or limit.
+    pub fn engine(&self) -> Result<EngineConfig, ConfigError> {
+        let l = &self.limits;
+        if l.answer_rate_bytes == 0 {
+            return Err(error("limits.answer_rate_bytes", "must be positive"));
+        }
+        if !(l.source_rate > 0.0 && l.source_rate.is_finite()) {
+            return Err(error("limits.source_rate", "must be a positive number"));
+        }
+        if !(l.source_burst >= 1.0 && l.source_burst.is_finite()) {
+            return Err(error("limits.source_burst", "must be at least 1"));
+        }
+        if l.max_window_ms < l.leisure_ms {
+            return Err(error("limits.max_window_ms", "must be at least leisure_ms"));
+        }
+        Ok(EngineConfig {
+            leisure: Duration::from_millis(l.leisure_ms),
+            max_window: Duration::from_millis(l.max_window_ms),
+            answer_rate_bytes: l.answer_rate_bytes,
+            source_rate: l.source_rate,
+            source_burst: l.source_burst,
+            max_pending_answers: l.max_pending_answers.max(1),
+            endpoints: self.plan()?,
+            ..EngineConfig::default()
+        })
+    }
+
+    /// The driver's configuration.
+    pub fn driver(&self) -> DriverConfig {
+        DriverConfig {
+            interfaces: self.interfaces.clone(),
+            groups: self.groups.clone(),
+            port: self.port,
+            rejoin_every: Duration::from_secs(2),
+        }
+    }
+}
+
+fn split_prefix(text: &str, key: &'static str) -> Result<(String, u8), ConfigError> {
+    let (addr, len) =
+        text.split_once('/').ok_or_else(|| error(key, format!("{text:?} is not ADDR/LEN")))?;
+    let len: u8 = len.parse().map_err(|_| error(key, format!("{len:?} is not a prefix length")))?;
+    Ok((addr.to_owned(), len))
+}
+
+fn parse_v6_prefix(text: &str) -> Result<(Ipv6Addr, u8), ConfigError> {
+    const KEY: &str = "endpoints.v6_prefix";
+    let (addr, len) = split_prefix(text, KEY)?;
+    let addr: Ipv6Addr =
+        addr.parse().map_err(|_| error(KEY, format!("{addr:?} is not an IPv6 address")))?;
+    if !(8..=124).contains(&len) {
+        return Err(error(KEY, "the prefix length must be 8..=124"));
+    }
+    Ok((addr, len))
+}
+
+fn parse_v4_prefix(text: &str) -> Result<(Ipv4Addr, u8), ConfigError> {
+    const KEY: &str = "endpoints.v4_prefix";
+    let (addr, len) = split_prefix(text, KEY)?;
+    let addr: Ipv4Addr =
+        addr.parse().map_err(|_| error(KEY, format!("{addr:?} is not an IPv4 address")))?;
+    if !(8..=30).contains(&len) {
+        return Err(error(KEY, "the prefix length must be 8..=30"));
+    }
+    Ok((addr, len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_defaults_are_valid() {
+        let config = GateConfig::default();
+        assert!(config.engine().is_ok());
+        assert_eq!(config.groups.len(), 4);
+    }
+
+    #[test]
+    fn test_unknown_key_named() {
+        let err = toml::from_str::<GateConfig>("prot = 5683\n").unwrap_err().to_string();
+        assert!(err.contains("prot"), "{err}");
+        let err = toml::from_str::<GateConfig>("[limits]\nleisure = 1\n").unwrap_err().to_string();
+        assert!(err.contains("leisure"), "{err}");
+    }
+
+    #[test]
+    fn test_address_mode() {
+        let config: GateConfig = toml::from_str(
+            "[endpoints]\nmode = \"address\"\nv6_prefix = \"fd00:d0c::/64\"\nv4_prefix = \"10.77.0.0/16\"\n",
+        )
+        .unwrap();
+        assert!(matches!(config.plan().unwrap(), EndpointPlan::Addresses { port: 5683, .. }));
+        let bad: GateConfig =
+            toml::from_str("[endpoints]\nmode = \"address\"\nv6_prefix = \"fd00::\"\n").unwrap();
+        assert_eq!(bad.plan().unwrap_err().key, "endpoints.v6_prefix");
+    }
+
+    #[test]
+    fn test_bad_limits_named() {
+        let config: GateConfig = toml::from_str("[limits]\nanswer_rate_bytes = 0\n").unwrap();
+        assert_eq!(config.engine().unwrap_err().key, "limits.answer_rate_bytes");
+        let config: GateConfig = toml::from_str("[endpoints]\nport_base = 5600\n").unwrap();
+        assert_eq!(config.engine().unwrap_err().key, "endpoints.port_base");
+    }
+}

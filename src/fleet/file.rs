@@ -1,0 +1,300 @@
+//! Fleet files: bridges and devices of a static fleet, in TOML or JSON.
+//!
+//! ```toml
+//! [[device]]
+//! uuid = "0d0c0000-0000-4000-8000-000000000000"
+//! name = "bridge"
+//! types = ["oic.wk.d", "oic.d.bridge"]
+//! dos = 3                      # RFNOP; `owned` follows from dos unless given
+//!
+//! [[device]]
+//! uuid = "0d0c0000-0000-4000-8000-000000000001"
+//! name = "lamp 1"
+//! types = ["oic.wk.d", "oic.d.light", "oic.d.virtual"]
+//! bridge = "0d0c0000-0000-4000-8000-000000000000"
+//! dos = 1                      # RFOTM: answers discovery
+//! eps = ["coap://[fd00::b]:50001", "coaps://[fd00::b]:50002"]
+//! ```
+//!
+//! Unknown keys are rejected with the key's name. A device without `dos` has an unknown state
+//! and answers nothing until the bridge reports it (fail closed). The demo fleet
+//! ([`demo_fleet`]) is just a built-in fleet file.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::record::{DeviceRecord, RecordError};
+use super::state::OnboardingState;
+use super::table::{check_consistent, Fleet, FleetError};
+use crate::policy::Dos;
+use crate::wire::ocf::{oxm, sct};
+
+/// A fleet file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetFile {
+    /// The devices, bridges included.
+    #[serde(default)]
+    pub device: Vec<DeviceEntry>,
+}
+
+/// One device of a fleet file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceEntry {
+    /// Device UUID.
+    pub uuid: Uuid,
+    /// Name `n`.
+    pub name: String,
+    /// Device types; default `["oic.wk.d"]`.
+    #[serde(default = "default_types")]
+    pub types: Vec<String>,
+    /// The bridge of a VOD.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bridge: Option<Uuid>,
+    /// Protocol-independent ID; default: the device UUID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub piid: Option<Uuid>,
+    /// `dos.s` (0..=4); absent: state unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dos: Option<u8>,
+    /// `owned`; default: follows from `dos` (RESET and RFOTM unowned, others owned).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owned: Option<bool>,
+    /// Whether a DOC is open.
+    #[serde(default)]
+    pub doc_open: bool,
+    /// Owner-transfer methods; default `[0]` (Just Works).
+    #[serde(default = "default_oxms")]
+    pub oxms: Vec<i32>,
+    /// Selected method; default 4 ("self", the RESET default).
+    #[serde(default = "default_oxmsel")]
+    pub oxmsel: i32,
+    /// Supported credential types; default 9 (PSK and certificates).
+    #[serde(default = "default_sct")]
+    pub sct: u32,
+    /// Owner; default nil.
+    #[serde(default)]
+    pub devowneruuid: Uuid,
+    /// Resource owner; default nil.
+    #[serde(default)]
+    pub rowneruuid: Uuid,
+    /// Endpoints at the bridge, `coap://` before `coaps://`.
+    #[serde(default)]
+    pub eps: Vec<String>,
+}
+
+fn default_types() -> Vec<String> {
+    vec!["oic.wk.d".to_owned()]
+}
+fn default_oxms() -> Vec<i32> {
+    vec![oxm::JUST_WORKS]
+}
+fn default_oxmsel() -> i32 {
+    oxm::SELF
+}
+fn default_sct() -> u32 {
+    sct::PAIRWISE_PSK | sct::CERTIFICATE
+}
+
+/// Why a fleet file was refused; nothing of it was applied.
+#[derive(Debug, thiserror::Error)]
+pub enum FleetFileError {
+    /// The file cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The path.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Not valid TOML or JSON of the expected shape.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The path.
+        path: String,
+        /// The parser's message (names the key or line).
+        message: String,
+    },
+    /// A device entry is invalid.
+    #[error("device {uuid}: {reason}")]
+    Device {
+        /// The device.
+        uuid: Uuid,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl DeviceEntry {
+    /// The record and state this entry describes.
+    ///
+    /// # Errors
+    /// The field that is wrong.
+    pub fn to_record(&self) -> Result<(DeviceRecord, Option<OnboardingState>), FleetFileError> {
+        let bad = |reason: String| FleetFileError::Device { uuid: self.uuid, reason };
+        let state = match self.dos {
+            None => None,
+            Some(value) => {
+                let dos =
+                    Dos::from_u8(value).ok_or_else(|| bad(format!("dos: {value} is not 0..=4")))?;
+                let owned = self.owned.unwrap_or(!matches!(dos, Dos::Reset | Dos::Rfotm));
+                let state = OnboardingState { dos, owned, doc_open: self.doc_open };
+                check_consistent(&state).map_err(|e: FleetError| bad(e.to_string()))?;
+                Some(state)
+            }
+        };
+        let eps: Vec<&str> = self.eps.iter().map(String::as_str).collect();
+        let types: Arc<[Box<str>]> = self.types.iter().map(|t| Box::from(t.as_str())).collect();
+        let record = DeviceRecord::new(
+            self.uuid,
+            self.piid.unwrap_or(self.uuid),
+            &self.name,
+            types,
+            self.bridge,
+            Arc::from(self.oxms.as_slice()),
+            self.oxmsel,
+            self.sct,
+            self.devowneruuid,
+            self.rowneruuid,
+            &eps,
+        )
+        .map_err(|e: RecordError| bad(e.to_string()))?;
+        Ok((record, state))
+    }
+}
+
+impl FleetFile {
+    /// Reads a fleet file: JSON when the name ends in `.json`, TOML otherwise.
+    ///
+    /// # Errors
+    /// [`FleetFileError`] naming the file and the problem.
+    pub fn load(path: &Path) -> Result<FleetFile, FleetFileError> {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| FleetFileError::Read { path: name.clone(), source })?;
+        let parsed = if path.extension().is_some_and(|e| e == "json") {
+            serde_json::from_str(&text).map_err(|e| e.to_string())
+        } else {
+            toml::from_str(&text).map_err(|e| e.to_string())
+        };
+        parsed.map_err(|message| FleetFileError::Parse { path: name, message })
+    }
+
+    /// Validates every entry, then adds them all to `fleet`; returns how many were added. When
+    /// any entry is invalid nothing is added.
+    ///
+    /// # Errors
+    /// The first invalid entry, or a full fleet.
+    pub fn apply(&self, fleet: &Fleet) -> Result<usize, FleetFileError> {
+        let mut records = Vec::with_capacity(self.device.len());
+        for entry in &self.device {
+            records.push(entry.to_record()?);
+        }
+        for (record, state) in records {
+            let uuid = record.uuid;
+            fleet
+                .upsert(record, state)
+                .map_err(|e| FleetFileError::Device { uuid, reason: e.to_string() })?;
+        }
+        Ok(self.device.len())
+    }
+}
+
+/// The demo fleet: one owned bridge and `vods` virtual devices in a realistic mix of states:
+/// one in ten in RFOTM (of those, one in ten with an open DOC), one in fifty in RFPRO, the rest
+/// owned and in RFNOP. With 1,000 VODs, 90 answer discovery.
+pub fn demo_fleet(vods: u32) -> FleetFile {
+    let uuid = |i: u32| Uuid::from_u128(0x0d0c_0000_0000_4000_8000_0000_0000_0000 | u128::from(i));
+    let owner = Uuid::from_u128(0x0b70_0000_0000_4000_8000_0000_0000_0001);
+    let bridge = DeviceEntry {
+        uuid: uuid(0),
+        name: "demo bridge".to_owned(),
+        types: vec!["oic.wk.d".to_owned(), "oic.d.bridge".to_owned()],
+        bridge: None,
+        piid: None,
+        dos: Some(Dos::Rfnop as u8),
+        owned: Some(true),
+        doc_open: false,
+        oxms: default_oxms(),
+        oxmsel: oxm::JUST_WORKS,
+        sct: default_sct(),
+        devowneruuid: owner,
+        rowneruuid: owner,
+        eps: vec!["coap://[fd00:b::1]:5683".to_owned(), "coaps://[fd00:b::1]:5684".to_owned()],
+    };
+    let mut device = vec![bridge];
+    for i in 1..=vods {
+        let (dos, doc_open) = match i {
+            i if i % 10 == 0 => (Dos::Rfotm, i % 100 == 0),
+            i if i % 50 == 5 => (Dos::Rfpro, false),
+            _ => (Dos::Rfnop, false),
+        };
+        let owned = dos != Dos::Rfotm;
+        device.push(DeviceEntry {
+            uuid: uuid(i),
+            name: format!("demo lamp {i}"),
+            types: vec![
+                "oic.wk.d".to_owned(),
+                "oic.d.light".to_owned(),
+                "oic.d.virtual".to_owned(),
+            ],
+            bridge: Some(uuid(0)),
+            piid: None,
+            dos: Some(dos as u8),
+            owned: Some(owned),
+            doc_open,
+            oxms: vec![oxm::JUST_WORKS, oxm::RANDOM_PIN],
+            oxmsel: if owned { oxm::JUST_WORKS } else { oxm::SELF },
+            sct: default_sct(),
+            devowneruuid: if owned { owner } else { Uuid::nil() },
+            rowneruuid: if owned { owner } else { Uuid::nil() },
+            eps: vec![
+                format!("coap://[fd00:b::1]:{}", 20_000 + 2 * i),
+                format!("coaps://[fd00:b::1]:{}", 20_001 + 2 * i),
+            ],
+        });
+    }
+    FleetFile { device }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_demo_fleet_mix() {
+        let fleet = Fleet::with_capacity(2_000);
+        assert_eq!(demo_fleet(1_000).apply(&fleet).unwrap(), 1_001);
+        assert_eq!(fleet.eligible_count(), 90);
+    }
+
+    #[test]
+    fn test_toml_roundtrip_and_unknown_keys() {
+        let text = r#"
+            [[device]]
+            uuid = "0d0c0000-0000-4000-8000-000000000001"
+            name = "lamp"
+            dos = 1
+        "#;
+        let file: FleetFile = toml::from_str(text).unwrap();
+        let (record, state) = file.device[0].to_record().unwrap();
+        assert_eq!(record.name.as_ref(), "lamp");
+        assert_eq!(state, Some(OnboardingState { dos: Dos::Rfotm, owned: false, doc_open: false }));
+        let err = toml::from_str::<FleetFile>(&format!("{text}colour = 1\n")).unwrap_err();
+        assert!(err.to_string().contains("colour"), "{err}");
+    }
+
+    #[test]
+    fn test_bad_entry_applies_nothing() {
+        let mut file = demo_fleet(3);
+        file.device[2].dos = Some(9);
+        let fleet = Fleet::with_capacity(16);
+        let err = file.apply(&fleet).unwrap_err();
+        assert!(err.to_string().contains("dos: 9"), "{err}");
+        assert_eq!(fleet.len(), 0);
+    }
+}

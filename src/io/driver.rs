@@ -1,0 +1,402 @@
+//! The mio event loop: a thin driver around the sans-IO [`Engine`].
+//!
+//! One thread owns the engine and every socket. It sleeps in `poll` until a socket is readable,
+//! a signal arrives, or the engine's next answer comes due; it then drains the readable sockets
+//! in batches (`recvmmsg`), hands each datagram to [`Engine::handle`] with the metadata the
+//! kernel reported (source, destination, interface), and sends what [`Engine::poll_transmit`]
+//! yields in batches (`sendmmsg`), each from its device's endpoint. Every few seconds it looks
+//! at the interfaces again and joins the groups on any that appeared or changed address.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use mio::net::UdpSocket;
+use mio::{Events, Interest, Poll, Token};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+use tracing::{debug, info, warn};
+
+use super::net::{self, Interface};
+use super::sys::{self, Outgoing, Received, BATCH, DATAGRAM_MAX};
+use crate::engine::endpoint::EndpointPlan;
+use crate::engine::{Engine, Meta, Transmit};
+use crate::fleet::DeviceId;
+
+/// What the driver needs beyond the engine's own configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DriverConfig {
+    /// Interface names to serve; empty: every interface that is up and not loopback.
+    pub interfaces: Vec<String>,
+    /// The groups to join.
+    pub groups: Vec<IpAddr>,
+    /// The CoAP port (5683).
+    pub port: u16,
+    /// How often to look for interfaces that appeared or changed.
+    pub rejoin_every: Duration,
+}
+
+/// Counters of the driver itself (the engine counts everything else).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DriverStats {
+    /// Datagrams received.
+    pub received: u64,
+    /// Datagrams longer than the receive buffer (dropped).
+    pub truncated: u64,
+    /// Multicast datagrams that reached a device's own port (dropped: not discovery).
+    pub multicast_on_device_port: u64,
+    /// Datagrams sent.
+    pub sent: u64,
+    /// Datagrams the kernel refused (ENOBUFS, EHOSTUNREACH, ...), dropped and counted.
+    pub send_failed: u64,
+    /// Group joins done after start (interfaces that came back or appeared).
+    pub rejoins: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    GroupV6,
+    GroupV4,
+    Device(DeviceId),
+}
+
+struct Bound {
+    socket: UdpSocket,
+    role: Role,
+    port: u16,
+}
+
+const SIGNAL: Token = Token(usize::MAX - 1);
+
+/// The running gate: sockets, the engine and the loop.
+pub struct Driver {
+    poll: Poll,
+    sockets: Vec<Bound>,
+    /// Port mode: socket index by device id.
+    device_socket: HashMap<u32, usize>,
+    group_v6: Option<usize>,
+    group_v4: Option<usize>,
+    engine: Engine,
+    config: DriverConfig,
+    joined: Vec<Interface>,
+    stats: DriverStats,
+    /// Send buffers, one per datagram of a batch.
+    scratch: Vec<[u8; DATAGRAM_MAX]>,
+}
+
+impl std::fmt::Debug for Driver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Driver")
+            .field("sockets", &self.sockets.len())
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+impl Driver {
+    /// Opens the sockets for `engine`'s endpoint plan and joins the groups.
+    ///
+    /// # Errors
+    /// A socket that cannot be opened or bound, or no interface to serve.
+    pub fn new(engine: Engine, plan: EndpointPlan, config: DriverConfig) -> io::Result<Driver> {
+        let address_mode = matches!(plan, EndpointPlan::Addresses { .. });
+        let poll = Poll::new()?;
+        let mut driver = Driver {
+            poll,
+            sockets: Vec::new(),
+            device_socket: HashMap::new(),
+            group_v6: None,
+            group_v4: None,
+            engine,
+            joined: Vec::new(),
+            stats: DriverStats::default(),
+            scratch: vec![[0u8; DATAGRAM_MAX]; BATCH],
+            config,
+        };
+        let wants_v6 = driver.config.groups.iter().any(IpAddr::is_ipv6);
+        let wants_v4 = driver.config.groups.iter().any(IpAddr::is_ipv4);
+        if wants_v6 || matches!(plan, EndpointPlan::Addresses { v6: Some(_), .. }) {
+            let s = net::group_socket_v6(driver.config.port, address_mode)?;
+            driver.group_v6 = Some(driver.add(s, Role::GroupV6, driver.config.port)?);
+        }
+        if wants_v4 || matches!(plan, EndpointPlan::Addresses { v4: Some(_), .. }) {
+            let s = net::group_socket_v4(driver.config.port, address_mode)?;
+            driver.group_v4 = Some(driver.add(s, Role::GroupV4, driver.config.port)?);
+        }
+        match plan {
+            EndpointPlan::Ports { base, count } => {
+                let limit = sys::raise_nofile_limit(u64::from(count) + 256)?;
+                if limit < u64::from(count) + 64 {
+                    return Err(io::Error::other(format!(
+                        "port mode needs {} open files for {count} device ports, the limit is {limit}: \
+                         raise it (ulimit -n) or use address mode",
+                        u64::from(count) + 64
+                    )));
+                }
+                for id in 0..u32::from(count) {
+                    let port = base + id as u16;
+                    let s = net::device_socket(port).map_err(|e| {
+                        io::Error::new(e.kind(), format!("device port {port}: {e}"))
+                    })?;
+                    let at = driver.add(s, Role::Device(DeviceId(id)), port)?;
+                    driver.device_socket.insert(id, at);
+                }
+            }
+            EndpointPlan::Addresses { port, .. } if port != driver.config.port => {
+                return Err(io::Error::other(
+                    "address mode serves devices on the group port: set the device port to it",
+                ));
+            }
+            EndpointPlan::Addresses { .. } => {}
+        }
+        driver.rejoin();
+        if driver.joined.is_empty() && !driver.config.groups.is_empty() {
+            return Err(io::Error::other(
+                "no interface could join the groups (is an interface up? name it with --iface)",
+            ));
+        }
+        Ok(driver)
+    }
+
+    /// The interfaces the groups are joined on.
+    pub fn interfaces(&self) -> &[Interface] {
+        &self.joined
+    }
+
+    /// The engine (for its counters).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The driver's counters.
+    pub fn stats(&self) -> DriverStats {
+        self.stats
+    }
+
+    /// Runs until SIGINT or SIGTERM; pending answers are then dropped and counted.
+    ///
+    /// # Errors
+    /// A failure of `poll` itself.
+    pub fn run(&mut self) -> io::Result<()> {
+        let mut signals = Signals::new([SIGINT, SIGTERM])?;
+        self.poll.registry().register(&mut signals, SIGNAL, Interest::READABLE)?;
+        let mut events = Events::with_capacity(1024);
+        let mut bufs = vec![[0u8; DATAGRAM_MAX]; BATCH];
+        let mut meta = [Received {
+            len: 0,
+            source: SocketAddr::from(([0, 0, 0, 0], 0)),
+            destination: None,
+            interface: 0,
+            truncated: false,
+        }; BATCH];
+        let mut next_rejoin = Instant::now() + self.config.rejoin_every;
+        loop {
+            let now = Instant::now();
+            let wake = self.engine.poll_timeout().map_or(next_rejoin, |t| t.min(next_rejoin));
+            if let Err(e) = self.poll.poll(&mut events, Some(wake.saturating_duration_since(now))) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            for event in &events {
+                if event.token() == SIGNAL {
+                    if signals.pending().next().is_some() {
+                        let dropped = self.engine.shutdown();
+                        info!(dropped_answers = dropped, "stopping on signal");
+                        return Ok(());
+                    }
+                    continue;
+                }
+                self.drain(event.token().0, &mut bufs, &mut meta);
+            }
+            self.flush(Instant::now());
+            if Instant::now() >= next_rejoin {
+                self.rejoin();
+                next_rejoin = Instant::now() + self.config.rejoin_every;
+            }
+        }
+    }
+
+    fn add(&mut self, socket: socket2::Socket, role: Role, port: u16) -> io::Result<usize> {
+        let mut socket = UdpSocket::from_std(socket.into());
+        let token = Token(self.sockets.len());
+        self.poll.registry().register(&mut socket, token, Interest::READABLE)?;
+        self.sockets.push(Bound { socket, role, port });
+        Ok(token.0)
+    }
+
+    /// Reads every waiting datagram of socket `at` and hands it to the engine.
+    fn drain(&mut self, at: usize, bufs: &mut [[u8; DATAGRAM_MAX]], meta: &mut [Received]) {
+        let Some(bound) = self.sockets.get(at) else { return };
+        let (role, port) = (bound.role, bound.port);
+        loop {
+            let got = match sys::recv_batch(&self.sockets[at].socket, bufs, meta) {
+                Ok(0) => return,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    debug!(error = %e, "receive failed");
+                    return;
+                }
+            };
+            let now = Instant::now();
+            for i in 0..got {
+                self.stats.received += 1;
+                let m = meta[i];
+                if m.truncated {
+                    self.stats.truncated += 1;
+                    continue;
+                }
+                let destination_ip = m.destination.unwrap_or(match role {
+                    Role::GroupV4 => IpAddr::from([0, 0, 0, 0]),
+                    _ => IpAddr::from([0u16; 8]),
+                });
+                if matches!(role, Role::Device(_)) && destination_ip.is_multicast() {
+                    self.stats.multicast_on_device_port += 1;
+                    continue;
+                }
+                let meta = Meta {
+                    source: m.source,
+                    destination: SocketAddr::new(destination_ip, port),
+                    interface: m.interface,
+                };
+                let _ = self.engine.handle(now, &meta, &bufs[i][..m.len]);
+            }
+            // Unicast responses are due at once; answer them before reading more.
+            self.flush(now);
+        }
+    }
+
+    /// Sends everything the engine has due, batching consecutive datagrams of one socket.
+    fn flush(&mut self, now: Instant) {
+        let mut data = std::mem::take(&mut self.scratch);
+        let mut batch: [(usize, Option<Transmit>); BATCH] = [(0, None); BATCH];
+        let mut len = 0;
+        while let Some(t) = self.engine.poll_transmit(now, &mut data[len]) {
+            let Some(at) = self.socket_for(&t) else {
+                self.stats.send_failed += 1;
+                continue;
+            };
+            if len > 0 && batch[0].0 != at {
+                // Another socket: send the batch, then start a new one with this datagram.
+                self.send(&batch[..len], &data);
+                data.swap(0, len);
+                len = 0;
+            }
+            batch[len] = (at, Some(t));
+            len += 1;
+            if len == BATCH {
+                self.send(&batch[..len], &data);
+                len = 0;
+            }
+        }
+        if len > 0 {
+            self.send(&batch[..len], &data);
+        }
+        self.scratch = data;
+    }
+
+    fn socket_for(&self, t: &Transmit) -> Option<usize> {
+        match t.source.ip {
+            Some(IpAddr::V6(_)) => self.group_v6,
+            Some(IpAddr::V4(_)) => self.group_v4,
+            None => self.device_socket.get(&t.device.0).copied(),
+        }
+    }
+
+    fn send(&mut self, batch: &[(usize, Option<Transmit>)], data: &[[u8; DATAGRAM_MAX]]) {
+        let Some(&(at, _)) = batch.first() else { return };
+        let dual_stack = matches!(self.sockets[at].role, Role::Device(_));
+        let unused = Outgoing {
+            data: &[],
+            destination: SocketAddr::from(([0, 0, 0, 0], 0)),
+            source_ip: None,
+            interface: 0,
+        };
+        let mut out = [unused; BATCH];
+        let mut n = 0;
+        for (i, (_, t)) in batch.iter().enumerate() {
+            if let Some(t) = t {
+                out[n] = Outgoing {
+                    data: &data[i][..t.len],
+                    destination: t.destination,
+                    source_ip: t.source.ip,
+                    interface: t.interface,
+                };
+                n += 1;
+            }
+        }
+        let out = &out[..n];
+        let mut done = 0;
+        let mut retries = 0;
+        while done < out.len() {
+            match sys::send_batch(&self.sockets[at].socket, &out[done..], dual_stack) {
+                Ok(sent) => {
+                    done += sent.max(1);
+                    self.stats.sent += sent as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && retries < 3 => {
+                    // The socket buffer is full: give the kernel a moment, then drop.
+                    retries += 1;
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                Err(e) => {
+                    // ENOBUFS, EHOSTUNREACH, ENETUNREACH, ...: drop this one, keep going.
+                    debug!(error = %e, destination = %out[done].destination, "send failed");
+                    self.stats.send_failed += 1;
+                    done += 1;
+                }
+            }
+        }
+    }
+
+    /// Joins the groups on every configured interface that is new or changed.
+    fn rejoin(&mut self) {
+        let current = match net::interfaces(&self.config.interfaces) {
+            Ok(list) => list,
+            Err(e) => {
+                warn!(error = %e, "cannot list interfaces");
+                return;
+            }
+        };
+        let first = self.joined.is_empty();
+        let mut joined = Vec::with_capacity(current.len());
+        for interface in current {
+            if self.joined.contains(&interface) {
+                joined.push(interface);
+                continue;
+            }
+            let mut ok = false;
+            for &group in &self.config.groups {
+                let socket = match group {
+                    IpAddr::V6(_) if interface.ipv6 => self.group_v6,
+                    IpAddr::V4(_) if interface.ipv4.is_some() => self.group_v4,
+                    _ => None,
+                };
+                let Some(at) = socket else { continue };
+                let raw = socket2::SockRef::from(&self.sockets[at].socket);
+                match net::join(&raw, group, &interface) {
+                    Ok(()) => ok = true,
+                    Err(e) => {
+                        debug!(%group, interface = %interface.name, error = %e, "join failed")
+                    }
+                }
+            }
+            if ok {
+                if !first {
+                    self.stats.rejoins += 1;
+                }
+                info!(interface = %interface.name, index = interface.index, "joined the groups");
+                joined.push(interface);
+            }
+        }
+        for gone in self.joined.iter().filter(|i| !joined.contains(i)) {
+            info!(interface = %gone.name, "interface gone or changed");
+        }
+        self.joined = joined;
+    }
+}
