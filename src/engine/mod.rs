@@ -421,7 +421,7 @@ impl Engine {
             }
             body => {
                 ocf::write_response(buf, reply.ty, reply.code, reply.message_id, token, |out| {
-                    encode_body(body, &record, word, &self.config, out)
+                    encode_body(body, &record, word, reply.destination.is_ipv6(), &self.config, out)
                 })
             }
         };
@@ -464,6 +464,7 @@ fn encode_body(
     body: Body,
     record: &DeviceRecord,
     word: StateWord,
+    v6: bool,
     config: &Config,
     out: &mut [u8],
 ) -> Result<usize, crate::wire::BufferTooSmall> {
@@ -472,47 +473,53 @@ fn encode_body(
         Body::None => Ok(0),
         Body::Doxm(view) => record.doxm(owned).encode(view, out),
         Body::Device(view) => {
-            let mut types: [&str; 8] = [""; 8];
-            let n = record.device_types.len().min(types.len());
-            for (slot, t) in types.iter_mut().zip(record.device_types.iter()) {
-                *slot = t;
-            }
+            let mut types = [""; MAX_LISTED];
             let info = DeviceInfo {
                 di: record.uuid,
                 n: &record.name,
-                rt: &types[..n],
+                rt: collect(record.device_types.iter().map(|t| &**t), &mut types),
                 icv: &config.icv,
                 dmv: &config.dmv,
                 piid: record.piid,
             };
             info.encode(view, out)
         }
-        Body::Links { baseline, links } => encode_links(record, links, baseline, out),
+        Body::Links { baseline, links } => encode_links(record, links, baseline, v6, out),
     }
 }
 
+/// At most this many device types or endpoints are listed in a response (no allocation).
+const MAX_LISTED: usize = 8;
+
+/// Collects up to [`MAX_LISTED`] strings into `buf` and returns them as a slice.
+fn collect<'a, 'b>(
+    items: impl Iterator<Item = &'a str>,
+    buf: &'b mut [&'a str; MAX_LISTED],
+) -> &'b [&'a str] {
+    let mut n = 0;
+    for (slot, item) in buf.iter_mut().zip(items) {
+        *slot = item;
+        n += 1;
+    }
+    &buf[..n]
+}
+
+/// Encodes `/oic/res`; `eps` lists the device's endpoints of the requester's family (SPEC 5).
 fn encode_links(
     record: &DeviceRecord,
     links: LinkSelection,
     baseline: bool,
+    v6: bool,
     out: &mut [u8],
 ) -> Result<usize, crate::wire::BufferTooSmall> {
-    let mut eps: [&str; 8] = [""; 8];
-    let mut n_eps = 0;
-    for (slot, ep) in eps.iter_mut().zip(record.eps()) {
-        *slot = ep;
-        n_eps += 1;
-    }
-    let eps = &eps[..n_eps];
-    let mut types: [&str; 8] = [""; 8];
-    let n_types = record.device_types.len().min(types.len());
-    for (slot, t) in types.iter_mut().zip(record.device_types.iter()) {
-        *slot = t;
-    }
+    let mut eps = [""; MAX_LISTED];
+    let eps = collect(record.eps_for(v6), &mut eps);
+    let mut types = [""; MAX_LISTED];
+    let types = collect(record.device_types.iter().map(|t| &**t), &mut types);
     let device_link = ocf::Link {
         anchor: record.uuid,
         href: "/oic/d",
-        rt: &types[..n_types],
+        rt: types,
         interfaces: &ocf::DEVICE_INTERFACES,
         bm: 1,
         eps,

@@ -224,7 +224,12 @@ pub fn demo_fleet(vods: u32) -> FleetFile {
         sct: default_sct(),
         devowneruuid: owner,
         rowneruuid: owner,
-        eps: vec!["coap://[fd00:b::1]:5683".to_owned(), "coaps://[fd00:b::1]:5684".to_owned()],
+        eps: vec![
+            "coap://[fd00:b::1]:5683".to_owned(),
+            "coap://10.0.11.1:5683".to_owned(),
+            "coaps://[fd00:b::1]:5684".to_owned(),
+            "coaps://10.0.11.1:5684".to_owned(),
+        ],
     };
     let mut device = vec![bridge];
     for i in 1..=vods {
@@ -252,9 +257,12 @@ pub fn demo_fleet(vods: u32) -> FleetFile {
             sct: default_sct(),
             devowneruuid: if owned { owner } else { Uuid::nil() },
             rowneruuid: if owned { owner } else { Uuid::nil() },
+            // Both families, coap:// first: each answer advertises those of its own family.
             eps: vec![
                 format!("coap://[fd00:b::1]:{}", 20_000 + 2 * i),
+                format!("coap://10.0.11.1:{}", 20_000 + 2 * i),
                 format!("coaps://[fd00:b::1]:{}", 20_001 + 2 * i),
+                format!("coaps://10.0.11.1:{}", 20_001 + 2 * i),
             ],
         });
     }

@@ -5,7 +5,7 @@
 //! - [`record`]: the descriptive fields ([`DeviceRecord`]), swapped whole, RCU-style.
 //! - [`index`]: the eligibility index, O(eligible) enumeration (SPEC section 6).
 //! - [`uuid_index`]: UUID -> id lookups for `di` filters and the control plane.
-//! - [`file`]: fleet files (TOML/JSON) and the built-in demo fleet.
+//! - [`mod@file`]: fleet files (TOML/JSON) and the built-in demo fleet.
 
 pub mod file;
 pub mod index;

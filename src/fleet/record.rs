@@ -118,6 +118,15 @@ impl DeviceRecord {
         self.eps.split('\n').filter(|e| !e.is_empty())
     }
 
+    /// The advertised endpoints of one IP family, in order: an OBT connects over the family it
+    /// discovered on (SPEC section 5). IPv6 endpoints are the ones with a bracketed host.
+    pub fn eps_for(&self, v6: bool) -> impl Iterator<Item = &str> + '_ {
+        self.eps().filter(move |ep| {
+            let host = ep.split_once("://").map_or(*ep, |(_, rest)| rest);
+            host.starts_with('[') == v6
+        })
+    }
+
     /// The doxm representation; `owned` comes from the state word the decision was made on.
     pub fn doxm(&self, owned: bool) -> Doxm<'_> {
         Doxm {
@@ -172,6 +181,13 @@ mod tests {
             ["coap://[fe80::1]:5683", "coaps://[fe80::1]:5684"]
         );
         assert_eq!(record(&[]).unwrap().eps().count(), 0);
+        let both =
+            record(&["coap://[fd00::1]:1", "coap://10.0.0.1:1", "coaps://[fd00::1]:2"]).unwrap();
+        assert_eq!(
+            both.eps_for(true).collect::<Vec<_>>(),
+            ["coap://[fd00::1]:1", "coaps://[fd00::1]:2"]
+        );
+        assert_eq!(both.eps_for(false).collect::<Vec<_>>(), ["coap://10.0.0.1:1"]);
         assert_eq!(
             record(&["coaps://[fe80::1]:5684", "coap://[fe80::1]:5683"]),
             Err(RecordError::EndpointOrder)

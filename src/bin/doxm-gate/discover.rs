@@ -45,6 +45,7 @@ use read::DoxmAnswer;
 
 /// Discovery options.
 #[derive(Debug, Args)]
+#[command(after_help = AFTER_HELP)]
 pub struct DiscoverArgs {
     /// Interface to send on (name). Default: every interface that is up, multicast-capable and
     /// not loopback and has an address of the group's family, one copy each.
@@ -61,9 +62,10 @@ pub struct DiscoverArgs {
     /// How long to collect answers, in seconds (fractions allowed, e.g. 0.5).
     #[arg(long, value_name = "SECS", default_value = "3", value_parser = parse_wait)]
     wait: Duration,
-    /// For each answer, do what the OBT does next: CON GET /oic/res?rt=oic.r.doxm (the doxm
-    /// link must be anchored at ocf://<deviceuuid>) and GET /oic/d (di must be the
-    /// deviceuuid) at the answer's source endpoint; print the name and eps.
+    /// For each answer, do what the OBT does next at the answer's source endpoint: CON
+    /// `GET /oic/res?rt=oic.r.doxm` (the doxm link must be anchored at `ocf://DEVICEUUID`) and
+    /// CON `GET /oic/d` (`di` must be the deviceuuid); print the name and eps. Exit status 1
+    /// when a follow-up fails.
     #[arg(long)]
     follow: bool,
     /// One JSON object per answer and line instead of text.
@@ -73,7 +75,7 @@ pub struct DiscoverArgs {
     #[arg(long, default_value_t = 5683)]
     port: u16,
     /// Send to one address instead of the groups: for testing a gate on a known address.
-    /// IP, IP:PORT, [IPv6]:PORT or [IPv6%IF]:PORT; the port defaults to --port.
+    /// `IP`, `IP:PORT`, `[IPv6]:PORT` or `[IPv6%IF]:PORT`; the port defaults to --port.
     #[arg(long, value_name = "ADDR", conflicts_with = "group")]
     to: Option<String>,
 }
@@ -89,6 +91,18 @@ enum OwnedArg {
     #[value(name = "none")]
     Absent,
 }
+
+/// The end of `discover --help`: output and exit status.
+const AFTER_HELP: &str = "\
+Output: one line per answer on stdout, as answers arrive (with --follow, as each follow-up ends):
+  SOURCE DEVICEUUID owned=BOOL oxms=LIST sct=N [name=\"NAME\" eps=LIST follow=ok|\"ERROR\"]
+SOURCE is where the answer came from: 192.0.2.7:40001, [fd00::7]:40001, [fe80::7%eth0]:40001.
+A device answering twice from one endpoint is listed once. With --json, one object per line:
+  {\"source\",\"deviceuuid\",\"owned\",\"oxms\",\"sct\"[,\"name\",\"eps\",\"follow\"]}
+Warnings and the summary (N devices answered [(M follow-ups ok, K failed)]) go to stderr.
+
+Exit status: 0 (also when nobody answered), 1 when a follow-up failed, 2 for a usage or setup
+error (bad group, no such interface, nothing could be sent).";
 
 /// How many follow-up exchanges are outstanding at once.
 const FOLLOW_WINDOW: usize = 32;
@@ -163,7 +177,8 @@ impl Setup {
             }
         };
         let need_v6 = copies.iter().any(|c| c.destination.is_ipv6());
-        let probe = Probe::open(need_v6).map_err(|err| format!("cannot open a UDP socket: {err}"))?;
+        let probe =
+            Probe::open(need_v6).map_err(|err| format!("cannot open a UDP socket: {err}"))?;
         let mut ids = Ids::new();
         let token = ids.token();
         let datagram = discovery_request(args.owned, ids.mid(), &token)
