@@ -340,3 +340,31 @@ fn copies_and_junk() {
     let obt = "5801f1cd61387b7099602b0bb36f69630373656304646f786d4b6f776e65643d46414c5345222710e206e30800";
     assert_eq!(lab.raw("ff02::158", &[obt], 0.8), 2);
 }
+
+#[test]
+fn interface_down_and_up_resumes_answering() {
+    let Some(lab) = Lab::new("d") else { return };
+    let fleet = small_fleet();
+    let path = lab.dir.join("fleet.toml");
+    std::fs::write(&path, toml::to_string(&fleet).unwrap()).unwrap();
+    let gate = lab.gate(&["run", "--fleet", path.to_str().unwrap(), "--leisure-ms", "200"]);
+    let want = eligible_uuids(&fleet);
+    let (lines, _) = lab.discover(&["--group", "ff02::158", "--wait", "1"]);
+    assert_eq!(uuids(&lines), want);
+    sh(&["ip", "-n", &lab.gate_ns, "link", "set", &lab.gate_if, "down"]);
+    std::thread::sleep(Duration::from_millis(2_500));
+    let (lines, _) = lab.discover(&["--group", "ff02::158", "--wait", "0.5"]);
+    assert!(lines.is_empty(), "nothing answers over a link that is down");
+    sh(&["ip", "-n", &lab.gate_ns, "link", "set", &lab.gate_if, "up"]);
+    // The gate looks at its interfaces every 2 s; allow a few seconds in all.
+    let deadline = Instant::now() + Duration::from_secs(8);
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let (lines, _) = lab.discover(&["--group", "all", "--wait", "0.7"]);
+        if uuids(&lines) == want {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no answers after the link came back:\n{}", gate.log());
+    }
+    assert!(gate.log().contains("interface down, gone or changed"), "{}", gate.log());
+}

@@ -364,6 +364,9 @@ impl Driver {
             }
         };
         let first = self.joined.is_empty();
+        for gone in self.joined.iter().filter(|i| !current.contains(i)) {
+            info!(interface = %gone.name, index = gone.index, "interface down, gone or changed");
+        }
         let mut joined = Vec::with_capacity(current.len());
         for interface in current {
             if self.joined.contains(&interface) {
@@ -390,12 +393,15 @@ impl Driver {
                 if !first {
                     self.stats.rejoins += 1;
                 }
-                info!(interface = %interface.name, index = interface.index, "joined the groups");
+                info!(
+                    interface = %interface.name,
+                    index = interface.index,
+                    ipv4 = interface.ipv4.is_some(),
+                    ipv6 = interface.ipv6,
+                    "joined the groups"
+                );
                 joined.push(interface);
             }
-        }
-        for gone in self.joined.iter().filter(|i| !joined.contains(i)) {
-            info!(interface = %gone.name, "interface gone or changed");
         }
         self.joined = joined;
     }
