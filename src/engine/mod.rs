@@ -265,8 +265,9 @@ impl Engine {
                 self.stats.answers_cancelled += 1;
                 continue;
             }
+            let record = self.fleet.record_guard(device);
             let (Some(record), Some(source)) =
-                (self.fleet.record(device), self.config.endpoints.local(device, &due.info.peer))
+                (record.as_ref(), self.config.endpoints.local(device, &due.info.peer))
             else {
                 self.stats.answers_cancelled += 1;
                 continue;
@@ -319,11 +320,12 @@ impl Engine {
         if self.config.endpoints.local(DeviceId(0), &meta.source).is_none() {
             return Verdict::Engine(EngineDrop::NoEndpointForFamily);
         }
-        if self.dedup.check(now, msg.message_id(), msg.token(), meta.source) == Seen::Copy {
-            return Verdict::Engine(EngineDrop::Duplicate);
-        }
+        // Before dedup: with nothing eligible the request costs one load and leaves no state.
         if self.fleet.eligible_count() == 0 {
             return Verdict::Engine(EngineDrop::NoEligible);
+        }
+        if self.dedup.check(now, msg.message_id(), msg.token(), meta.source) == Seen::Copy {
+            return Verdict::Engine(EngineDrop::Duplicate);
         }
         if !self.sources.allow(now, meta.source.ip()) {
             return Verdict::Engine(EngineDrop::RateLimited);
@@ -476,7 +478,7 @@ fn encode_body(
             let mut types = [""; MAX_LISTED];
             let info = DeviceInfo {
                 di: record.uuid,
-                n: &record.name,
+                n: record.name(),
                 rt: collect(record.device_types.iter().map(|t| &**t), &mut types),
                 icv: &config.icv,
                 dmv: &config.dmv,

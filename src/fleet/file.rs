@@ -290,7 +290,7 @@ mod tests {
         "#;
         let file: FleetFile = toml::from_str(text).unwrap();
         let (record, state) = file.device[0].to_record().unwrap();
-        assert_eq!(record.name.as_ref(), "lamp");
+        assert_eq!(record.name(), "lamp");
         assert_eq!(state, Some(OnboardingState { dos: Dos::Rfotm, owned: false, doc_open: false }));
         let err = toml::from_str::<FleetFile>(&format!("{text}colour = 1\n")).unwrap_err();
         assert!(err.to_string().contains("colour"), "{err}");

@@ -53,6 +53,11 @@ impl EligibilityIndex {
     pub fn set(&self, id: u32, eligible: bool) -> bool {
         let (leaf, bit) = split(id);
         let Some(word) = self.leaves.get(leaf) else { return false };
+        // One writer: a plain read tells whether anything changes, and a write that changes
+        // nothing would only invalidate the cache line under the readers.
+        if (word.load(Ordering::Acquire) & bit != 0) == eligible {
+            return false;
+        }
         let (summary_word, summary_bit) = split(leaf as u32);
         let summary = &self.summary[summary_word];
         if eligible {

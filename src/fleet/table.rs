@@ -200,6 +200,15 @@ impl Fleet {
         self.slot(id)?.record.load_full()
     }
 
+    /// The record of slot `id` without touching its reference count (the answer path: a
+    /// shared count is a contended cache line when thousands of answers leave at once).
+    pub fn record_guard(&self, id: DeviceId) -> arc_swap::Guard<Option<Arc<DeviceRecord>>> {
+        match self.slot(id) {
+            Some(slot) => slot.record.load(),
+            None => arc_swap::Guard::from_inner(None),
+        }
+    }
+
     /// The revision of device `id`: bumped by every accepted change (the control plane's ETag).
     pub fn revision(&self, id: DeviceId) -> u64 {
         self.slot(id).map_or(0, |s| s.revision.load(Ordering::Acquire))
