@@ -44,6 +44,7 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod control;
 pub mod engine;
 pub mod fleet;
 pub mod io;

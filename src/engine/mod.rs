@@ -132,6 +132,8 @@ pub struct Transmit {
     pub device: DeviceId,
     /// Its length in the caller's buffer.
     pub len: usize,
+    /// How long after its scheduled time a multicast answer left (zero for unicast).
+    pub late: Duration,
 }
 
 /// A unicast response waiting to be sent.
@@ -293,6 +295,7 @@ impl Engine {
                         interface: due.info.interface,
                         device,
                         len,
+                        late: now.saturating_duration_since(due.due),
                     });
                 }
                 Err(_) => self.stats.answers_cancelled += 1,
@@ -434,6 +437,7 @@ impl Engine {
             interface: reply.interface,
             device: reply.device,
             len,
+            late: Duration::ZERO,
         })
     }
 

@@ -130,6 +130,26 @@ pub enum FleetFileError {
 }
 
 impl DeviceEntry {
+    /// The entry describing `record` in `state` (what exports and snapshots write).
+    pub fn from_record(record: &DeviceRecord, state: Option<OnboardingState>) -> DeviceEntry {
+        DeviceEntry {
+            uuid: record.uuid,
+            name: record.name().to_owned(),
+            types: record.device_types.iter().map(|t| t.to_string()).collect(),
+            bridge: record.bridge,
+            piid: (record.piid != record.uuid).then_some(record.piid),
+            dos: state.map(|s| s.dos as u8),
+            owned: state.map(|s| s.owned),
+            doc_open: state.is_some_and(|s| s.doc_open),
+            oxms: record.oxms.to_vec(),
+            oxmsel: record.oxmsel,
+            sct: record.sct,
+            devowneruuid: record.devowneruuid,
+            rowneruuid: record.rowneruuid,
+            eps: record.eps().map(str::to_owned).collect(),
+        }
+    }
+
     /// The record and state this entry describes.
     ///
     /// # Errors
@@ -294,6 +314,14 @@ mod tests {
         assert_eq!(state, Some(OnboardingState { dos: Dos::Rfotm, owned: false, doc_open: false }));
         let err = toml::from_str::<FleetFile>(&format!("{text}colour = 1\n")).unwrap_err();
         assert!(err.to_string().contains("colour"), "{err}");
+    }
+
+    #[test]
+    fn test_entry_record_roundtrip() {
+        for entry in demo_fleet(20).device {
+            let (record, state) = entry.to_record().unwrap();
+            assert_eq!(DeviceEntry::from_record(&record, state), entry);
+        }
     }
 
     #[test]

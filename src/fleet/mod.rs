@@ -16,4 +16,4 @@ pub mod uuid_index;
 
 pub use record::{DeviceRecord, RecordError};
 pub use state::{OnboardingState, StateWord};
-pub use table::{check_consistent, DeviceId, Fleet, FleetError, StatePatch};
+pub use table::{check_consistent, patched_state, DeviceId, Fleet, FleetError, StatePatch};

@@ -97,6 +97,32 @@ pub fn check_consistent(state: &OnboardingState) -> Result<(), FleetError> {
     }
 }
 
+/// The state a device has after `patch`, from `old` (`None`: unknown), or why it cannot.
+///
+/// # Errors
+/// [`FleetError::IncompleteState`] or [`FleetError::Inconsistent`].
+pub fn patched_state(
+    old: Option<OnboardingState>,
+    patch: &StatePatch,
+) -> Result<Option<OnboardingState>, FleetError> {
+    let state = match (old, patch.dos, patch.owned, patch.doc_open) {
+        (Some(old), dos, owned, doc_open) => Some(OnboardingState {
+            dos: dos.unwrap_or(old.dos),
+            owned: owned.unwrap_or(old.owned),
+            doc_open: doc_open.unwrap_or(old.doc_open),
+        }),
+        (None, Some(dos), Some(owned), Some(doc_open)) => {
+            Some(OnboardingState { dos, owned, doc_open })
+        }
+        (None, None, None, None) => None,
+        (None, _, _, _) => return Err(FleetError::IncompleteState),
+    };
+    if let Some(s) = &state {
+        check_consistent(s)?;
+    }
+    Ok(state)
+}
+
 #[derive(Debug, Default)]
 struct Slot {
     word: AtomicU64,
@@ -297,21 +323,7 @@ impl Fleet {
             return Err(FleetError::RevisionMismatch { expected, current });
         }
         let old_word = StateWord::from_bits(slot.word.load(Ordering::Acquire));
-        let state = match (old_word.state(), patch.dos, patch.owned, patch.doc_open) {
-            (Some(old), dos, owned, doc_open) => Some(OnboardingState {
-                dos: dos.unwrap_or(old.dos),
-                owned: owned.unwrap_or(old.owned),
-                doc_open: doc_open.unwrap_or(old.doc_open),
-            }),
-            (None, Some(dos), Some(owned), Some(doc_open)) => {
-                Some(OnboardingState { dos, owned, doc_open })
-            }
-            (None, None, None, None) => None,
-            (None, _, _, _) => return Err(FleetError::IncompleteState),
-        };
-        if let Some(s) = &state {
-            check_consistent(s)?;
-        }
+        let state = patched_state(old_word.state(), patch)?;
         if patch.devowneruuid.is_some() || patch.rowneruuid.is_some() || patch.oxmsel.is_some() {
             if let Some(old) = slot.record.load_full() {
                 let mut record = DeviceRecord::clone(&old);
@@ -356,6 +368,23 @@ impl Fleet {
         self.len.fetch_sub(1, Ordering::AcqRel);
         self.cascade(&w, uuid);
         Ok(())
+    }
+
+    /// Sets device `uuid`'s revision (restoring a snapshot, so that ETags survive restarts).
+    ///
+    /// # Errors
+    /// [`FleetError::NotFound`].
+    pub fn restore_revision(&self, uuid: &Uuid, revision: u64) -> Result<(), FleetError> {
+        let _w = self.writer.lock();
+        let id = self.lookup(uuid).ok_or(FleetError::NotFound(*uuid))?;
+        let slot = self.slot(id).ok_or(FleetError::NotFound(*uuid))?;
+        slot.revision.store(revision, Ordering::Release);
+        Ok(())
+    }
+
+    /// Every device id in use, ascending, from `from` on (the control plane's listings).
+    pub fn ids_from(&self, from: u32) -> impl Iterator<Item = DeviceId> + '_ {
+        (from..self.capacity as u32).map(DeviceId).filter(|&id| self.word(id).is_present())
     }
 
     /// Forgets every device's reported state (fail-closed restart): devices stay registered but

@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::net::UdpSocket;
@@ -20,8 +21,9 @@ use tracing::{debug, info, warn};
 
 use super::net::{self, Interface};
 use super::sys::{self, Outgoing, Received, BATCH, DATAGRAM_MAX};
+use crate::control::board::{Board, Published};
 use crate::engine::endpoint::EndpointPlan;
-use crate::engine::{Engine, Meta, Transmit};
+use crate::engine::{Engine, Meta, Transmit, Verdict};
 use crate::fleet::DeviceId;
 
 /// What the driver needs beyond the engine's own configuration.
@@ -83,7 +85,13 @@ pub struct Driver {
     stats: DriverStats,
     /// Send buffers, one per datagram of a batch.
     scratch: Vec<[u8; DATAGRAM_MAX]>,
+    /// Histograms kept here without locks and copied to the board twice a second.
+    figures: Published,
+    board: Option<Arc<Board>>,
 }
+
+/// How often the figures are published for the control plane.
+const PUBLISH_EVERY: Duration = Duration::from_millis(500);
 
 impl std::fmt::Debug for Driver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -112,6 +120,8 @@ impl Driver {
             joined: Vec::new(),
             stats: DriverStats::default(),
             scratch: vec![[0u8; DATAGRAM_MAX]; BATCH],
+            figures: Published::default(),
+            board: None,
             config,
         };
         let wants_v6 = driver.config.groups.iter().any(IpAddr::is_ipv6);
@@ -159,6 +169,11 @@ impl Driver {
         Ok(driver)
     }
 
+    /// Publishes counters and histograms to `board` twice a second (for `/metrics`).
+    pub fn publish_to(&mut self, board: Arc<Board>) {
+        self.board = Some(board);
+    }
+
     /// The interfaces the groups are joined on.
     pub fn interfaces(&self) -> &[Interface] {
         &self.joined
@@ -191,9 +206,11 @@ impl Driver {
             truncated: false,
         }; BATCH];
         let mut next_rejoin = Instant::now() + self.config.rejoin_every;
+        let mut next_publish = Instant::now();
         loop {
             let now = Instant::now();
-            let wake = self.engine.poll_timeout().map_or(next_rejoin, |t| t.min(next_rejoin));
+            let timer = next_rejoin.min(next_publish);
+            let wake = self.engine.poll_timeout().map_or(timer, |t| t.min(timer));
             if let Err(e) = self.poll.poll(&mut events, Some(wake.saturating_duration_since(now))) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -216,7 +233,19 @@ impl Driver {
                 self.rejoin();
                 next_rejoin = Instant::now() + self.config.rejoin_every;
             }
+            if Instant::now() >= next_publish {
+                self.publish();
+                next_publish = Instant::now() + PUBLISH_EVERY;
+            }
         }
+    }
+
+    fn publish(&mut self) {
+        let Some(board) = &self.board else { return };
+        self.figures.engine = self.engine.stats().clone();
+        self.figures.driver = self.stats;
+        self.figures.pending_answers = self.engine.pending_answers();
+        board.publish(&self.figures);
     }
 
     fn add(&mut self, socket: socket2::Socket, role: Role, port: u16) -> io::Result<usize> {
@@ -263,7 +292,12 @@ impl Driver {
                     destination: SocketAddr::new(destination_ip, port),
                     interface: m.interface,
                 };
-                let _ = self.engine.handle(now, &meta, &bufs[i][..m.len]);
+                let started = Instant::now();
+                let verdict = self.engine.handle(now, &meta, &bufs[i][..m.len]);
+                let _ = self.figures.decision_ns.record(started.elapsed().as_nanos().max(1) as u64);
+                if let Verdict::Answering(n) = verdict {
+                    let _ = self.figures.answers_per_request.record(n.max(1) as u64);
+                }
             }
             // Unicast responses are due at once; answer them before reading more.
             self.flush(now);
@@ -276,6 +310,9 @@ impl Driver {
         let mut batch: [(usize, Option<Transmit>); BATCH] = [(0, None); BATCH];
         let mut len = 0;
         while let Some(t) = self.engine.poll_transmit(now, &mut data[len]) {
+            if !t.late.is_zero() {
+                let _ = self.figures.lateness_us.record(t.late.as_micros().max(1) as u64);
+            }
             let Some(at) = self.socket_for(&t) else {
                 self.stats.send_failed += 1;
                 continue;

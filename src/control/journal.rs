@@ -1,0 +1,1 @@
+//! Placeholder: the journal is being written.

@@ -1,0 +1,227 @@
+//! Changes to the fleet, as the API receives them and as the journal stores them.
+//!
+//! A change is first *checked* against the fleet as it is (and the earlier changes of the same
+//! batch), then *applied*. A batch is applied only when every change in it checks out, so a
+//! batch is all-or-nothing; a change that fails names the field and the reason.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::fleet::file::DeviceEntry;
+use crate::fleet::{patched_state, Fleet, FleetError, OnboardingState, StatePatch};
+use crate::policy::Dos;
+
+/// The fields of a state change (`PATCH /v1/devices/{uuid}`); absent fields stay as they are.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchBody {
+    /// `dos.s`, 0..=4.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dos: Option<u8>,
+    /// `owned`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owned: Option<bool>,
+    /// Whether a DOC is open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub doc_open: Option<bool>,
+    /// `devowneruuid`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub devowneruuid: Option<Uuid>,
+    /// `rowneruuid`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rowneruuid: Option<Uuid>,
+    /// `oxmsel`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oxmsel: Option<i32>,
+}
+
+/// One change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Mutation {
+    /// Create or replace a device.
+    Upsert {
+        /// The device.
+        device: DeviceEntry,
+    },
+    /// Change a device's state.
+    Patch {
+        /// The device.
+        uuid: Uuid,
+        /// The change.
+        patch: PatchBody,
+    },
+    /// Remove a device.
+    Delete {
+        /// The device.
+        uuid: Uuid,
+    },
+}
+
+/// Why a change was refused: the field and the reason, and the HTTP status that says so.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct Rejection {
+    /// 400, 404, 409, 412, 413, 503, ...
+    pub status: u16,
+    /// The offending field (`dos`, `uuid`, `body`, `If-Match`, ...).
+    pub field: String,
+    /// Why.
+    pub reason: String,
+}
+
+impl Rejection {
+    /// A rejection with `status`.
+    pub fn new(status: u16, field: impl Into<String>, reason: impl Into<String>) -> Rejection {
+        Rejection { status, field: field.into(), reason: reason.into() }
+    }
+}
+
+impl PatchBody {
+    /// The fleet's form of the patch.
+    ///
+    /// # Errors
+    /// `dos` out of range.
+    pub fn to_state_patch(&self) -> Result<StatePatch, Rejection> {
+        let dos = match self.dos {
+            None => None,
+            Some(v) => Some(
+                Dos::from_u8(v)
+                    .ok_or_else(|| Rejection::new(400, "dos", format!("{v} is not 0..=4")))?,
+            ),
+        };
+        Ok(StatePatch {
+            dos,
+            owned: self.owned,
+            doc_open: self.doc_open,
+            devowneruuid: self.devowneruuid,
+            rowneruuid: self.rowneruuid,
+            oxmsel: self.oxmsel,
+        })
+    }
+}
+
+fn fleet_rejection(e: FleetError) -> Rejection {
+    match e {
+        FleetError::NotFound(uuid) => Rejection::new(404, "uuid", format!("no device {uuid}")),
+        FleetError::Full(n) => {
+            Rejection::new(507, "body", format!("the fleet is full ({n} devices)"))
+        }
+        FleetError::RevisionMismatch { expected, current } => Rejection::new(
+            412,
+            "If-Match",
+            format!("revision {expected} is stale: the device is at revision {current}"),
+        ),
+        FleetError::IncompleteState => Rejection::new(400, "dos", e.to_string()),
+        FleetError::Inconsistent(reason) => Rejection::new(400, "owned", reason),
+        FleetError::SelfBridge => Rejection::new(400, "bridge", e.to_string()),
+    }
+}
+
+/// What a device looks like to the checks of later changes in the same batch.
+#[derive(Debug, Clone, Copy)]
+enum Planned {
+    Present(Option<OnboardingState>),
+    Deleted,
+}
+
+/// Checks `batch` against `fleet` without changing anything. `expected_revision` applies to a
+/// single-change batch (a conditional PATCH).
+///
+/// # Errors
+/// The first refused change, prefixed with its index in a multi-change batch.
+pub fn check(
+    fleet: &Fleet,
+    batch: &[Mutation],
+    expected_revision: Option<u64>,
+) -> Result<(), Rejection> {
+    let mut planned: HashMap<Uuid, Planned> = HashMap::new();
+    let mut added = 0usize;
+    for (i, m) in batch.iter().enumerate() {
+        let at = |mut r: Rejection| {
+            if batch.len() > 1 {
+                r.field = format!("[{i}].{}", r.field);
+            }
+            r
+        };
+        let current = |uuid: &Uuid| -> Option<Planned> {
+            planned.get(uuid).copied().or_else(|| {
+                let id = fleet.lookup(uuid)?;
+                Some(Planned::Present(fleet.word(id).state()))
+            })
+        };
+        match m {
+            Mutation::Upsert { device } => {
+                let (_, state) = device
+                    .to_record()
+                    .map_err(|e| at(Rejection::new(400, "device", e.to_string())))?;
+                if device.bridge == Some(device.uuid) {
+                    return Err(at(fleet_rejection(FleetError::SelfBridge)));
+                }
+                if !matches!(current(&device.uuid), Some(Planned::Present(_))) {
+                    added += 1;
+                }
+                planned.insert(device.uuid, Planned::Present(state));
+            }
+            Mutation::Patch { uuid, patch } => {
+                let state_patch = patch.to_state_patch().map_err(at)?;
+                let old = match current(uuid) {
+                    Some(Planned::Present(state)) => state,
+                    _ => return Err(at(fleet_rejection(FleetError::NotFound(*uuid)))),
+                };
+                if let (Some(expected), Some(id)) = (expected_revision, fleet.lookup(uuid)) {
+                    let current = fleet.revision(id);
+                    if expected != current {
+                        return Err(at(fleet_rejection(FleetError::RevisionMismatch {
+                            expected,
+                            current,
+                        })));
+                    }
+                }
+                let new = patched_state(old, &state_patch).map_err(|e| at(fleet_rejection(e)))?;
+                planned.insert(*uuid, Planned::Present(new));
+            }
+            Mutation::Delete { uuid } => {
+                if !matches!(current(uuid), Some(Planned::Present(_))) {
+                    return Err(at(fleet_rejection(FleetError::NotFound(*uuid))));
+                }
+                planned.insert(*uuid, Planned::Deleted);
+            }
+        }
+    }
+    if fleet.len() + added > fleet.capacity() {
+        return Err(fleet_rejection(FleetError::Full(fleet.capacity())));
+    }
+    Ok(())
+}
+
+/// Applies a checked batch; returns each touched device's new revision (0 for a deletion).
+///
+/// # Errors
+/// Only if the fleet changed between [`check`] and this call (the store's lock prevents that)
+/// or on replay of a journal that does not match the fleet.
+pub fn apply(fleet: &Fleet, batch: &[Mutation]) -> Result<Vec<(Uuid, u64)>, Rejection> {
+    let mut revisions = Vec::with_capacity(batch.len());
+    for m in batch {
+        match m {
+            Mutation::Upsert { device } => {
+                let (record, state) =
+                    device.to_record().map_err(|e| Rejection::new(400, "device", e.to_string()))?;
+                let (_, revision) = fleet.upsert(record, state).map_err(fleet_rejection)?;
+                revisions.push((device.uuid, revision));
+            }
+            Mutation::Patch { uuid, patch } => {
+                let revision =
+                    fleet.patch(uuid, &patch.to_state_patch()?, None).map_err(fleet_rejection)?;
+                revisions.push((*uuid, revision));
+            }
+            Mutation::Delete { uuid } => {
+                fleet.remove(uuid).map_err(fleet_rejection)?;
+                revisions.push((*uuid, 0));
+            }
+        }
+    }
+    Ok(revisions)
+}
