@@ -403,28 +403,36 @@ impl<'a> Message<'a> {
 
 /// Splits the bytes after the token into validated options and the payload.
 fn split_options(input: &[u8]) -> Result<(&[u8], &[u8]), Error> {
-    let mut rest = input;
+    let mut at = 0usize;
     let mut number: u32 = 0;
-    loop {
-        match rest.split_first() {
-            None => return Ok((input, &[])),
-            Some((&0xff, payload)) => {
-                if payload.is_empty() {
-                    return Err(Error::PayloadMarkerWithoutPayload);
-                }
-                let options_len = input.len() - rest.len();
-                return Ok((&input[..options_len], payload));
+    while let Some(&byte) = input.get(at) {
+        if byte == 0xff {
+            if at + 1 == input.len() {
+                return Err(Error::PayloadMarkerWithoutPayload);
             }
-            Some(_) => {}
+            return Ok((&input[..at], &input[at + 1..]));
         }
-        let (after_header, header) = option::parse_header(rest)?;
-        number += header.delta;
+        let (delta, len);
+        if byte < 0xd0 && byte & 0x0f < 13 {
+            delta = u32::from(byte >> 4);
+            len = usize::from(byte & 0x0f);
+            at += 1;
+        } else {
+            let (rest, header) = option::parse_header(&input[at..])?;
+            at = input.len() - rest.len();
+            delta = header.delta;
+            len = header.len;
+        }
+        number += delta;
         if number > option::MAX_NUMBER {
             return Err(Error::OptionNumberOverflow);
         }
-        let (after_value, _) = step(take(header.len)(after_header), Error::OptionValueTruncated)?;
-        rest = after_value;
+        at += len;
+        if at > input.len() {
+            return Err(Error::OptionValueTruncated);
+        }
     }
+    Ok((input, &[]))
 }
 
 /// Iterator over a message's options; see [`Message::options`].
@@ -437,24 +445,28 @@ pub struct Options<'a> {
 impl<'a> Iterator for Options<'a> {
     type Item = CoapOption<'a>;
 
+    #[inline]
     fn next(&mut self) -> Option<CoapOption<'a>> {
-        if self.rest.is_empty() {
-            return None;
-        }
-        // The bytes were validated by `Message::parse`; the fallible calls below cannot fail,
-        // and if they somehow did, the iterator ends instead of panicking.
-        let parsed = option::parse_header(self.rest).ok().and_then(|(rest, header)| {
-            let number = u16::try_from(u32::from(self.number) + header.delta).ok()?;
-            let value = rest.get(..header.len)?;
-            Some((number, value, rest.get(header.len..)?))
-        });
-        match parsed {
-            Some((number, value, rest)) => {
+        let (&byte, after) = self.rest.split_first()?;
+        let (delta, len, after) = if byte < 0xd0 && byte & 0x0f < 13 {
+            (u32::from(byte >> 4), usize::from(byte & 0x0f), after)
+        } else {
+            match option::parse_header(self.rest) {
+                Ok((after, header)) => (header.delta, header.len, after),
+                Err(_) => {
+                    self.rest = &[];
+                    return None;
+                }
+            }
+        };
+        let number = u32::from(self.number) + delta;
+        match (u16::try_from(number), after.get(..len), after.get(len..)) {
+            (Ok(number), Some(value), Some(rest)) => {
                 self.number = number;
                 self.rest = rest;
                 Some(CoapOption { number, value })
             }
-            None => {
+            _ => {
                 self.rest = &[];
                 None
             }

@@ -83,6 +83,7 @@ type Parsed<'a, O> = IResult<&'a [u8], O, ()>;
 ///
 /// The caller has already handled the 0xFF payload marker; any other byte with a 15 nibble is a
 /// format error. The extension of the delta comes before the extension of the length.
+#[inline(always)]
 pub(crate) fn parse_header(input: &[u8]) -> Result<(&[u8], Header), Error> {
     let (input, byte) = be_u8(input).map_err(|_: nom::Err<()>| Error::OptionValueTruncated)?;
     let (delta_nibble, len_nibble) = (byte >> 4, byte & 0x0f);
@@ -98,6 +99,7 @@ pub(crate) fn parse_header(input: &[u8]) -> Result<(&[u8], Header), Error> {
 }
 
 /// Reads the extension of one nibble: 13 means one more byte + 13, 14 two more bytes + 269.
+#[inline(always)]
 fn extended(input: &[u8], nibble: u8) -> Result<(&[u8], u32), Error> {
     let parsed: Parsed<'_, u32> = match nibble {
         13 => be_u8(input).map(|(rest, b)| (rest, u32::from(b) + 13)),

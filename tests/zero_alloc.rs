@@ -1,0 +1,233 @@
+//! The hot path allocates nothing: a counting global allocator proves it.
+//!
+//! The allocator wraps `std::alloc::System` and bumps a *per-thread* counter on every `alloc`,
+//! `alloc_zeroed` and `realloc`, so the test harness's own threads (and tests running in
+//! parallel) cannot disturb the measurement. Each measured region first checks that a deliberate
+//! allocation *is* counted, so the test cannot pass vacuously.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::hint::black_box;
+
+use doxm_gate::wire::ocf::{self, oxm, sct, DeviceInfo, Doxm, Link, View};
+use doxm_gate::wire::query::{Filters, Owned};
+use doxm_gate::wire::{Code, Message, MessageType};
+use uuid::Uuid;
+
+struct CountingAllocator;
+
+thread_local! {
+    /// Allocations made by this thread. `const`-initialised and without a destructor, so
+    /// touching it from inside the allocator never allocates or registers anything.
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+fn count_one() {
+    // `try_with` fails only while the thread is being torn down; then there is nothing to count.
+    let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+}
+
+// SAFETY: every method forwards to `System` with the caller's arguments unchanged; counting
+// touches only a thread-local `Cell`.
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count_one();
+        // SAFETY: forwarded unchanged; the caller upholds `GlobalAlloc::alloc`'s contract.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count_one();
+        // SAFETY: as for `alloc`.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count_one();
+        // SAFETY: `ptr` was allocated by `System` (through this wrapper) with `layout`.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` was allocated by `System` (through this wrapper) with `layout`.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAllocator = CountingAllocator;
+
+/// The number of allocations this thread makes while running `f`, and `f`'s result.
+fn allocations<T>(f: impl FnOnce() -> T) -> (u64, T) {
+    let before = ALLOCATIONS.with(Cell::get);
+    let out = f();
+    let after = ALLOCATIONS.with(Cell::get);
+    (after - before, out)
+}
+
+/// SPEC section 4: the real 45-byte OBT request.
+static OBT_REQUEST: [u8; 45] = [
+    0x58, 0x01, 0xf1, 0xcd, 0x61, 0x38, 0x7b, 0x70, 0x99, 0x60, 0x2b, 0x0b, 0xb3, 0x6f, 0x69, 0x63,
+    0x03, 0x73, 0x65, 0x63, 0x04, 0x64, 0x6f, 0x78, 0x6d, 0x4b, 0x6f, 0x77, 0x6e, 0x65, 0x64, 0x3d,
+    0x46, 0x41, 0x4c, 0x53, 0x45, 0x22, 0x27, 0x10, 0xe2, 0x06, 0xe3, 0x08, 0x00,
+];
+
+/// SPEC section 4: the payload of the real doxm answer (180 bytes).
+const REAL_DOXM_PAYLOAD_HEX: &str = concat!(
+    "bf646f786d738100666f786d73656c0463736374190149656f776e6564f46c6465766f776e6572757569647824",
+    "30303030303030302d303030302d303030302d303030302d3030303030303030303030306a6465766963657575",
+    "6964782435306531613361652d366130632d346163302d376234662d6431643831386165333430336a726f776e",
+    "657275756964782430303030303030302d303030302d303030302d303030302d303030303030303030303030ff",
+);
+
+#[test]
+fn test_counter_counts() {
+    let (n, v) = allocations(|| black_box(Vec::<u8>::with_capacity(1)));
+    assert_eq!(n, 1, "a deliberate allocation must be counted");
+    drop(v);
+    let (n, _) = allocations(|| {
+        let mut v = black_box(Vec::<u8>::with_capacity(1));
+        v.extend_from_slice(&[0; 64]);
+        v
+    });
+    assert_eq!(n, 2, "an alloc and a realloc must both be counted");
+}
+
+/// Parsing the OBT request, walking its options, reading every accessor the policy uses and its
+/// query filters: no allocation.
+#[test]
+fn test_parse_obt_request_allocates_nothing() {
+    let (n, _) = allocations(|| black_box(Vec::<u8>::with_capacity(1)));
+    assert_eq!(n, 1, "the counter works on this thread");
+
+    let (n, summary) = allocations(|| {
+        let msg = Message::parse(black_box(&OBT_REQUEST)).expect("the OBT request parses");
+        let mut walked = 0usize;
+        for opt in msg.options() {
+            walked += usize::from(opt.number) + opt.value.len();
+            black_box(opt.value);
+        }
+        let path_ok = msg.path_is(&[b"oic", b"sec", b"doxm"]);
+        let path_len = msg.uri_path().count();
+        let accept = msg.accept();
+        let version = msg.ocf_accept_content_format_version();
+        let content_format = msg.content_format();
+        let no_response = msg.no_response();
+        let ocf_version = msg.ocf_content_format_version();
+        let critical = msg.first_unrecognised_critical();
+        let filters = Filters::parse(msg.uri_query());
+        black_box((
+            msg.ty(),
+            msg.code(),
+            msg.message_id(),
+            msg.token(),
+            msg.payload(),
+            content_format,
+            no_response,
+            ocf_version,
+        ));
+        (walked, path_ok, path_len, accept, version, critical, filters.owned, filters.di)
+    });
+    assert_eq!(n, 0, "parsing and reading the OBT request allocated {n} times");
+    // The work was real: the values are those of the request.
+    let (walked, path_ok, path_len, accept, version, critical, owned, di) = summary;
+    assert_eq!(walked, 11 * 3 + 3 + 3 + 4 + 15 + 11 + 17 + 2 + 2049 + 2);
+    assert!(path_ok);
+    assert_eq!(path_len, 3);
+    assert_eq!(accept, Some(10_000));
+    assert_eq!(version, Some(2048));
+    assert_eq!(critical, None);
+    assert_eq!(owned, Owned::False);
+    assert_eq!(di, None);
+}
+
+fn real_doxm() -> Doxm<'static> {
+    Doxm {
+        oxms: &[oxm::JUST_WORKS],
+        oxmsel: oxm::SELF,
+        sct: sct::PAIRWISE_PSK | sct::CERTIFICATE | sct::OSCORE | sct::OSCORE_GROUP_SERVER,
+        owned: false,
+        devowneruuid: Uuid::nil(),
+        deviceuuid: Uuid::parse_str("50e1a3ae-6a0c-4ac0-7b4f-d1d818ae3403").unwrap(),
+        rowneruuid: Uuid::nil(),
+    }
+}
+
+/// Encoding the whole doxm answer (header, options, CBOR) into a stack buffer: no allocation.
+#[test]
+fn test_encode_doxm_answer_allocates_nothing() {
+    let (n, _) = allocations(|| black_box(Vec::<u8>::with_capacity(1)));
+    assert_eq!(n, 1, "the counter works on this thread");
+
+    let doxm = real_doxm();
+    let token = &OBT_REQUEST[4..12];
+    let mut buf = [0u8; 512];
+    let mut baseline = [0u8; 512];
+    let (n, (len, baseline_len)) = allocations(|| {
+        let len = ocf::write_response(
+            black_box(&mut buf),
+            MessageType::NonConfirmable,
+            Code::CONTENT,
+            0x1234,
+            token,
+            |out| doxm.encode(View::Default, out),
+        )
+        .expect("the answer fits");
+        let baseline_len = ocf::write_response(
+            black_box(&mut baseline),
+            MessageType::Acknowledgement,
+            Code::CONTENT,
+            0x1235,
+            token,
+            |out| doxm.encode(View::Baseline, out),
+        )
+        .expect("the baseline answer fits");
+        (len, baseline_len)
+    });
+    assert_eq!(n, 0, "encoding the doxm answer allocated {n} times");
+
+    // The work was real: a 201-byte answer around the real payload.
+    assert_eq!(len, 4 + 8 + 3 + 5 + 1 + 180);
+    let payload = hex::decode(REAL_DOXM_PAYLOAD_HEX).unwrap();
+    let msg = Message::parse(&buf[..len]).unwrap();
+    assert_eq!(msg.payload(), payload.as_slice());
+    assert_eq!(msg.token(), token);
+    assert!(baseline_len > len);
+}
+
+/// The other representations the gate serves (`/oic/res` links, `/oic/d`) encode without
+/// allocating too.
+#[test]
+fn test_encode_links_and_device_allocate_nothing() {
+    let (n, _) = allocations(|| black_box(Vec::<u8>::with_capacity(1)));
+    assert_eq!(n, 1, "the counter works on this thread");
+
+    let di = real_doxm().deviceuuid;
+    let eps = ["coap://[fe80::1]:56789", "coaps://[fe80::1]:56790"];
+    let link = Link {
+        anchor: di,
+        href: "/oic/sec/doxm",
+        rt: &[ocf::RT_DOXM],
+        interfaces: &ocf::DOXM_INTERFACES,
+        bm: 1,
+        eps: &eps,
+    };
+    let device = DeviceInfo {
+        di,
+        n: "Lamp",
+        rt: &[ocf::RT_DEVICE, "oic.d.virtual"],
+        icv: "ocf.2.0.5",
+        dmv: "ocf.res.1.3.0,ocf.sh.1.3.0",
+        piid: Uuid::nil(),
+    };
+    let mut buf = [0u8; 512];
+    let (n, lens) = allocations(|| {
+        let links = ocf::encode_links(&[link], black_box(&mut buf)).expect("fits");
+        let res = ocf::encode_res_baseline(&[link], black_box(&mut buf)).expect("fits");
+        let d = device.encode(View::Default, black_box(&mut buf)).expect("fits");
+        let d_baseline = device.encode(View::Baseline, black_box(&mut buf)).expect("fits");
+        [links, res, d, d_baseline]
+    });
+    assert_eq!(n, 0, "encoding links and /oic/d allocated {n} times");
+    assert!(lens.iter().all(|&len| len > 0));
+}
