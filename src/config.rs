@@ -7,6 +7,9 @@
 //! port = 5683
 //! fleet = "fleet.toml"
 //! log_level = "info"
+//! control = "127.0.0.1:8683"      # the control API; "" for none
+//! state_dir = "/var/lib/doxm-gate" # journal of acknowledged changes
+//! restart_policy = "fail-closed"  # or "resume"
 //!
 //! [endpoints]
 //! mode = "port"                  # or "address"
@@ -32,6 +35,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::control::RestartPolicy;
 use crate::engine::endpoint::EndpointPlan;
 use crate::engine::Config as EngineConfig;
 use crate::io::net::DEFAULT_GROUPS;
@@ -51,6 +55,14 @@ pub struct GateConfig {
     pub fleet: Option<PathBuf>,
     /// `error`, `warn`, `info`, `debug` or `trace`.
     pub log_level: String,
+    /// The control API's address (loopback by default); empty string: no API.
+    pub control: String,
+    /// The bearer token the API requires (the environment's `DOXM_GATE_TOKEN` also sets it).
+    pub control_token: Option<String>,
+    /// Where acknowledged fleet changes are journaled; none: changes are not durable.
+    pub state_dir: Option<PathBuf>,
+    /// After a restart: `fail-closed` (states unknown until re-reported) or `resume`.
+    pub restart_policy: RestartPolicy,
     /// How devices get their discovery endpoints.
     pub endpoints: EndpointsConfig,
     /// Abuse limits and pacing.
@@ -110,6 +122,10 @@ impl Default for GateConfig {
             port: 5683,
             fleet: None,
             log_level: "info".to_owned(),
+            control: "127.0.0.1:8683".to_owned(),
+            control_token: None,
+            state_dir: None,
+            restart_policy: RestartPolicy::FailClosed,
             endpoints: EndpointsConfig::default(),
             limits: LimitsConfig::default(),
         }
@@ -231,6 +247,20 @@ impl GateConfig {
             endpoints: self.plan()?,
             ..EngineConfig::default()
         })
+    }
+
+    /// The control API's address, if it is enabled.
+    ///
+    /// # Errors
+    /// Not an `IP:PORT` address.
+    pub fn control_addr(&self) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+        if self.control.is_empty() {
+            return Ok(None);
+        }
+        self.control
+            .parse()
+            .map(Some)
+            .map_err(|_| error("control", format!("{:?} is not IP:PORT", self.control)))
     }
 
     /// The driver's configuration.

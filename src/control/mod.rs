@@ -7,6 +7,22 @@
 //! - [`api`]: the HTTP/JSON API on its own threads.
 //! - [`board`], [`metrics`]: figures published by the data path, rendered for `/metrics`.
 
+use serde::{Deserialize, Serialize};
+
+pub mod api;
 pub mod board;
 pub mod journal;
+pub mod metrics;
 pub mod mutation;
+pub mod store;
+
+/// What the recovered states mean after a restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    /// Every device comes back with an unknown state until the bridge re-reports it.
+    #[default]
+    FailClosed,
+    /// Devices come back in their last acknowledged state.
+    Resume,
+}

@@ -5,6 +5,7 @@
 
 #![forbid(unsafe_code)]
 
+mod client;
 mod decode;
 mod discover;
 mod explain;
@@ -45,6 +46,11 @@ enum Command {
     Explain(explain::ExplainArgs),
     /// Send the multicast doxm discovery an OBT sends, and list the devices that answer.
     Discover(discover::DiscoverArgs),
+    /// Print a running gate's counters and latency percentiles (from its control API).
+    Stats(client::Endpoint),
+    /// Move a fleet between a file and a running gate.
+    #[command(subcommand)]
+    Fleet(client::FleetCommand),
 }
 
 fn main() -> ExitCode {
@@ -54,5 +60,7 @@ fn main() -> ExitCode {
         Command::Decode { hex } => decode::run(&hex),
         Command::Explain(args) => explain::run(&args),
         Command::Discover(args) => discover::run(&args),
+        Command::Stats(endpoint) => client::stats(&endpoint),
+        Command::Fleet(command) => client::fleet(&command),
     }
 }

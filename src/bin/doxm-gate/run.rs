@@ -7,6 +7,11 @@ use std::sync::Arc;
 
 use clap::Args;
 use doxm_gate::config::{EndpointMode, GateConfig};
+use doxm_gate::control::api::{self, ApiConfig};
+use doxm_gate::control::board::Board;
+use doxm_gate::control::mutation::Mutation;
+use doxm_gate::control::store::Store;
+use doxm_gate::control::RestartPolicy;
 use doxm_gate::engine::endpoint::EndpointPlan;
 use doxm_gate::engine::Engine;
 use doxm_gate::fleet::file::{demo_fleet, FleetFile};
@@ -35,6 +40,18 @@ pub struct RunArgs {
     /// Log level: error, warn, info, debug, trace (RUST_LOG overrides).
     #[arg(long)]
     log_level: Option<String>,
+    /// The control API's address, IP:PORT (default 127.0.0.1:8683; "" disables it).
+    #[arg(long)]
+    control: Option<String>,
+    /// The bearer token the control API requires (also DOXM_GATE_TOKEN).
+    #[arg(long, env = "DOXM_GATE_TOKEN", hide_env_values = true)]
+    control_token: Option<String>,
+    /// Journal acknowledged fleet changes in this directory (durable across crashes).
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// After a restart: fail-closed (states unknown until re-reported) or resume.
+    #[arg(long, value_parser = ["fail-closed", "resume"])]
+    restart_policy: Option<String>,
     /// Endpoint mode: port (a port per device) or address (an address per device).
     #[arg(long, value_parser = ["port", "address"])]
     mode: Option<String>,
@@ -88,6 +105,17 @@ impl RunArgs {
             c.fleet.clone_from(&self.fleet);
         }
         set(&mut c.log_level, self.log_level.clone());
+        set(&mut c.control, self.control.clone());
+        if self.control_token.is_some() {
+            c.control_token.clone_from(&self.control_token);
+        }
+        if self.state_dir.is_some() {
+            c.state_dir.clone_from(&self.state_dir);
+        }
+        if let Some(policy) = &self.restart_policy {
+            c.restart_policy =
+                if policy == "resume" { RestartPolicy::Resume } else { RestartPolicy::FailClosed };
+        }
         if let Some(mode) = &self.mode {
             c.endpoints.mode =
                 if mode == "address" { EndpointMode::Address } else { EndpointMode::Port };
@@ -160,9 +188,34 @@ fn serve(config: &GateConfig, fleet_file: &FleetFile, demo: Option<()>) -> ExitC
     };
     let plan = engine_config.endpoints;
     let fleet = Arc::new(Fleet::with_capacity(plan.capacity().clamp(1, 4 << 20)));
-    if let Err(e) = fleet_file.apply(&fleet) {
-        return fail(&e.to_string());
-    }
+    let store = match &config.state_dir {
+        Some(dir) => {
+            // The journal is the truth; the fleet file only seeds an empty one.
+            let seed: Vec<Mutation> = fleet_file
+                .device
+                .iter()
+                .cloned()
+                .map(|device| Mutation::Upsert { device })
+                .collect();
+            let seed = (!seed.is_empty()).then_some(seed);
+            match Store::open(dir, fleet.clone(), config.restart_policy, seed) {
+                Ok((store, recovery)) => {
+                    if let Some(tail) = &recovery.torn_tail {
+                        eprintln!("doxm-gate: journal: {tail} (never acknowledged)");
+                    }
+                    store
+                }
+                Err(e) => return fail(&e),
+            }
+        }
+        None => {
+            if let Err(e) = fleet_file.apply(&fleet) {
+                return fail(&e.to_string());
+            }
+            Store::in_memory(fleet.clone())
+        }
+    };
+    let store = Arc::new(store);
     if fleet.len() > plan.capacity() {
         return fail(&format!(
             "the fleet has {} devices but the endpoint plan only {} endpoints",
@@ -178,6 +231,26 @@ fn serve(config: &GateConfig, fleet_file: &FleetFile, demo: Option<()>) -> ExitC
         Ok(d) => d,
         Err(e) => return fail(&e.to_string()),
     };
+    let board = Arc::new(Board::default());
+    driver.publish_to(board.clone());
+    let control = match config.control_addr() {
+        Ok(addr) => addr,
+        Err(e) => return fail(&e.to_string()),
+    };
+    let api = match control {
+        Some(listen) => {
+            let api_config =
+                ApiConfig { listen, token: config.control_token.clone(), ..ApiConfig::default() };
+            match api::spawn(api_config, store.clone(), board) {
+                Ok(api) => {
+                    info!(address = %api.addr(), durable = store.is_durable(), "control API listening");
+                    Some(api)
+                }
+                Err(e) => return fail(&format!("control API on {listen}: {e}")),
+            }
+        }
+        None => None,
+    };
     let names: Vec<&str> = driver.interfaces().iter().map(|i| i.name.as_str()).collect();
     info!(
         devices = fleet.len(),
@@ -190,6 +263,9 @@ fn serve(config: &GateConfig, fleet_file: &FleetFile, demo: Option<()>) -> ExitC
     }
     if let Err(e) = driver.run() {
         return fail(&format!("event loop: {e}"));
+    }
+    if let Some(api) = api {
+        api.stop();
     }
     let s = driver.engine().stats();
     let d = driver.stats();

@@ -1,0 +1,229 @@
+//! The durable fleet: every acknowledged change is in the journal before it is acknowledged.
+//!
+//! A change goes: check (all of the batch) -> apply to the fleet and append to the journal,
+//! both under one lock so the journal's order is the order of application -> release the lock
+//! -> wait until the record is on disk (group commit: concurrent callers share one fsync) ->
+//! acknowledge. A crash before the fsync loses a change nobody was told about; a crash after it
+//! loses nothing, because start-up replays the snapshot and the journal.
+//!
+//! Restart policy: `fail-closed` (the default) brings every device back with its registry data
+//! but an unknown state, so nothing answers until the bridge reports it again; `resume` keeps the
+//! recovered states.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use super::journal::Journal;
+use super::mutation::{self, Mutation, Rejection};
+use super::RestartPolicy;
+use crate::fleet::file::DeviceEntry;
+use crate::fleet::Fleet;
+
+/// What start-up found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Devices restored from the snapshot.
+    pub from_snapshot: usize,
+    /// Journal records replayed after it.
+    pub replayed: usize,
+    /// A torn or corrupt journal tail that was discarded (never acknowledged), described.
+    pub torn_tail: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct SnapshotDevice {
+    device: DeviceEntry,
+    revision: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct SnapshotBody {
+    devices: Vec<SnapshotDevice>,
+}
+
+/// Snapshot (and compact the journal) after this many records.
+const SNAPSHOT_EVERY_RECORDS: u64 = 10_000;
+/// ... or this many journal bytes.
+const SNAPSHOT_EVERY_BYTES: u64 = 256 << 20;
+
+/// The fleet and its journal; see the [module docs](self).
+#[derive(Debug)]
+pub struct Store {
+    fleet: Arc<Fleet>,
+    journal: Option<Journal>,
+    lock: Mutex<()>,
+    /// Microseconds from receiving a change to it being visible to the data path.
+    visible: Mutex<hdrhistogram::Histogram<u64>>,
+}
+
+fn histogram() -> hdrhistogram::Histogram<u64> {
+    // 1 us .. 1 h at 3 significant digits; the bounds are constants, so this cannot fail.
+    hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3)
+        .unwrap_or_else(|_| hdrhistogram::Histogram::new(3).unwrap_or_else(|_| unreachable!()))
+}
+
+impl Store {
+    /// A store without a journal: changes are applied but not durable (tests, `demo`).
+    pub fn in_memory(fleet: Arc<Fleet>) -> Store {
+        Store { fleet, journal: None, lock: Mutex::new(()), visible: Mutex::new(histogram()) }
+    }
+
+    /// Opens the journal in `dir`, restores the fleet from it, and applies the restart policy.
+    /// When the journal is empty and `seed` is given (a fleet file), the seed is applied and
+    /// journaled as the first record.
+    ///
+    /// # Errors
+    /// A journal that cannot be opened, or records that do not replay (refuse to start rather
+    /// than serve a fleet that differs from what was acknowledged).
+    pub fn open(
+        dir: &Path,
+        fleet: Arc<Fleet>,
+        policy: RestartPolicy,
+        seed: Option<Vec<Mutation>>,
+    ) -> Result<(Store, Recovery), String> {
+        let (journal, loaded) =
+            Journal::open(dir).map_err(|e| format!("journal {}: {e}", dir.display()))?;
+        let mut recovery = Recovery::default();
+        if let Some(tail) = &loaded.torn_tail {
+            let text = format!(
+                "discarded {} bytes at offset {} ({})",
+                tail.discarded_bytes, tail.offset, tail.reason
+            );
+            warn!(journal = %dir.display(), "torn journal tail: {text}");
+            recovery.torn_tail = Some(text);
+        }
+        if let Some(bytes) = &loaded.snapshot {
+            let body: SnapshotBody =
+                serde_json::from_slice(bytes).map_err(|e| format!("snapshot: {e}"))?;
+            for d in &body.devices {
+                let (record, state) = d.device.to_record().map_err(|e| format!("snapshot: {e}"))?;
+                fleet.upsert(record, state).map_err(|e| format!("snapshot: {e}"))?;
+                fleet.restore_revision(&d.device.uuid, d.revision).map_err(|e| e.to_string())?;
+            }
+            recovery.from_snapshot = body.devices.len();
+        }
+        for (i, record) in loaded.records.iter().enumerate() {
+            let batch: Vec<Mutation> =
+                serde_json::from_slice(record).map_err(|e| format!("journal record {i}: {e}"))?;
+            mutation::apply(&fleet, &batch).map_err(|e| format!("journal record {i}: {e}"))?;
+        }
+        recovery.replayed = loaded.records.len();
+        let empty = loaded.snapshot.is_none() && loaded.records.is_empty();
+        let store = Store {
+            fleet,
+            journal: Some(journal),
+            lock: Mutex::new(()),
+            visible: Mutex::new(histogram()),
+        };
+        if policy == RestartPolicy::FailClosed && !empty {
+            store.fleet.mark_all_unknown();
+        }
+        if let (true, Some(seed)) = (empty, seed) {
+            store.mutate(seed, None).map_err(|e| format!("fleet file: {e}"))?;
+        }
+        info!(
+            devices = store.fleet.len(),
+            from_snapshot = recovery.from_snapshot,
+            replayed = recovery.replayed,
+            ?policy,
+            "fleet restored"
+        );
+        Ok((store, recovery))
+    }
+
+    /// The fleet.
+    pub fn fleet(&self) -> &Arc<Fleet> {
+        &self.fleet
+    }
+
+    /// Whether changes are journaled.
+    pub fn is_durable(&self) -> bool {
+        self.journal.is_some()
+    }
+
+    /// Checks, applies, journals and (when durable) waits for the disk; returns each touched
+    /// device's new revision. Nothing changes when the batch is refused.
+    ///
+    /// # Errors
+    /// The refused change ([`Rejection`], 4xx), or 503 when the journal cannot make it durable
+    /// (the fleet then fails closed: every state becomes unknown).
+    pub fn mutate(
+        &self,
+        batch: Vec<Mutation>,
+        expected_revision: Option<u64>,
+    ) -> Result<Vec<(Uuid, u64)>, Rejection> {
+        let received = Instant::now();
+        let (revisions, ticket) = {
+            let _guard = self.lock.lock();
+            mutation::check(&self.fleet, &batch, expected_revision)?;
+            let payload = serde_json::to_vec(&batch)
+                .map_err(|e| Rejection::new(500, "body", e.to_string()))?;
+            let ticket = match &self.journal {
+                Some(journal) => Some(journal.append(&payload).map_err(|e| self.not_durable(&e))?),
+                None => None,
+            };
+            let revisions = mutation::apply(&self.fleet, &batch)?;
+            self.maybe_snapshot();
+            (revisions, ticket)
+        };
+        let visible = received.elapsed().as_micros() as u64;
+        let _ = self.visible.lock().record(visible.max(1));
+        if let (Some(journal), Some(ticket)) = (&self.journal, ticket) {
+            journal.wait_durable(ticket).map_err(|e| self.not_durable(&e))?;
+        }
+        Ok(revisions)
+    }
+
+    /// The update-to-visible histogram (microseconds).
+    pub fn visible_latency(&self) -> hdrhistogram::Histogram<u64> {
+        self.visible.lock().clone()
+    }
+
+    /// Every device as fleet-file entries, with revisions (export and snapshots).
+    pub fn export(&self) -> Vec<(DeviceEntry, u64)> {
+        self.fleet
+            .ids_from(0)
+            .filter_map(|id| {
+                let record = self.fleet.record(id)?;
+                let state = self.fleet.word(id).state();
+                Some((DeviceEntry::from_record(&record, state), self.fleet.revision(id)))
+            })
+            .collect()
+    }
+
+    fn maybe_snapshot(&self) {
+        let Some(journal) = &self.journal else { return };
+        if journal.records_since_snapshot() < SNAPSHOT_EVERY_RECORDS
+            && journal.bytes_since_snapshot() < SNAPSHOT_EVERY_BYTES
+        {
+            return;
+        }
+        let body = SnapshotBody {
+            devices: self
+                .export()
+                .into_iter()
+                .map(|(device, revision)| SnapshotDevice { device, revision })
+                .collect(),
+        };
+        match serde_json::to_vec(&body) {
+            Ok(bytes) => {
+                if let Err(e) = journal.write_snapshot(&bytes) {
+                    warn!(error = %e, "snapshot failed; the journal keeps every record");
+                }
+            }
+            Err(e) => warn!(error = %e, "snapshot encoding failed"),
+        }
+    }
+
+    fn not_durable(&self, e: &dyn std::fmt::Display) -> Rejection {
+        warn!(error = %e, "journal failed: failing closed (every device state unknown)");
+        self.fleet.mark_all_unknown();
+        Rejection::new(503, "journal", format!("the change could not be made durable: {e}"))
+    }
+}
