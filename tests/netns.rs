@@ -92,7 +92,9 @@ impl Lab {
 
     /// Starts the gate in its namespace and waits until it serves.
     fn gate(&self, args: &[&str]) -> Gate {
-        let log = self.dir.join(format!("gate-{}.log", args.join("_").len()));
+        static GATES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = GATES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let log = self.dir.join(format!("gate-{n}.log"));
         let file = std::fs::File::create(&log).unwrap();
         let child = Command::new("ip")
             .args(["netns", "exec", &self.gate_ns, BIN])
@@ -367,4 +369,110 @@ fn interface_down_and_up_resumes_answering() {
         assert!(Instant::now() < deadline, "no answers after the link came back:\n{}", gate.log());
     }
     assert!(gate.log().contains("interface down, gone or changed"), "{}", gate.log());
+}
+
+impl Lab {
+    /// One control-API call from the OBT namespace (the API listens on the gate's veth address
+    /// in these tests, so it is reachable across the link); returns the status and body.
+    fn api(&self, control: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+        let script = format!(
+            r#"
+import sys, urllib.request, urllib.error
+req = urllib.request.Request("http://{control}{path}", method="{method}",
+                             data={data}, headers={{"Content-Type": "application/json"}})
+try:
+    with urllib.request.urlopen(req, timeout=10) as r:
+        print(r.status); sys.stdout.write(r.read().decode())
+except urllib.error.HTTPError as e:
+    print(e.code); sys.stdout.write(e.read().decode())
+"#,
+            data = if body.is_empty() { "None".to_owned() } else { format!("{body:?}.encode()") },
+        );
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.obt_ns, "python3", "-c", &script])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8(out.stdout).unwrap();
+        let (status, body) = text.split_once('\n').unwrap_or((&text, ""));
+        (status.trim().parse().unwrap(), body.to_owned())
+    }
+}
+
+#[test]
+fn doc_opened_through_the_api_silences_the_device() {
+    let Some(lab) = Lab::new("k") else { return };
+    let fleet = small_fleet();
+    let path = lab.dir.join("fleet.toml");
+    std::fs::write(&path, toml::to_string(&fleet).unwrap()).unwrap();
+    let state = lab.dir.join("state");
+    let control = "10.200.0.1:8683";
+    let _gate = lab.gate(&[
+        "run",
+        "--fleet",
+        path.to_str().unwrap(),
+        "--leisure-ms",
+        "200",
+        "--control",
+        control,
+        "--state-dir",
+        state.to_str().unwrap(),
+    ]);
+    let want = eligible_uuids(&fleet);
+    let (lines, _) = lab.discover(&["--group", "ff02::158", "--wait", "1"]);
+    assert_eq!(uuids(&lines), want);
+    // The bridge reports that an OBT opened a DOC to "eligible one": it must go silent.
+    let one = "5a11f1ee-0000-4000-8000-000000000001";
+    let (status, body) =
+        lab.api(control, "PATCH", &format!("/v1/devices/{one}"), r#"{"doc_open":true}"#);
+    assert_eq!(status, 200, "{body}");
+    let (lines, _) = lab.discover(&["--group", "ff02::158", "--wait", "1"]);
+    let mut rest = want.clone();
+    rest.remove(one);
+    assert_eq!(uuids(&lines), rest);
+    let (status, body) = lab.api(control, "GET", &format!("/v1/devices/{one}"), "");
+    assert_eq!(status, 200);
+    assert!(body.contains(r#""reason":"doc-open""#), "{body}");
+    // The DOC closes without an owner transfer: the device answers again.
+    let (status, _) =
+        lab.api(control, "PATCH", &format!("/v1/devices/{one}"), r#"{"doc_open":false}"#);
+    assert_eq!(status, 200);
+    let (lines, _) = lab.discover(&["--group", "ff02::158", "--wait", "1"]);
+    assert_eq!(uuids(&lines), want);
+}
+
+#[test]
+fn two_gates_with_disjoint_shards_answer_the_union_once() {
+    let Some(lab) = Lab::new("s") else { return };
+    let fleet = demo_fleet(200);
+    // Shard by device index: even entries to gate A, odd to gate B (the bridge goes to both, as
+    // each gate needs to know whether its VODs' bridge is owned).
+    let (mut a, mut b) = (FleetFile::default(), FleetFile::default());
+    for (i, d) in fleet.device.iter().enumerate() {
+        if i == 0 || i % 2 == 0 {
+            a.device.push(d.clone());
+        }
+        if i == 0 || i % 2 == 1 {
+            b.device.push(d.clone());
+        }
+    }
+    let (path_a, path_b) = (lab.dir.join("a.toml"), lab.dir.join("b.toml"));
+    std::fs::write(&path_a, toml::to_string(&a).unwrap()).unwrap();
+    std::fs::write(&path_b, toml::to_string(&b).unwrap()).unwrap();
+    let common = ["--leisure-ms", "300", "--port-count", "200", "--control", ""];
+    let _gate_a = lab.gate(
+        &[&["run", "--fleet", path_a.to_str().unwrap(), "--port-base", "40000"][..], &common]
+            .concat(),
+    );
+    let _gate_b = lab.gate(
+        &[&["run", "--fleet", path_b.to_str().unwrap(), "--port-base", "41000"][..], &common]
+            .concat(),
+    );
+    let (lines, status) = lab.discover(&["--group", "all", "--follow", "--wait", "1.5"]);
+    assert_eq!(status, 0);
+    let want = eligible_uuids(&fleet);
+    assert_eq!(want.len(), 18);
+    assert_eq!(uuids(&lines), want, "the union of both shards");
+    assert_eq!(lines.len(), want.len(), "once per device");
+    assert_followed(&lines, &fleet);
 }
