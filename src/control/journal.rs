@@ -217,7 +217,14 @@ impl Journal {
     /// ([`JournalError::Gap`]), or a newer format ([`JournalError::UnsupportedVersion`]): the
     /// caller must not start from a state it cannot trust.
     pub fn open(dir: &Path) -> Result<(Journal, Loaded), JournalError> {
-        fs::create_dir_all(dir)?;
+        if !dir.is_dir() {
+            fs::create_dir_all(dir)?;
+            // A new directory's own entry must be durable too, or a crash right after the first
+            // acknowledgement could lose the whole directory. (Only the immediate parent is
+            // synced: ancestors created along with it are the operator's to make durable.)
+            let parent = dir.parent().filter(|p| !p.as_os_str().is_empty());
+            sync_dir(parent.unwrap_or(Path::new(".")))?;
+        }
         let tmp = dir.join(SNAPSHOT_TMP_FILE);
         match fs::remove_file(&tmp) {
             Ok(()) => info!(path = %tmp.display(), "journal: removed an unfinished snapshot"),

@@ -164,11 +164,13 @@ impl Store {
             mutation::check(&self.fleet, &batch, expected_revision)?;
             let payload = serde_json::to_vec(&batch)
                 .map_err(|e| Rejection::new(500, "body", e.to_string()))?;
+            // Apply first: the journal must only ever hold records that replay. If the append
+            // then fails, the change is visible but not acknowledged, and the fleet fails closed.
+            let revisions = mutation::apply(&self.fleet, &batch)?;
             let ticket = match &self.journal {
                 Some(journal) => Some(journal.append(&payload).map_err(|e| self.not_durable(&e))?),
                 None => None,
             };
-            let revisions = mutation::apply(&self.fleet, &batch)?;
             self.maybe_snapshot();
             (revisions, ticket)
         };

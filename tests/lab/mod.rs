@@ -1,0 +1,305 @@
+//! A lab for tests that cross a real link: two network namespaces joined by a veth pair, the
+//! gate in one, the OBT side (the `discover` probe, raw senders, third-party clients, API calls)
+//! in the other. Shared by the test files that need it (`#[path = "lab/mod.rs"] mod lab;`).
+//!
+//! Needs root (`ip netns add`): [`Lab::new`] returns `None` with a `SKIP` message otherwise.
+//! Every namespace and process is removed when its guard drops, also on failure.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeSet;
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use doxm_gate::fleet::file::FleetFile;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_doxm-gate");
+
+pub fn is_root() -> bool {
+    Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+}
+
+pub fn sh(args: &[&str]) {
+    let out = Command::new(args[0]).args(&args[1..]).output().expect("run command");
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Two namespaces and the veth pair between them.
+pub struct Lab {
+    pub gate_ns: String,
+    pub obt_ns: String,
+    pub gate_if: String,
+    pub obt_if: String,
+    pub dir: PathBuf,
+}
+
+impl Lab {
+    /// `None` (and a message) when the test cannot run here.
+    pub fn new(tag: &str) -> Option<Lab> {
+        if !is_root() {
+            eprintln!(
+                "SKIP: network-namespace tests need root (ip netns add); CI runs them as root"
+            );
+            return None;
+        }
+        if Command::new("ip").arg("-V").output().is_err() {
+            eprintln!("SKIP: the ip command (iproute2) is not installed");
+            return None;
+        }
+        let id = format!("{tag}{:x}", std::process::id() & 0xffff);
+        let lab = Lab {
+            gate_ns: format!("dg-g-{id}"),
+            obt_ns: format!("dg-o-{id}"),
+            gate_if: format!("vg{id}"),
+            obt_if: format!("vo{id}"),
+            dir: std::env::temp_dir().join(format!("doxm-gate-netns-{id}")),
+        };
+        let _ = std::fs::create_dir_all(&lab.dir);
+        sh(&["ip", "netns", "add", &lab.gate_ns]);
+        sh(&["ip", "netns", "add", &lab.obt_ns]);
+        sh(&["ip", "link", "add", &lab.gate_if, "type", "veth", "peer", "name", &lab.obt_if]);
+        for (ns, ifname, v4, v6) in [
+            (&lab.gate_ns, &lab.gate_if, "10.200.0.1/24", "fd00:200::1/64"),
+            (&lab.obt_ns, &lab.obt_if, "10.200.0.2/24", "fd00:200::2/64"),
+        ] {
+            sh(&["ip", "link", "set", ifname, "netns", ns]);
+            let dad = format!("net.ipv6.conf.{ifname}.accept_dad=0");
+            sh(&["ip", "netns", "exec", ns, "sysctl", "-qw", &dad]);
+            sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+            sh(&["ip", "-n", ns, "link", "set", ifname, "up"]);
+            sh(&["ip", "-n", ns, "addr", "add", v4, "dev", ifname]);
+            sh(&["ip", "-n", ns, "-6", "addr", "add", v6, "dev", ifname, "nodad"]);
+        }
+        // Address mode: the device prefixes are local on the gate, routed to it from the OBT.
+        sh(&[
+            "ip",
+            "-n",
+            &lab.gate_ns,
+            "-6",
+            "route",
+            "add",
+            "local",
+            "fd00:d0c::/64",
+            "dev",
+            "lo",
+        ]);
+        sh(&["ip", "-n", &lab.gate_ns, "route", "add", "local", "10.77.0.0/16", "dev", "lo"]);
+        sh(&["ip", "-n", &lab.obt_ns, "-6", "route", "add", "fd00:d0c::/64", "via", "fd00:200::1"]);
+        sh(&["ip", "-n", &lab.obt_ns, "route", "add", "10.77.0.0/16", "via", "10.200.0.1"]);
+        // Link-local addresses come up with the link; give the kernel a moment.
+        std::thread::sleep(Duration::from_millis(300));
+        Some(lab)
+    }
+
+    /// Starts the gate in its namespace and waits until it serves.
+    pub fn gate(&self, args: &[&str]) -> Gate {
+        static GATES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = GATES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let log = self.dir.join(format!("gate-{n}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.gate_ns, BIN])
+            .args(args)
+            .args(["--iface", &self.gate_if])
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        let gate = Gate { child, log };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !gate.log().contains("doxm-gate serving") {
+            assert!(Instant::now() < deadline, "gate did not start:\n{}", gate.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        gate
+    }
+
+    /// Runs `discover --json` in the OBT namespace; returns its JSON lines and exit status.
+    pub fn discover(&self, args: &[&str]) -> (Vec<serde_json::Value>, i32) {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.obt_ns,
+                BIN,
+                "discover",
+                "--json",
+                "--iface",
+                &self.obt_if,
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        let lines = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+            .collect();
+        (lines, out.status.code().unwrap_or(-1))
+    }
+
+    /// Sends raw datagrams from the OBT namespace to a group and returns how many replies came
+    /// back within `wait`.
+    pub fn raw(&self, group: &str, datagrams: &[&str], wait: f64) -> usize {
+        let script = format!(
+            r#"
+import socket, binascii
+v6 = ":" in "{group}"
+s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM)
+if v6:
+    idx = socket.if_nametoindex("{iface}")
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, idx)
+    dest = ("{group}", 5683, 0, idx)
+else:
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("10.200.0.2"))
+    dest = ("{group}", 5683)
+for d in {datagrams:?}:
+    s.sendto(binascii.unhexlify(d), dest)
+s.settimeout({wait})
+n = 0
+try:
+    while True:
+        s.recvfrom(2048)
+        n += 1
+except socket.timeout:
+    pass
+print(n)
+"#,
+            iface = self.obt_if,
+        );
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.obt_ns, "python3", "-c", &script])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().parse().unwrap()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.gate_ns]).output();
+        let _ = Command::new("ip").args(["netns", "del", &self.obt_ns]).output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The gate process; killed on drop.
+pub struct Gate {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Gate {
+    pub fn log(&self) -> String {
+        let mut text = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log) {
+            let _ = f.read_to_string(&mut text);
+        }
+        text
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        // SIGTERM first (clean stop), then make sure.
+        let _ = Command::new("kill").arg(self.child.id().to_string()).output();
+        std::thread::sleep(Duration::from_millis(100));
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Lab {
+    /// One control-API call from the OBT namespace (the API listens on the gate's veth address
+    /// in these tests, so it is reachable across the link); returns the status and body.
+    pub fn api(&self, control: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+        let script = format!(
+            r#"
+import sys, urllib.request, urllib.error
+req = urllib.request.Request("http://{control}{path}", method="{method}",
+                             data={data}, headers={{"Content-Type": "application/json"}})
+try:
+    with urllib.request.urlopen(req, timeout=10) as r:
+        print(r.status); sys.stdout.write(r.read().decode())
+except urllib.error.HTTPError as e:
+    print(e.code); sys.stdout.write(e.read().decode())
+"#,
+            data = if body.is_empty() { "None".to_owned() } else { format!("{body:?}.encode()") },
+        );
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.obt_ns, "python3", "-c", &script])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8(out.stdout).unwrap();
+        let (status, body) = text.split_once('\n').unwrap_or((&text, ""));
+        (status.trim().parse().unwrap(), body.to_owned())
+    }
+}
+
+/// The UUIDs of the devices in `file` that may answer discovery: RFOTM, unowned, no DOC, and
+/// (for VODs) an owned bridge. Written from the fleet file, not from the gate's code.
+pub fn eligible_uuids(file: &FleetFile) -> BTreeSet<String> {
+    let owned_bridges: BTreeSet<_> =
+        file.device.iter().filter(|d| d.dos.is_some_and(|dos| dos >= 2)).map(|d| d.uuid).collect();
+    file.device
+        .iter()
+        .filter(|d| d.dos == Some(1) && !d.doc_open && d.owned != Some(true))
+        .filter(|d| d.bridge.is_none_or(|b| owned_bridges.contains(&b)))
+        .map(|d| d.uuid.hyphenated().to_string())
+        .collect()
+}
+
+pub fn uuids(lines: &[serde_json::Value]) -> BTreeSet<String> {
+    lines.iter().map(|l| l["deviceuuid"].as_str().unwrap().to_owned()).collect()
+}
+
+pub fn assert_followed(lines: &[serde_json::Value], file: &FleetFile) {
+    for line in lines {
+        assert_eq!(line["follow"], "ok", "{line}");
+        let uuid = line["deviceuuid"].as_str().unwrap();
+        let entry = file.device.iter().find(|d| d.uuid.hyphenated().to_string() == uuid).unwrap();
+        assert_eq!(line["name"], entry.name.as_str(), "{line}");
+        let eps: Vec<&str> =
+            line["eps"].as_array().unwrap().iter().map(|e| e.as_str().unwrap()).collect();
+        // The endpoints of the family the device was discovered on, in the registered order.
+        let v6 = line["source"].as_str().unwrap().starts_with('[');
+        let want: Vec<&str> =
+            entry.eps.iter().map(String::as_str).filter(|e| e.contains("://[") == v6).collect();
+        assert!(!want.is_empty(), "{line}");
+        assert_eq!(eps, want, "{line}");
+    }
+}
+
+/// A small fleet: two eligible devices, one with a DOC open, one owned, one unknown.
+pub fn small_fleet() -> FleetFile {
+    let text = r#"
+        [[device]]
+        uuid = "5a11f1ee-0000-4000-8000-000000000001"
+        name = "eligible one"
+        dos = 1
+        eps = ["coap://[fd00:b::1]:1001", "coap://10.1.2.3:1001", "coaps://[fd00:b::1]:1002"]
+        [[device]]
+        uuid = "5a11f1ee-0000-4000-8000-000000000002"
+        name = "doc open"
+        dos = 1
+        doc_open = true
+        [[device]]
+        uuid = "5a11f1ee-0000-4000-8000-000000000003"
+        name = "owned"
+        dos = 3
+        [[device]]
+        uuid = "5a11f1ee-0000-4000-8000-000000000004"
+        name = "unknown state"
+        [[device]]
+        uuid = "5a11f1ee-0000-4000-8000-000000000005"
+        name = "eligible two"
+        types = ["oic.wk.d", "oic.d.light"]
+        dos = 1
+        eps = ["coap://[fd00:b::5]:1003", "coaps://[fd00:b::5]:1004", "coaps://10.1.2.3:1004"]
+    "#;
+    toml::from_str(text).unwrap()
+}
