@@ -274,6 +274,12 @@ fn serve(config: &GateConfig, fleet_file: &FleetFile, demo: Option<()>) -> ExitC
         answers_sent = s.answers_sent,
         responses_sent = s.responses_sent,
         send_failed = d.send_failed,
+        received = d.received,
+        truncated = d.truncated,
+        duplicates =
+            s.get(doxm_gate::engine::Verdict::Engine(doxm_gate::engine::EngineDrop::Duplicate)),
+        no_eligible =
+            s.get(doxm_gate::engine::Verdict::Engine(doxm_gate::engine::EngineDrop::NoEligible)),
         "stopped"
     );
     ExitCode::SUCCESS
