@@ -13,6 +13,7 @@
 //! Both are pure: time is passed in, nothing reads a clock, and nothing allocates after
 //! construction.
 
+use super::hash_index::Index;
 use std::hash::{DefaultHasher, Hasher};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -413,82 +414,6 @@ impl AnswerBudget {
     fn budget_time(&self, bytes: u128) -> Duration {
         let nanos = bytes.saturating_mul(NANOS_PER_SEC).div_ceil(u128::from(self.rate));
         Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
-    }
-}
-
-/// An open-addressing map from a 64-bit hash to bucket numbers (`u32`), with linear probing
-/// and backward-shift deletion. The caller compares full keys (through the bucket) and supplies
-/// each bucket's stored hash on removal, so the index holds nothing but bucket numbers.
-#[derive(Debug)]
-struct Index {
-    slots: Box<[u32]>,
-    mask: usize,
-}
-
-impl Index {
-    /// Room for `capacity` keys at a load factor of at most 1/2.
-    fn new(capacity: usize) -> Index {
-        let size = (capacity * 2).next_power_of_two().max(2);
-        Index { slots: vec![NIL; size].into_boxed_slice(), mask: size - 1 }
-    }
-
-    fn home(&self, hash: u64) -> usize {
-        // Truncation keeps the low bits, which is what the mask wants.
-        hash as usize & self.mask
-    }
-
-    /// The first value on `hash`'s probe sequence for which `is_key` holds.
-    fn find(&self, hash: u64, mut is_key: impl FnMut(u32) -> bool) -> Option<u32> {
-        let mut i = self.home(hash);
-        loop {
-            let value = self.slots[i];
-            if value == NIL {
-                return None;
-            }
-            if is_key(value) {
-                return Some(value);
-            }
-            i = (i + 1) & self.mask;
-        }
-    }
-
-    /// Adds `value` under `hash`. The caller keeps at most half the slots in use.
-    fn insert(&mut self, hash: u64, value: u32) {
-        let mut i = self.home(hash);
-        while self.slots[i] != NIL {
-            i = (i + 1) & self.mask;
-        }
-        self.slots[i] = value;
-    }
-
-    /// Removes `value`, stored under `hash`, and shifts later members of its run back so that
-    /// every remaining value stays reachable from its home slot.
-    fn remove(&mut self, hash: u64, value: u32, hash_of: impl Fn(u32) -> u64) {
-        let mut hole = self.home(hash);
-        while self.slots[hole] != value {
-            debug_assert!(self.slots[hole] != NIL, "removing a value that is not indexed");
-            if self.slots[hole] == NIL {
-                return;
-            }
-            hole = (hole + 1) & self.mask;
-        }
-        self.slots[hole] = NIL;
-        let mut i = hole;
-        loop {
-            i = (i + 1) & self.mask;
-            let moved = self.slots[i];
-            if moved == NIL {
-                return;
-            }
-            let home = self.home(hash_of(moved));
-            // `moved` may fill the hole unless its home lies cyclically in (hole, i].
-            let stays = if hole <= i { hole < home && home <= i } else { hole < home || home <= i };
-            if !stays {
-                self.slots[hole] = moved;
-                self.slots[i] = NIL;
-                hole = i;
-            }
-        }
     }
 }
 

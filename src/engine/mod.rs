@@ -26,6 +26,7 @@
 
 pub mod dedup;
 pub mod endpoint;
+mod hash_index;
 pub mod limits;
 pub mod schedule;
 pub mod source;
