@@ -15,14 +15,18 @@
 //! with `{"error":{"field":..,"reason":..}}` and changes nothing. With a bearer token
 //! configured, a call without it gets 401 and changes nothing.
 
-use std::io::Read;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tiny_http::{Header, Method, Request, Response, Server};
+use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::board::Board;
@@ -40,9 +44,9 @@ pub struct ApiConfig {
     pub listen: SocketAddr,
     /// The bearer token every call must carry, if any.
     pub token: Option<String>,
-    /// The largest request body accepted (a 100,000-device batch is about 30 MB).
+    /// The largest request body accepted (a 100,000-device batch is about 11 MB of JSON).
     pub max_body: usize,
-    /// Worker threads (concurrent calls share the journal's fsyncs).
+    /// Calls served at once (concurrent calls share the journal's fsyncs).
     pub threads: usize,
 }
 
@@ -52,25 +56,17 @@ impl Default for ApiConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8683)),
             token: None,
             max_body: 128 << 20,
-            threads: 4,
+            threads: 8,
         }
     }
 }
 
-/// The running API.
+/// The running API: one thread with a single-threaded tokio runtime.
+#[derive(Debug)]
 pub struct Api {
-    server: Arc<Server>,
-    workers: Vec<JoinHandle<()>>,
     addr: SocketAddr,
-}
-
-impl std::fmt::Debug for Api {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Api")
-            .field("addr", &self.addr)
-            .field("workers", &self.workers.len())
-            .finish()
-    }
+    shutdown: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
 }
 
 impl Api {
@@ -79,38 +75,108 @@ impl Api {
         self.addr
     }
 
-    /// Stops accepting calls and waits for the workers.
-    pub fn stop(self) {
-        self.server.unblock();
-        for _ in 1..self.workers.len() {
-            self.server.unblock();
+    /// Stops accepting calls, lets calls in progress finish, and waits for the thread.
+    pub fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
         }
-        for w in self.workers {
-            let _ = w.join();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
         }
     }
+}
+
+struct Shared {
+    store: Arc<Store>,
+    board: Arc<Board>,
+    config: ApiConfig,
 }
 
 /// Starts the API.
 ///
 /// # Errors
-/// The listen address cannot be bound.
+/// The listen address cannot be bound, or the runtime cannot start.
 pub fn spawn(config: ApiConfig, store: Arc<Store>, board: Arc<Board>) -> std::io::Result<Api> {
-    let server = Arc::new(Server::http(config.listen).map_err(std::io::Error::other)?);
-    let addr = server.server_addr().to_ip().unwrap_or(config.listen);
-    let config = Arc::new(config);
-    let workers = (0..config.threads.max(1))
-        .map(|_| {
-            let (server, store, board, config) =
-                (server.clone(), store.clone(), board.clone(), config.clone());
-            std::thread::spawn(move || {
-                while let Ok(request) = server.recv() {
-                    handle(request, &store, &board, &config);
-                }
-            })
-        })
-        .collect();
-    Ok(Api { server, workers, addr })
+    let listener = std::net::TcpListener::bind(config.listen)?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .max_blocking_threads(config.threads.max(1))
+        .build()?;
+    let (tx, rx) = oneshot::channel::<()>();
+    let shared = Arc::new(Shared { store, board, config });
+    let thread = std::thread::Builder::new().name("control-api".into()).spawn(move || {
+        runtime.block_on(async move {
+            let Ok(listener) = tokio::net::TcpListener::from_std(listener) else { return };
+            let app = Router::new().fallback(serve_call).with_state(shared);
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await;
+        });
+    })?;
+    Ok(Api { addr, shutdown: Some(tx), thread: Some(thread) })
+}
+
+/// Every call: a declared body over the limit gets 413 at once, without waiting for it or
+/// allocating for it; a body is otherwise read up to the limit; the store work, which may wait
+/// for an fsync, runs on the blocking pool.
+async fn serve_call(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let (method, uri, headers) = (parts.method, parts.uri, parts.headers);
+    let max = shared.config.max_body;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return respond(Reply::error(413, "body", &format!("larger than {max} bytes")));
+    }
+    let body = match axum::body::to_bytes(body, max).await {
+        Ok(bytes) => bytes,
+        Err(_) => return respond(Reply::error(413, "body", &format!("larger than {max} bytes"))),
+    };
+    let text = |name: header::HeaderName| {
+        headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+    };
+    let call = Call {
+        method,
+        path: uri.path().to_owned(),
+        query: uri.query().unwrap_or_default().to_owned(),
+        authorization: text(header::AUTHORIZATION),
+        if_match: text(header::IF_MATCH),
+        body,
+    };
+    let reply = tokio::task::spawn_blocking(move || route(&call, &shared))
+        .await
+        .unwrap_or_else(|_| Reply::error(500, "server", "the call failed"));
+    respond(reply)
+}
+
+fn respond(reply: Reply) -> Response {
+    let mut response = (
+        StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        reply.body,
+    )
+        .into_response();
+    let content_type = if reply.json { "application/json" } else { "text/plain; version=0.0.4" };
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Some(Ok(etag)) = reply.etag.map(|rev| HeaderValue::from_str(&format!("\"{rev}\""))) {
+        response.headers_mut().insert(header::ETAG, etag);
+    }
+    response
+}
+
+/// What the router needs of one HTTP request.
+struct Call {
+    method: Method,
+    path: String,
+    query: String,
+    authorization: Option<String>,
+    if_match: Option<String>,
+    body: Bytes,
 }
 
 /// A reply: status, JSON or text body, extra headers.
@@ -140,76 +206,49 @@ impl Reply {
     }
 }
 
-fn handle(mut request: Request, store: &Store, board: &Board, config: &ApiConfig) {
-    let reply = route(&mut request, store, board, config);
-    let mut response = Response::from_string(reply.body).with_status_code(reply.status);
-    let content_type = if reply.json { "application/json" } else { "text/plain; version=0.0.4" };
-    if let Ok(h) = Header::from_bytes("Content-Type", content_type) {
-        response.add_header(h);
-    }
-    if let Some(Ok(h)) = reply.etag.map(|rev| Header::from_bytes("ETag", format!("\"{rev}\""))) {
-        response.add_header(h);
-    }
-    let _ = request.respond(response);
-}
-
-fn header<'a>(request: &'a Request, name: &'static str) -> Option<&'a str> {
-    request.headers().iter().find(|h| h.field.equiv(name)).map(|h| h.value.as_str())
-}
-
-fn route(request: &mut Request, store: &Store, board: &Board, config: &ApiConfig) -> Reply {
+fn route(call: &Call, shared: &Shared) -> Reply {
+    let (store, board, config) = (&*shared.store, &*shared.board, &shared.config);
     if let Some(token) = &config.token {
-        let given = header(request, "Authorization").and_then(|v| v.strip_prefix("Bearer "));
+        let given = call.authorization.as_deref().and_then(|v| v.strip_prefix("Bearer "));
         if given != Some(token.as_str()) {
             return Reply::error(401, "Authorization", "a valid bearer token is required");
         }
     }
-    let url = request.url().to_owned();
-    let (path, query) = url.split_once('?').unwrap_or((&url, ""));
-    let method = request.method().clone();
+    let (path, query, method) = (call.path.as_str(), call.query.as_str(), &call.method);
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    match (&method, segments.as_slice()) {
-        (Method::Get, ["healthz"]) => {
+    match (method, segments.as_slice()) {
+        (&Method::GET, ["healthz"]) => {
             Reply::json(200, &json!({"status": "ok", "devices": store.fleet().len()}))
         }
-        (Method::Get, ["metrics"]) => Reply {
+        (&Method::GET, ["metrics"]) => Reply {
             status: 200,
             body: metrics::prometheus(store, &board.read()),
             json: false,
             etag: None,
         },
-        (Method::Get, ["v1", "stats"]) => Reply::json(200, &metrics::json(store, &board.read())),
-        (Method::Get, ["v1", "export"]) => {
+        (&Method::GET, ["v1", "stats"]) => Reply::json(200, &metrics::json(store, &board.read())),
+        (&Method::GET, ["v1", "export"]) => {
             let device = store.export().into_iter().map(|(d, _)| d).collect();
             Reply::json(200, &FleetFile { device })
         }
-        (Method::Get, ["v1", "devices"]) => list(store, query),
-        (Method::Post, ["v1", "devices:batch"]) => match body(request, config.max_body) {
-            Ok(bytes) => batch(store, &bytes),
-            Err(r) => r,
-        },
+        (&Method::GET, ["v1", "devices"]) => list(store, query),
+        (&Method::POST, ["v1", "devices:batch"]) => batch(store, &call.body),
         (_, ["v1", "devices", id]) => {
             let Ok(uuid) = Uuid::parse_str(id) else {
                 return Reply::error(400, "uuid", &format!("{id:?} is not a UUID"));
             };
-            match method {
-                Method::Get => get(store, &uuid),
-                Method::Put => match body(request, config.max_body) {
-                    Ok(bytes) => put(store, &uuid, &bytes),
-                    Err(r) => r,
-                },
-                Method::Patch => {
-                    let expected = match header(request, "If-Match").map(parse_etag) {
+            match *method {
+                Method::GET => get(store, &uuid),
+                Method::PUT => put(store, &uuid, &call.body),
+                Method::PATCH => {
+                    let expected = match call.if_match.as_deref().map(parse_etag) {
                         None => None,
                         Some(Some(rev)) => Some(rev),
                         Some(None) => return Reply::error(400, "If-Match", "not a revision ETag"),
                     };
-                    match body(request, config.max_body) {
-                        Ok(bytes) => patch(store, &uuid, &bytes, expected),
-                        Err(r) => r,
-                    }
+                    patch(store, &uuid, &call.body, expected)
                 }
-                Method::Delete => mutate(store, vec![Mutation::Delete { uuid }], None, 200),
+                Method::DELETE => mutate(store, vec![Mutation::Delete { uuid }], None, 200),
                 _ => Reply::error(405, "method", "not allowed on a device"),
             }
         }
@@ -221,26 +260,27 @@ fn parse_etag(value: &str) -> Option<u64> {
     value.trim().trim_start_matches("W/").trim_matches('"').parse().ok()
 }
 
-fn body(request: &mut Request, max: usize) -> Result<Vec<u8>, Reply> {
-    if request.body_length().is_some_and(|n| n > max) {
-        return Err(Reply::error(413, "body", &format!("larger than {max} bytes")));
-    }
-    let mut bytes = Vec::new();
-    let read = request.as_reader().take(max as u64 + 1).read_to_end(&mut bytes);
-    match read {
-        Err(e) => Err(Reply::error(400, "body", &e.to_string())),
-        Ok(_) if bytes.len() > max => {
-            Err(Reply::error(413, "body", &format!("larger than {max} bytes")))
-        }
-        Ok(_) => Ok(bytes),
-    }
-}
-
 fn parse<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, Reply> {
-    serde_json::from_slice(bytes).map_err(|e| {
-        // serde names the unknown or bad field in its message.
-        let field = e.to_string().split('`').nth(1).unwrap_or("body").to_owned();
-        Reply::error(400, &field, &e.to_string())
+    let mut json = serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(&mut json).map_err(|e| {
+        let reason = e.inner().to_string();
+        // The path names the field (`upserts[42].dos`); for an unknown field it names the
+        // object that holds it, and serde's message names the field itself.
+        if e.inner().is_syntax() || e.inner().is_eof() {
+            return Reply::error(400, "body", &reason);
+        }
+        let path = e.path().to_string();
+        let unknown = ["unknown field `", "missing field `"]
+            .iter()
+            .find_map(|prefix| reason.strip_prefix(prefix))
+            .and_then(|r| r.split('`').next());
+        let field = match (path.as_str(), unknown) {
+            (".", Some(name)) => name.to_owned(),
+            (".", None) => "body".to_owned(),
+            (path, Some(name)) => format!("{path}.{name}"),
+            (path, None) => path.to_owned(),
+        };
+        Reply::error(400, &field, &reason)
     })
 }
 

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::fleet::file::DeviceEntry;
+use crate::fleet::file::{DeviceEntry, FleetFileError};
 use crate::fleet::{patched_state, Fleet, FleetError, OnboardingState, StatePatch};
 use crate::policy::Dos;
 
@@ -103,6 +103,21 @@ impl PatchBody {
     }
 }
 
+/// A fleet-file entry's error as a rejection naming the field (`dos`, `eps`, `name`, `owned`).
+fn entry_rejection(e: &FleetFileError) -> Rejection {
+    let text = match e {
+        FleetFileError::Device { reason, .. } => reason.clone(),
+        other => other.to_string(),
+    };
+    match text.split_once(": ") {
+        Some((field, reason)) if !field.contains(' ') => {
+            let field = if field == "n" { "name" } else { field };
+            Rejection::new(400, field, reason)
+        }
+        _ => Rejection::new(400, "device", text),
+    }
+}
+
 fn fleet_rejection(e: FleetError) -> Rejection {
     match e {
         FleetError::NotFound(uuid) => Rejection::new(404, "uuid", format!("no device {uuid}")),
@@ -154,9 +169,7 @@ pub fn check(
         };
         match m {
             Mutation::Upsert { device } => {
-                let (_, state) = device
-                    .to_record()
-                    .map_err(|e| at(Rejection::new(400, "device", e.to_string())))?;
+                let (_, state) = device.to_record().map_err(|e| at(entry_rejection(&e)))?;
                 if device.bridge == Some(device.uuid) {
                     return Err(at(fleet_rejection(FleetError::SelfBridge)));
                 }
@@ -207,8 +220,7 @@ pub fn apply(fleet: &Fleet, batch: &[Mutation]) -> Result<Vec<(Uuid, u64)>, Reje
     for m in batch {
         match m {
             Mutation::Upsert { device } => {
-                let (record, state) =
-                    device.to_record().map_err(|e| Rejection::new(400, "device", e.to_string()))?;
+                let (record, state) = device.to_record().map_err(|e| entry_rejection(&e))?;
                 let (_, revision) = fleet.upsert(record, state).map_err(fleet_rejection)?;
                 revisions.push((device.uuid, revision));
             }

@@ -296,7 +296,15 @@ impl Fleet {
             self.uuids.insert(&uuid, id.0, |i| self.uuid_of(DeviceId(i)));
             self.len.fetch_add(1, Ordering::AcqRel);
         }
-        let revision = slot.revision.fetch_add(1, Ordering::AcqRel) + 1;
+        // Revisions count the changes of one device: a new device starts at 1 even in a reused
+        // slot, so that replaying a snapshot gives every device the revision it was acknowledged
+        // with (a slot's history is not part of the snapshot).
+        let revision = if existing.is_some() {
+            slot.revision.fetch_add(1, Ordering::AcqRel) + 1
+        } else {
+            slot.revision.store(1, Ordering::Release);
+            1
+        };
         if was_owned != word_owned(word) || existing.is_none() {
             self.cascade(&w, &uuid);
         }
