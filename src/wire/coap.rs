@@ -413,10 +413,10 @@ fn split_options(input: &[u8]) -> Result<(&[u8], &[u8]), Error> {
             return Ok((&input[..at], &input[at + 1..]));
         }
         let (delta, len);
-        if byte < 0xd0 && byte & 0x0f < 13 {
-            delta = u32::from(byte >> 4);
-            len = usize::from(byte & 0x0f);
-            at += 1;
+        if let Some((d, l, header_len)) = option::short_header(&input[at..]) {
+            delta = d;
+            len = l;
+            at += header_len;
         } else {
             let (rest, header) = option::parse_header(&input[at..])?;
             at = input.len() - rest.len();
@@ -447,9 +447,12 @@ impl<'a> Iterator for Options<'a> {
 
     #[inline]
     fn next(&mut self) -> Option<CoapOption<'a>> {
-        let (&byte, after) = self.rest.split_first()?;
-        let (delta, len, after) = if byte < 0xd0 && byte & 0x0f < 13 {
-            (u32::from(byte >> 4), usize::from(byte & 0x0f), after)
+        if self.rest.is_empty() {
+            return None;
+        }
+        let (delta, len, after) = if let Some((d, l, header_len)) = option::short_header(self.rest)
+        {
+            (d, l, self.rest.get(header_len..).unwrap_or_default())
         } else {
             match option::parse_header(self.rest) {
                 Ok((after, header)) => (header.delta, header.len, after),

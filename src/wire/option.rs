@@ -98,6 +98,31 @@ pub(crate) fn parse_header(input: &[u8]) -> Result<(&[u8], Header), Error> {
     Ok((input, Header { delta, len: len as usize }))
 }
 
+/// The common option headers, decoded without the general parser: both nibbles at most 13
+/// (a delta or length below 269: nearly every option a discovery carries). Returns `(delta,
+/// len, header bytes)`, or `None` for everything else, including truncation and the reserved
+/// nibble 15, which [`parse_header`] then reports with the right error.
+#[inline(always)]
+pub(crate) fn short_header(input: &[u8]) -> Option<(u32, usize, usize)> {
+    let byte = *input.first()?;
+    let (delta_nibble, len_nibble) = (byte >> 4, byte & 0x0f);
+    if delta_nibble > 13 || len_nibble > 13 {
+        return None;
+    }
+    let mut at = 1;
+    let mut one = |nibble: u8| -> Option<u32> {
+        if nibble < 13 {
+            return Some(u32::from(nibble));
+        }
+        let extension = *input.get(at)?;
+        at += 1;
+        Some(u32::from(extension) + 13)
+    };
+    let delta = one(delta_nibble)?;
+    let len = one(len_nibble)?;
+    Some((delta, len as usize, at))
+}
+
 /// Reads the extension of one nibble: 13 means one more byte + 13, 14 two more bytes + 269.
 #[inline(always)]
 fn extended(input: &[u8], nibble: u8) -> Result<(&[u8], u32), Error> {
@@ -143,6 +168,21 @@ mod tests {
             let (rest, header) = parse_header(&bytes).unwrap();
             assert!(rest.is_empty());
             assert_eq!(header, Header { delta: value, len: value as usize });
+        }
+    }
+
+    #[test]
+    fn test_short_header_agrees_with_parse_header() {
+        for byte in 0..=255u8 {
+            for ext in [[0u8, 0], [7, 200], [255, 255]] {
+                for len in 1..=3 {
+                    let bytes = [&[byte][..], &ext[..len - 1]].concat();
+                    let Some((delta, value_len, used)) = short_header(&bytes) else { continue };
+                    let (rest, header) = parse_header(&bytes).expect("the general parser agrees");
+                    assert_eq!((header.delta, header.len), (delta, value_len), "{bytes:02x?}");
+                    assert_eq!(bytes.len() - rest.len(), used, "{bytes:02x?}");
+                }
+            }
         }
     }
 
