@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 
 #[path = "../fuzz/checks/coap_parse.rs"]
 mod coap_parse;
+#[path = "../fuzz/checks/engine.rs"]
+mod engine;
 #[path = "../fuzz/checks/ocf_encode.rs"]
 mod ocf_encode;
 #[path = "../fuzz/checks/query.rs"]
@@ -29,6 +31,11 @@ fn query_corpus() {
 #[test]
 fn ocf_encode_corpus() {
     replay("ocf_encode", |data| ocf_encode::check(&ocf_encode::OcfCase::from_bytes(data)));
+}
+
+#[test]
+fn engine_corpus() {
+    replay("engine", engine::check);
 }
 
 /// Runs every corpus and regression file of `target` through `check`; reports all failures.
