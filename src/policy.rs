@@ -317,12 +317,16 @@ pub fn screen(request: &RequestFacts<'_>) -> Result<(), Reason> {
     Ok(())
 }
 
-/// Whether a multicast `di` filter lets device `uuid` answer: absent, or the same UUID in any
-/// case. A value that is not a UUID matches no device.
+/// Whether a multicast `di` filter lets device `uuid` answer: absent, or the same UUID text in
+/// any case (SPEC 1.1). Only the 36-character hyphenated form is a device's `di`; a value in
+/// another UUID spelling (simple, braced, `urn:uuid:`) or not a UUID matches no device.
 pub fn di_matches(di: Option<&[u8]>, uuid: &Uuid) -> bool {
     match di {
         None => true,
-        Some(text) => Uuid::try_parse_ascii(text).is_ok_and(|di| di == *uuid),
+        Some(text) => {
+            text.len() == uuid::fmt::Hyphenated::LENGTH
+                && Uuid::try_parse_ascii(text).is_ok_and(|di| di == *uuid)
+        }
     }
 }
 

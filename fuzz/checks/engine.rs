@@ -31,10 +31,11 @@
 //!    max_window)` after it; it leaves at its due time, or later only while the pacer holds it
 //!    (modelled here: a GCRA at `answer_rate_bytes` with a 50 ms burst; the driver is punctual,
 //!    so any lateness is the engine's), never ahead of that rate, and within `L` of its request
-//!    (see `STRICT_WINDOW_END`).
+//!    (`2 L` when the pacer held it: see `STRICT_WINDOW_END`).
 //!
 //! Also: the engine never panics; after a drain, [`Engine::poll_timeout`] is in the future;
-//! `Verdict::Answering(k)` has at most `k` answers, all by devices eligible at arrival;
+//! `Verdict::Answering(k)`: `k` is at most the number of devices eligible (and named by `di`)
+//! at arrival, and at most `k` answers leave;
 //! `Verdict::Responding` means exactly one response; fleet changes succeed exactly when the
 //! model says they should; at the end every answer has left and the engine's counters agree
 //! with what was seen.
@@ -51,8 +52,8 @@
 //! known RFOTM device, a NON GET `/oic/sec/doxm` from a link-local source, ...).
 //!
 //! ```text
-//! header  n:u8        devices = 1 + n % 64, device i has UUID 50e1a3ae-6a0c-4ac0-7b4f-d1d8<i:08x>;
-//!                     device 0 is the bridge of every VOD
+//! header  n:u8        devices = 1 + n % 64; device i has UUID
+//!                     50e1a3ae-6a0c-4ac0-7b4f-d1d8<i:08x>; device 0 is the bridge of every VOD
 //!         fleet:u8    bit 0 bridge registered after its VODs; bits 1-2 endpoint count
 //!                     {64, 16, 40, 1}; bits 3-4 leisure {2 s, 500 ms, 1 s, 3 s}
 //!         limits:u8   bits 0-1 max_pending_answers {1000, 64, 16, 4}; bits 2-3
@@ -155,9 +156,9 @@ const GROUPS: [&str; 4] =
 /// campaign looks further than them; set to `true` to reproduce them.
 ///
 /// `di` in another spelling of the device's UUID (32 hex digits without hyphens, braced,
-/// `urn:uuid:`): SPEC 1.1 pre-filter 5 compares the text case-insensitively, the engine parses
-/// any spelling the uuid crate accepts and answers.
-const STRICT_DI_SPELLING: bool = false;
+/// `urn:uuid:`): SPEC 1.1 pre-filter 5 compares the text case-insensitively; the engine once
+/// parsed any spelling the uuid crate accepts and answered. Fixed: now strict.
+const STRICT_DI_SPELLING: bool = true;
 /// An answer the pacer holds past the end of its request's window (`max(leisure, max_window)`):
 /// SPEC 4 sends each answer inside `[0, L)`; the pacer's hard rate bound wins over that. When
 /// tolerated, up to one more window is allowed (answers bunched at a window's end).
@@ -212,6 +213,7 @@ struct Model {
     devices: Vec<Device>,
 }
 
+/// One script's run: the engine, the model next to it, and every datagram handed over.
 struct Run {
     model: Model,
     engine: Engine,

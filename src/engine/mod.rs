@@ -338,7 +338,9 @@ impl Engine {
         match request.filters.di {
             Some(di) => {
                 let device = Uuid::try_parse_ascii(di).ok().and_then(|u| self.fleet.lookup(&u));
-                if let Some(id) = device {
+                if let Some(id) = device.filter(|&id| {
+                    self.fleet.uuid_of(id).is_some_and(|u| policy::di_matches(Some(di), &u))
+                }) {
                     push_if_eligible(&mut owed, id, self.fleet.word(id));
                 }
             }

@@ -146,5 +146,9 @@ pub fn route<'a>(
         }
         _ => Body::Device(if baseline { View::Baseline } else { View::Default }),
     };
-    Reply { decision: policy::respond(request, Code::CONTENT, Reason::Ok), body }
+    let decision = policy::respond(request, Code::CONTENT, Reason::Ok);
+    // No-Response may turn the 2.05 into an empty ACK or nothing: then there is no body.
+    let body =
+        if decision.outcome == policy::Outcome::Respond(Code::CONTENT) { body } else { Body::None };
+    Reply { decision, body }
 }

@@ -402,7 +402,9 @@ impl Fleet {
         for id in 0..self.capacity as u32 {
             let Some(slot) = self.slot(DeviceId(id)) else { continue };
             let word = StateWord::from_bits(slot.word.load(Ordering::Acquire));
-            if word.is_present() && word.state().is_some() {
+            // Every present device, known or not: a VOD whose own state was already unknown must
+            // still forget that its bridge was owned, since the bridge is unknown now too.
+            if word.is_present() {
                 let unknown = StateWord::new(word.incarnation(), None, word.has_bridge(), false);
                 self.publish(DeviceId(id), slot, unknown);
             }
