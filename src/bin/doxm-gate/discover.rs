@@ -484,7 +484,8 @@ fn quoted(text: &str) -> String {
     serde_json::to_string(text).unwrap_or_default()
 }
 
-/// An empty ACK for an answer that (wrongly, for a multicast request) came as CON.
+/// An empty ACK for a CON that needs one: an answer that (wrongly, for a multicast request)
+/// came as CON, or a follow-up's separate response.
 fn ack(probe: &Probe, mid: u16, to: SocketAddr) {
     let mut buf = [0u8; 4];
     if let Ok(w) = Writer::new(&mut buf, MessageType::Acknowledgement, Code::EMPTY, mid, &[]) {

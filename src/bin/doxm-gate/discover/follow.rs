@@ -245,7 +245,8 @@ impl Follower {
             }
             Event::Response(response) => {
                 if response.ty() == MessageType::Confirmable {
-                    empty_ack(probe, response.message_id(), source);
+                    // A separate response that came as CON (RFC 7252 section 5.2.2).
+                    super::ack(probe, response.message_id(), source);
                 }
                 let x = self.inflight.swap_remove(i);
                 self.advance(x, &response, now, probe, finished);
@@ -372,15 +373,6 @@ fn request(step: Step, mid: u16, token: &[u8]) -> Vec<u8> {
         });
     // 64 bytes hold either request (at most 36); an error would be a bug, sent as nothing.
     buf[..written.unwrap_or(0)].to_vec()
-}
-
-/// Acknowledges a separate response that came as CON (RFC 7252 section 5.2.2).
-fn empty_ack(probe: &Probe, mid: u16, to: SocketAddr) {
-    let mut buf = [0u8; 4];
-    if let Ok(w) = Writer::new(&mut buf, MessageType::Acknowledgement, Code::EMPTY, mid, &[]) {
-        let len = w.finish();
-        let _ = probe.send_to(&buf[..len], to);
-    }
 }
 
 #[cfg(test)]
