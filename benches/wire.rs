@@ -10,11 +10,17 @@
 //! setup asserts that the checksums agree. Throughput is the datagram size. A last group,
 //! `wire/encode_doxm_answer`, encodes a whole doxm answer (header, options, CBOR) into a stack
 //! buffer.
+//!
+//! Under `cargo bench` a last table gives the same comparison measured *interleaved*: 301 short
+//! rounds alternate between the two parsers on each packet and the table reports the median of
+//! the per-round ratios. Criterion times one function for seconds and then the other, so a load
+//! change on a shared machine between the two skews its ratio; adjacent rounds see the same load.
 
 use std::hint::black_box;
+use std::time::Instant;
 
 use coap_lite::Packet;
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, Criterion, Throughput};
 use doxm_gate::wire::ocf::{self, oxm, sct, Doxm, View};
 use doxm_gate::wire::{option, Code, Message, MessageType, Writer};
 use uuid::Uuid;
@@ -153,15 +159,19 @@ fn walk_coap_lite(datagram: &[u8]) -> u64 {
     acc ^ (packet.payload.len() as u64) << 48
 }
 
-fn bench_parse(c: &mut Criterion) {
-    let packets: [(&str, Vec<u8>); 5] = [
+/// The five packets of the issue, by name.
+fn packets() -> [(&'static str, Vec<u8>); 5] {
+    [
         ("obt_request", hex::decode(OBT_REQUEST_HEX).expect("hex")),
         ("doxm_request_31b", short_doxm_request()),
         ("res_request_7opts", res_request()),
         ("doxm_response", doxm_response()),
         ("path_20_segments", deep_path_request()),
-    ];
-    for (name, datagram) in &packets {
+    ]
+}
+
+fn bench_parse(c: &mut Criterion) {
+    for (name, datagram) in &packets() {
         let ours = walk_ours(datagram);
         assert_ne!(ours, u64::MAX, "{name}: our parser rejects the packet");
         assert_eq!(ours, walk_coap_lite(datagram), "{name}: the two walks disagree");
@@ -194,5 +204,52 @@ fn bench_encode(c: &mut Criterion) {
     group.finish();
 }
 
+/// Nanoseconds per call of `walk` on `datagram`, over one round of `iterations` calls.
+fn round(walk: fn(&[u8]) -> u64, datagram: &[u8], iterations: u32) -> f64 {
+    let start = Instant::now();
+    for _ in 0..iterations {
+        black_box(walk(black_box(datagram)));
+    }
+    start.elapsed().as_nanos() as f64 / f64::from(iterations)
+}
+
+/// Prints the interleaved comparison (see the module documentation).
+fn interleaved_ratios() {
+    const ROUNDS: usize = 301;
+    const ITERATIONS: u32 = 2_000;
+    println!("\ninterleaved, {ROUNDS} rounds of {ITERATIONS} calls each (median per call):");
+    println!("{:20} {:>11} {:>11} {:>14}", "packet", "doxm-gate", "coap-lite", "ratio (median)");
+    for (name, datagram) in &packets() {
+        let (mut ours, mut theirs, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..ROUNDS {
+            let (a, b) = (
+                round(walk_ours, datagram, ITERATIONS),
+                round(walk_coap_lite, datagram, ITERATIONS),
+            );
+            ours.push(a);
+            theirs.push(b);
+            ratios.push(b / a);
+        }
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        println!(
+            "{name:20} {:>8.1} ns {:>8.1} ns {:>13.1}x",
+            median(&mut ours),
+            median(&mut theirs),
+            median(&mut ratios)
+        );
+    }
+}
+
 criterion_group!(benches, bench_parse, bench_encode);
-criterion_main!(benches);
+
+fn main() {
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+    // `cargo bench` passes --bench; `cargo test --benches` (the CI smoke run) does not.
+    if std::env::args().any(|arg| arg == "--bench") {
+        interleaved_ratios();
+    }
+}

@@ -477,6 +477,34 @@ case! {
     Err(OptionNumberOverflow)
 }
 case! {
+    order_one_byte_overflow_before_later_nibble_15, "s3.1 (65535 + delta 1, then delta 15)",
+    "40 01 0001 e0 fef2 10 f0",
+    Err(OptionNumberOverflow)
+}
+case! {
+    order_one_byte_overflow_before_later_truncation, "s3.1 (65535 + delta 1, then value missing)",
+    "40 01 0001 e0 fef2 10 01",
+    Err(OptionNumberOverflow)
+}
+case! {
+    order_one_byte_overflow_before_empty_payload, "s3.1 before s3 (65536, then lone marker)",
+    "40 01 0001 e0 fef2 10 ff",
+    Err(OptionNumberOverflow)
+}
+case! {
+    option_number_65535_by_one_byte_deltas, "s3.1 5461 x delta 12 + delta 3 = 65535",
+    cat(&[&h("40 01 0001"), &[0xc0; 5461], &[0x30]]),
+    Ok { then: |m| {
+        assert_eq!(m.options().count(), 5462);
+        assert_eq!(m.options().last().map(|o| o.number), Some(65_535));
+    } }
+}
+case! {
+    option_number_overflow_by_one_byte_deltas, "s3.1 5461 x delta 12 + delta 4 = 65536",
+    cat(&[&h("40 01 0001"), &[0xc0; 5461], &[0x40]]),
+    Err(OptionNumberOverflow)
+}
+case! {
     order_option_error_before_later_marker, "s3.1 before s3 marker", "40 01 0001 f0 ff",
     Err(ReservedDeltaNibble15)
 }

@@ -33,8 +33,8 @@
 use core::fmt;
 
 use nom::bytes::complete::take;
-use nom::number::complete::{be_u16, be_u8};
-use nom::{IResult, Parser};
+use nom::number::complete::be_u32;
+use nom::IResult;
 
 use super::option::{self, Definition};
 
@@ -260,9 +260,12 @@ impl<'a> Message<'a> {
     ///
     /// # Errors
     /// The first format error met, see [`Error`].
+    #[inline]
     pub fn parse(datagram: &'a [u8]) -> Result<Message<'a>, Error> {
-        let (rest, (first, code, message_id)) =
-            step((be_u8, be_u8, be_u16).parse(datagram), Error::HeaderTruncated)?;
+        // One big-endian word: Ver|T|TKL, Code, Message ID.
+        let (rest, header) = step(be_u32(datagram), Error::HeaderTruncated)?;
+        let [first, code, ..] = header.to_be_bytes();
+        let message_id = header as u16;
         if first >> 6 != 1 {
             return Err(Error::UnknownVersion);
         }
@@ -402,38 +405,67 @@ impl<'a> Message<'a> {
 }
 
 /// Splits the bytes after the token into validated options and the payload.
+///
+/// This is the one validation pass, and the hot loop of the parser. Nearly every option a
+/// discovery carries has a one-byte header (both nibbles below 13), which takes the shortest
+/// path; well-formed headers with extensions are decoded inline too, and a malformed one goes
+/// to the nom header parser ([`option::parse_header`]) for its reason. Errors come in RFC
+/// order: header byte, delta extension, length extension, number, value.
+///
+/// The running number only grows, so the one-byte path leaves the overflow check to the next
+/// longer header, the payload marker or the end: the first error reported is still the first
+/// error on the wire, because a one-byte header cannot itself be malformed.
+#[inline]
 fn split_options(input: &[u8]) -> Result<(&[u8], &[u8]), Error> {
     let mut at = 0usize;
     let mut number: u32 = 0;
     while let Some(&byte) = input.get(at) {
-        if byte == 0xff {
-            if at + 1 == input.len() {
+        if let Some((delta, len)) = option::one_byte_header(byte) {
+            number += delta;
+            at += 1 + len;
+            continue;
+        }
+        if number > option::MAX_NUMBER {
+            return Err(Error::OptionNumberOverflow);
+        }
+        let rest = &input[at..];
+        if byte == PAYLOAD_MARKER {
+            if rest.len() == 1 {
                 return Err(Error::PayloadMarkerWithoutPayload);
             }
-            return Ok((&input[..at], &input[at + 1..]));
+            return Ok((&input[..at], &rest[1..]));
         }
-        let (delta, len);
-        if let Some((d, l, header_len)) = option::short_header(&input[at..]) {
-            delta = d;
-            len = l;
-            at += header_len;
-        } else {
-            let (rest, header) = option::parse_header(&input[at..])?;
-            at = input.len() - rest.len();
-            delta = header.delta;
-            len = header.len;
-        }
+        let Some((delta, len, header_len)) = option::decode_header(rest) else {
+            return Err(header_error(rest));
+        };
         number += delta;
         if number > option::MAX_NUMBER {
             return Err(Error::OptionNumberOverflow);
         }
-        at += len;
-        if at > input.len() {
-            return Err(Error::OptionValueTruncated);
-        }
+        at += header_len + len;
+    }
+    if number > option::MAX_NUMBER {
+        return Err(Error::OptionNumberOverflow);
+    }
+    // The loop ends on the last value's end; only that value can run past the datagram.
+    if at > input.len() {
+        return Err(Error::OptionValueTruncated);
     }
     Ok((input, &[]))
 }
+
+/// Why the option header at the start of `rest` is malformed (the nom parser says).
+#[cold]
+fn header_error(rest: &[u8]) -> Error {
+    match option::parse_header(rest) {
+        Err(error) => error,
+        // Unreachable: `decode_header` accepts exactly what `parse_header` accepts.
+        Ok(_) => Error::ExtendedFieldTruncated,
+    }
+}
+
+/// The byte that ends the options and starts the payload (RFC 7252 section 3).
+const PAYLOAD_MARKER: u8 = 0xff;
 
 /// Iterator over a message's options; see [`Message::options`].
 #[derive(Debug, Clone)]
@@ -447,33 +479,19 @@ impl<'a> Iterator for Options<'a> {
 
     #[inline]
     fn next(&mut self) -> Option<CoapOption<'a>> {
-        if self.rest.is_empty() {
+        // The bytes were validated by `parse`: the `None` arms only keep the iterator total.
+        let decoded = option::decode_header(self.rest).and_then(|(delta, len, header_len)| {
+            let value = self.rest.get(header_len..header_len + len)?;
+            Some((delta, value, &self.rest[header_len + len..]))
+        });
+        let Some((delta, value, rest)) = decoded else {
+            self.rest = &[];
             return None;
-        }
-        let (delta, len, after) = if let Some((d, l, header_len)) = option::short_header(self.rest)
-        {
-            (d, l, self.rest.get(header_len..).unwrap_or_default())
-        } else {
-            match option::parse_header(self.rest) {
-                Ok((after, header)) => (header.delta, header.len, after),
-                Err(_) => {
-                    self.rest = &[];
-                    return None;
-                }
-            }
         };
-        let number = u32::from(self.number) + delta;
-        match (u16::try_from(number), after.get(..len), after.get(len..)) {
-            (Ok(number), Some(value), Some(rest)) => {
-                self.number = number;
-                self.rest = rest;
-                Some(CoapOption { number, value })
-            }
-            _ => {
-                self.rest = &[];
-                None
-            }
-        }
+        // Validation bounded the running number by 65535: this never wraps.
+        self.number = self.number.wrapping_add(delta as u16);
+        self.rest = rest;
+        Some(CoapOption { number: self.number, value })
     }
 }
 

@@ -98,29 +98,46 @@ pub(crate) fn parse_header(input: &[u8]) -> Result<(&[u8], Header), Error> {
     Ok((input, Header { delta, len: len as usize }))
 }
 
-/// The common option headers, decoded without the general parser: both nibbles at most 13
-/// (a delta or length below 269: nearly every option a discovery carries). Returns `(delta,
-/// len, header bytes)`, or `None` for everything else, including truncation and the reserved
-/// nibble 15, which [`parse_header`] then reports with the right error.
+/// The common option header: one byte whose delta and length nibbles are both below 13
+/// (nearly every option a discovery carries). Returns `(delta, len)`, or `None` when either
+/// nibble announces an extension or is the reserved 15: [`parse_header`] handles those.
 #[inline(always)]
-pub(crate) fn short_header(input: &[u8]) -> Option<(u32, usize, usize)> {
-    let byte = *input.first()?;
+pub(crate) const fn one_byte_header(byte: u8) -> Option<(u32, usize)> {
     let (delta_nibble, len_nibble) = (byte >> 4, byte & 0x0f);
-    if delta_nibble > 13 || len_nibble > 13 {
-        return None;
+    if delta_nibble < 13 && len_nibble < 13 {
+        Some((delta_nibble as u32, len_nibble as usize))
+    } else {
+        None
     }
-    let mut at = 1;
-    let mut one = |nibble: u8| -> Option<u32> {
-        if nibble < 13 {
-            return Some(u32::from(nibble));
-        }
-        let extension = *input.get(at)?;
-        at += 1;
-        Some(u32::from(extension) + 13)
-    };
-    let delta = one(delta_nibble)?;
-    let len = one(len_nibble)?;
+}
+
+/// Decodes a well-formed option header at the start of `bytes` without nom: `(delta, len,
+/// header length)`. `None` for the reserved nibble 15 and for truncated extensions, whose
+/// reason [`parse_header`] gives. The hot loops use this; tests check it against
+/// [`parse_header`] on every header shape.
+#[inline(always)]
+pub(crate) fn decode_header(bytes: &[u8]) -> Option<(u32, usize, usize)> {
+    let &byte = bytes.first()?;
+    if let Some((delta, len)) = one_byte_header(byte) {
+        return Some((delta, len, 1));
+    }
+    let (delta, at) = decode_nibble(bytes, byte >> 4, 1)?;
+    let (len, at) = decode_nibble(bytes, byte & 0x0f, at)?;
     Some((delta, len as usize, at))
+}
+
+/// One nibble and its extension starting at `bytes[at]`: `(value, position after it)`.
+#[inline(always)]
+fn decode_nibble(bytes: &[u8], nibble: u8, at: usize) -> Option<(u32, usize)> {
+    match nibble {
+        0..=12 => Some((u32::from(nibble), at)),
+        13 => Some((u32::from(*bytes.get(at)?) + 13, at + 1)),
+        14 => {
+            let extension = bytes.get(at..at + 2)?;
+            Some((u32::from(u16::from_be_bytes([extension[0], extension[1]])) + 269, at + 2))
+        }
+        _ => None,
+    }
 }
 
 /// Reads the extension of one nibble: 13 means one more byte + 13, 14 two more bytes + 269.
@@ -172,18 +189,33 @@ mod tests {
     }
 
     #[test]
-    fn test_short_header_agrees_with_parse_header() {
+    fn test_one_byte_header_agrees_with_parse_header() {
         for byte in 0..=255u8 {
-            for ext in [[0u8, 0], [7, 200], [255, 255]] {
-                for len in 1..=3 {
+            let Some((delta, len)) = one_byte_header(byte) else {
+                assert!(byte >> 4 >= 13 || byte & 0x0f >= 13, "{byte:02x}");
+                continue;
+            };
+            let bytes = [byte];
+            let (rest, header) = parse_header(&bytes).expect("the general parser agrees");
+            assert!(rest.is_empty());
+            assert_eq!((header.delta, header.len), (delta, len), "{byte:02x}");
+        }
+    }
+
+    #[test]
+    fn test_decode_header_agrees_with_parse_header() {
+        for byte in 0..=255u8 {
+            for ext in [[0u8, 0, 9], [7, 200, 9], [255, 255, 9], [0xfe, 0xf2, 9]] {
+                for len in 1..=4 {
                     let bytes = [&[byte][..], &ext[..len - 1]].concat();
-                    let Some((delta, value_len, used)) = short_header(&bytes) else { continue };
-                    let (rest, header) = parse_header(&bytes).expect("the general parser agrees");
-                    assert_eq!((header.delta, header.len), (delta, value_len), "{bytes:02x?}");
-                    assert_eq!(bytes.len() - rest.len(), used, "{bytes:02x?}");
+                    let parsed = parse_header(&bytes)
+                        .ok()
+                        .map(|(rest, h)| (h.delta, h.len, bytes.len() - rest.len()));
+                    assert_eq!(decode_header(&bytes), parsed, "{bytes:02x?}");
                 }
             }
         }
+        assert_eq!(decode_header(&[]), None);
     }
 
     #[test]
