@@ -435,7 +435,7 @@ fn split_options(input: &[u8]) -> Result<(&[u8], &[u8]), Error> {
             }
             return Ok((&input[..at], &rest[1..]));
         }
-        let Some((delta, len, header_len)) = option::decode_header(rest) else {
+        let Some((delta, len, header_len)) = option::decode_extended_header(rest, byte) else {
             return Err(header_error(rest));
         };
         number += delta;
@@ -459,7 +459,7 @@ fn split_options(input: &[u8]) -> Result<(&[u8], &[u8]), Error> {
 fn header_error(rest: &[u8]) -> Error {
     match option::parse_header(rest) {
         Err(error) => error,
-        // Unreachable: `decode_header` accepts exactly what `parse_header` accepts.
+        // Unreachable: `decode_extended_header` accepts exactly what `parse_header` accepts.
         Ok(_) => Error::ExtendedFieldTruncated,
     }
 }
@@ -480,10 +480,18 @@ impl<'a> Iterator for Options<'a> {
     #[inline]
     fn next(&mut self) -> Option<CoapOption<'a>> {
         // The bytes were validated by `parse`: the `None` arms only keep the iterator total.
-        let decoded = option::decode_header(self.rest).and_then(|(delta, len, header_len)| {
-            let value = self.rest.get(header_len..header_len + len)?;
-            Some((delta, value, &self.rest[header_len + len..]))
-        });
+        let (&byte, after) = self.rest.split_first()?;
+        let decoded = match option::one_byte_header(byte) {
+            Some((delta, len)) => {
+                after.split_at_checked(len).map(|(value, rest)| (delta, value, rest))
+            }
+            None => option::decode_extended_header(self.rest, byte).and_then(
+                |(delta, len, header_len)| {
+                    let (value, rest) = self.rest.get(header_len..)?.split_at_checked(len)?;
+                    Some((delta, value, rest))
+                },
+            ),
+        };
         let Some((delta, value, rest)) = decoded else {
             self.rest = &[];
             return None;
