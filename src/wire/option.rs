@@ -103,13 +103,23 @@ pub(crate) fn parse_header(input: &[u8]) -> Result<(&[u8], Header), Error> {
 /// nibble announces an extension or is the reserved 15: [`parse_header`] handles those.
 #[inline(always)]
 pub(crate) const fn one_byte_header(byte: u8) -> Option<(u32, usize)> {
-    let (delta_nibble, len_nibble) = (byte >> 4, byte & 0x0f);
-    if delta_nibble < 13 && len_nibble < 13 {
-        Some((delta_nibble as u32, len_nibble as usize))
+    if ONE_BYTE[byte as usize] {
+        Some(((byte >> 4) as u32, (byte & 0x0f) as usize))
     } else {
         None
     }
 }
+
+/// `ONE_BYTE[b]`: both nibbles of `b` are below 13 (one test instead of two in the hot loops).
+const ONE_BYTE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        table[byte] = byte >> 4 < 13 && byte & 0x0f < 13;
+        byte += 1;
+    }
+    table
+};
 
 /// Decodes a well-formed option header whose byte `byte` (= `bytes[0]`) [`one_byte_header`]
 /// declined, without nom: `(delta, len, header length)`. `None` for the reserved nibble 15 and
