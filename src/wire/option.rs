@@ -211,8 +211,10 @@ mod tests {
     #[test]
     fn test_inline_decoders_agree_with_parse_header() {
         for byte in 0..=255u8 {
-            for ext in [[0u8, 0, 9], [7, 200, 9], [255, 255, 9], [0xfe, 0xf2, 9]] {
-                for len in 1..=4 {
+            // Up to four extension bytes: a 14 nibble for both the delta and the length.
+            for ext in [[0u8, 0, 9, 1], [7, 200, 9, 250], [255, 255, 255, 255], [0xfe, 0xf2, 0, 1]]
+            {
+                for len in 1..=5 {
                     let bytes = [&[byte][..], &ext[..len - 1]].concat();
                     let parsed = parse_header(&bytes)
                         .ok()
