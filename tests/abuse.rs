@@ -9,6 +9,9 @@
 //!   discovery requests gets answers for at most `burst + rate x duration` of them, the answer
 //!   bytes per second measured at the receiver stay within the budget, and a second source is
 //!   still served.
+//! - [`receive_overflows_are_counted`]: datagrams the kernel drops because the gate's socket
+//!   buffer is full (the gate stopped with SIGSTOP while a burst arrives) appear in
+//!   `receive_overflows`, and with the datagrams read they account for the whole burst.
 //!
 //! The attacker is this test binary itself, re-executed under `ip netns exec` in the OBT
 //! namespace with `DOXM_ABUSE_ROLE` set: [`abuse_sender_role`] does nothing unless that variable
@@ -171,13 +174,7 @@ fn flood_sender(index: u32) -> Value {
     let mut sent = vec![0u64; kinds.len()];
     let (mut send_errors, mut answers, mut junk_at) = (0u64, 0u64, 0usize);
     let mut bufs = vec![[0u8; DATAGRAM_MAX]; BATCH];
-    let mut meta = [Received {
-        len: 0,
-        source: SocketAddr::from(([0, 0, 0, 0], 0)),
-        destination: None,
-        interface: 0,
-        truncated: false,
-    }; BATCH];
+    let mut meta = [Received::EMPTY; BATCH];
     let mut drain = |answers: &mut u64, bufs: &mut [[u8; DATAGRAM_MAX]]| {
         for s in &sockets {
             while let Ok(n @ 1..) = sys::recv_batch(s, bufs, &mut meta) {
@@ -716,4 +713,43 @@ fn amplification_is_bounded_by_source_rate_and_byte_budget() {
         assert!(*b <= slack_250, "{b} B in quarter {i}, bound {slack_250} B");
     }
     assert!(slide_250 <= slack_250 + jitter, "{slide_250} B in a sliding 250 ms window");
+}
+
+#[test]
+fn receive_overflows_are_counted() {
+    let _serial = serial();
+    let Some(lab) = Lab::new("o") else { return };
+    let fleet = small_fleet();
+    let path = lab.dir.join("fleet.toml");
+    std::fs::write(&path, toml::to_string(&fleet).unwrap()).unwrap();
+    let fleet_arg = path.to_str().unwrap();
+    let gate =
+        lab.gate(&["run", "--fleet", fleet_arg, "--leisure-ms", "200", "--control", CONTROL]);
+    let pid = gate_pid(&lab).to_string();
+    let valid = hex::encode(discovery(0x2001, 0x2001));
+    assert_eq!(lab.raw("ff02::158", &[&valid], 0.6), 2, "{}", gate.log());
+    let before = settled_stats(&lab);
+
+    // A burst the stopped gate cannot read: a one-byte datagram (header-truncated) costs the
+    // socket buffer about a kilobyte of kernel memory, and the buffer is at most twice
+    // net.core.rmem_max (4 MiB asked for), so 40,000 overflow it.
+    const BURST: u64 = 40_000;
+    sh(&["kill", "-STOP", &pid]);
+    lab.burst("ff02::158", "40", BURST as usize);
+    sh(&["kill", "-CONT", &pid]);
+    // The kernel reports the count with the next datagram the socket takes.
+    std::thread::sleep(Duration::from_millis(300));
+    lab.raw("ff02::158", &["40"], 0.1);
+    let after = settled_stats(&lab);
+
+    let delta = |path: &[&str]| counter(&after, path) - counter(&before, path);
+    let (received, overflows) =
+        (delta(&["driver", "received"]), delta(&["driver", "receive_overflows"]));
+    println!("burst of {BURST} + 1 at a stopped gate: read {received}, overflowed {overflows}");
+    assert!(overflows > 0, "no overflow counted: read {received} of {BURST}");
+    assert!(
+        received + overflows <= BURST + 1 && received + overflows >= BURST * 95 / 100,
+        "read {received} + overflowed {overflows} should account for the {BURST} + 1 sent"
+    );
+    assert!(!gate.log().contains("panicked"), "{}", gate.log());
 }

@@ -212,6 +212,7 @@ fn export_healthz_metrics_stats() {
         "doxm_gate_budget_stretches_total",
         "doxm_gate_responses_total",
         "doxm_gate_send_failed_total",
+        "doxm_gate_receive_overflows_total",
         "doxm_gate_fleet_devices",
         "doxm_gate_fleet_eligible",
         "doxm_gate_pending_answers",

@@ -699,13 +699,7 @@ pub fn role_sink() -> i32 {
 }
 
 pub fn empty_meta() -> Received {
-    Received {
-        len: 0,
-        source: SocketAddr::from(([0, 0, 0, 0], 0)),
-        destination: None,
-        interface: 0,
-        truncated: false,
-    }
+    Received::EMPTY
 }
 
 /// The `deviceuuid` of a doxm answer's CBOR payload: text key "deviceuuid", then a 36-byte

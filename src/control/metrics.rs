@@ -48,6 +48,7 @@ pub fn json(store: &Store, p: &Published) -> Value {
         "driver": {
             "received": p.driver.received,
             "truncated": p.driver.truncated,
+            "receive_overflows": p.driver.receive_overflows,
             "sent": p.driver.sent,
             "send_failed": p.driver.send_failed,
             "rejoins": p.driver.rejoins,
@@ -112,6 +113,12 @@ pub fn prometheus(store: &Store, p: &Published) -> String {
         "doxm_gate_send_failed_total",
         "Datagrams the kernel refused.",
         p.driver.send_failed,
+    );
+    counter(
+        &mut out,
+        "doxm_gate_receive_overflows_total",
+        "Datagrams the kernel dropped for a full socket receive buffer.",
+        p.driver.receive_overflows,
     );
     counter(&mut out, "doxm_gate_rejoins_total", "Group joins after start.", p.driver.rejoins);
     gauge(&mut out, "doxm_gate_fleet_devices", "Devices in the fleet.", store.fleet().len() as u64);

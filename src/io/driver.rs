@@ -46,6 +46,10 @@ pub struct DriverStats {
     pub received: u64,
     /// Datagrams longer than the receive buffer (dropped).
     pub truncated: u64,
+    /// Datagrams the kernel dropped because a socket's receive buffer was full (SO_RXQ_OVFL).
+    /// The kernel reports them with the next datagram that socket receives, so drops at the
+    /// very end of a flood show up with the next datagram.
+    pub receive_overflows: u64,
     /// Multicast datagrams that reached a device's own port (dropped: not discovery).
     pub multicast_on_device_port: u64,
     /// Datagrams sent.
@@ -67,6 +71,8 @@ struct Bound {
     socket: UdpSocket,
     role: Role,
     port: u16,
+    /// The socket's SO_RXQ_OVFL count at the last datagram that carried it.
+    overflows: u32,
 }
 
 const SIGNAL: Token = Token(usize::MAX - 1);
@@ -198,13 +204,7 @@ impl Driver {
         self.poll.registry().register(&mut signals, SIGNAL, Interest::READABLE)?;
         let mut events = Events::with_capacity(1024);
         let mut bufs = vec![[0u8; DATAGRAM_MAX]; BATCH];
-        let mut meta = [Received {
-            len: 0,
-            source: SocketAddr::from(([0, 0, 0, 0], 0)),
-            destination: None,
-            interface: 0,
-            truncated: false,
-        }; BATCH];
+        let mut meta = [Received::EMPTY; BATCH];
         let mut next_rejoin = Instant::now() + self.config.rejoin_every;
         let mut next_publish = Instant::now();
         loop {
@@ -252,7 +252,7 @@ impl Driver {
         let mut socket = UdpSocket::from_std(socket.into());
         let token = Token(self.sockets.len());
         self.poll.registry().register(&mut socket, token, Interest::READABLE)?;
-        self.sockets.push(Bound { socket, role, port });
+        self.sockets.push(Bound { socket, role, port, overflows: 0 });
         Ok(token.0)
     }
 
@@ -275,6 +275,11 @@ impl Driver {
             for i in 0..got {
                 self.stats.received += 1;
                 let m = meta[i];
+                if let Some(count) = m.overflows {
+                    let seen = &mut self.sockets[at].overflows;
+                    self.stats.receive_overflows += u64::from(count.wrapping_sub(*seen));
+                    *seen = count;
+                }
                 if m.truncated {
                     self.stats.truncated += 1;
                     continue;

@@ -24,8 +24,9 @@ pub const BATCH: usize = 32;
 /// Receive buffer per datagram: larger than any CoAP-over-UDP datagram the gate accepts, so a
 /// truncated read cannot happen for real requests (truncated ones are flagged and dropped).
 pub const DATAGRAM_MAX: usize = 1_500;
-/// Control-message space: room for one in6_pktinfo or in_pktinfo with headers.
-const CMSG_SPACE: usize = 64;
+/// Control-message space: room for an in6_pktinfo, an in_pktinfo (a dual-stack socket may
+/// report both) and the SO_RXQ_OVFL counter, with their headers (40 + 32 + 24 bytes).
+const CMSG_SPACE: usize = 128;
 
 /// One received datagram's metadata.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +41,21 @@ pub struct Received {
     pub interface: u32,
     /// The datagram was longer than the buffer.
     pub truncated: bool,
+    /// How many datagrams the kernel has dropped on this socket so far because its receive
+    /// buffer was full (SO_RXQ_OVFL, a wrapping u32), when the kernel reported it.
+    pub overflows: Option<u32>,
+}
+
+impl Received {
+    /// A placeholder to initialise metadata arrays with.
+    pub const EMPTY: Received = Received {
+        len: 0,
+        source: SocketAddr::V4(std::net::SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)),
+        destination: None,
+        interface: 0,
+        truncated: false,
+        overflows: None,
+    };
 }
 
 /// One datagram to send.
@@ -81,6 +97,9 @@ fn setsockopt_int(
 /// Asks the kernel for the destination address and interface of every datagram, and keeps the
 /// socket from receiving multicast it did not join itself. `v6` sockets get both the IPv6 and
 /// the IPv4 options (a dual-stack socket reports IPv4 datagrams with `IP_PKTINFO`).
+///
+/// Also asks for `SO_RXQ_OVFL`: each datagram then carries the socket's count of datagrams
+/// dropped for a full receive buffer, which a flood would otherwise hide.
 pub fn enable_packet_info(socket: &impl AsRawFd, v6: bool) -> io::Result<()> {
     let fd = socket.as_raw_fd();
     if v6 {
@@ -92,6 +111,8 @@ pub fn enable_packet_info(socket: &impl AsRawFd, v6: bool) -> io::Result<()> {
         setsockopt_int(fd, libc::IPPROTO_IP, libc::IP_PKTINFO, 1)?;
         setsockopt_int(fd, libc::IPPROTO_IP, libc::IP_MULTICAST_ALL, 0)?;
     }
+    // Best effort: without it the overflow figure stays 0 (old kernels).
+    let _ = setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RXQ_OVFL, 1);
     Ok(())
 }
 
@@ -169,13 +190,14 @@ pub fn recv_batch(
     let got = got as usize;
     for i in 0..got {
         let hdr = &headers[i].msg_hdr;
-        let (destination, interface) = read_packet_info(hdr);
+        let (destination, interface, overflows) = read_control(hdr);
         meta[i] = Received {
             len: (headers[i].msg_len as usize).min(DATAGRAM_MAX),
             source: from_storage(&names[i]).unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
             destination,
             interface,
             truncated: hdr.msg_flags & libc::MSG_TRUNC != 0,
+            overflows,
         };
     }
     Ok(got)
@@ -223,9 +245,10 @@ pub fn send_batch(
     }
 }
 
-/// The destination address and interface from a received message's control data.
-fn read_packet_info(hdr: &libc::msghdr) -> (Option<IpAddr>, u32) {
-    let mut found = (None, 0);
+/// The destination address, the interface and the overflow count from a received message's
+/// control data.
+fn read_control(hdr: &libc::msghdr) -> (Option<IpAddr>, u32, Option<u32>) {
+    let mut found = (None, 0, None);
     // SAFETY: `hdr` was filled by recvmmsg; CMSG_FIRSTHDR/NXTHDR walk the control buffer it
     // describes and stay inside msg_controllen; each data pointer is read unaligned with the
     // size of the struct the (level, type) pair defines.
@@ -238,11 +261,13 @@ fn read_packet_info(hdr: &libc::msghdr) -> (Option<IpAddr>, u32) {
                     std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
                 let ip = Ipv6Addr::from(info.ipi6_addr.s6_addr);
                 let ip = ip.to_ipv4_mapped().map_or(IpAddr::V6(ip), IpAddr::V4);
-                found = (Some(ip), info.ipi6_ifindex);
+                (found.0, found.1) = (Some(ip), info.ipi6_ifindex);
             } else if c.cmsg_level == libc::IPPROTO_IP && c.cmsg_type == libc::IP_PKTINFO {
                 let info: libc::in_pktinfo = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
                 let ip = Ipv4Addr::from(u32::from_be(info.ipi_addr.s_addr));
-                found = (Some(IpAddr::V4(ip)), info.ipi_ifindex as u32);
+                (found.0, found.1) = (Some(IpAddr::V4(ip)), info.ipi_ifindex as u32);
+            } else if c.cmsg_level == libc::SOL_SOCKET && c.cmsg_type == libc::SO_RXQ_OVFL {
+                found.2 = Some(std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<u32>()));
             }
             cmsg = libc::CMSG_NXTHDR(hdr, cmsg);
         }

@@ -140,6 +140,28 @@ impl Lab {
         (lines, out.status.code().unwrap_or(-1))
     }
 
+    /// Sends `count` copies of one datagram (hex) from the OBT namespace to a group, as fast as
+    /// one sender goes; replies are not read.
+    pub fn burst(&self, group: &str, datagram: &str, count: usize) {
+        let script = format!(
+            r#"
+import socket, binascii
+idx = socket.if_nametoindex("{iface}")
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, idx)
+d = binascii.unhexlify("{datagram}")
+for _ in range({count}):
+    s.sendto(d, ("{group}", 5683, 0, idx))
+"#,
+            iface = self.obt_if,
+        );
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.obt_ns, "python3", "-c", &script])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+
     /// Sends raw datagrams from the OBT namespace to a group and returns how many replies came
     /// back within `wait`.
     pub fn raw(&self, group: &str, datagrams: &[&str], wait: f64) -> usize {

@@ -276,6 +276,7 @@ fn serve(config: &GateConfig, fleet_file: &FleetFile, demo: Option<()>) -> ExitC
         send_failed = d.send_failed,
         received = d.received,
         truncated = d.truncated,
+        receive_overflows = d.receive_overflows,
         duplicates =
             s.get(doxm_gate::engine::Verdict::Engine(doxm_gate::engine::EngineDrop::Duplicate)),
         no_eligible =
