@@ -15,16 +15,12 @@ use std::time::{Duration, Instant};
 
 use doxm_gate::fleet::file::FleetFile;
 
+pub mod link;
+
+#[allow(unused_imports)] // Not every binary that includes this module uses both.
+pub use link::{is_root, sh};
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_doxm-gate");
-
-pub fn is_root() -> bool {
-    Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"))
-}
-
-pub fn sh(args: &[&str]) {
-    let out = Command::new(args[0]).args(&args[1..]).output().expect("run command");
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
 
 /// Two namespaces and the veth pair between them.
 pub struct Lab {
@@ -57,39 +53,7 @@ impl Lab {
             dir: std::env::temp_dir().join(format!("doxm-gate-netns-{id}")),
         };
         let _ = std::fs::create_dir_all(&lab.dir);
-        sh(&["ip", "netns", "add", &lab.gate_ns]);
-        sh(&["ip", "netns", "add", &lab.obt_ns]);
-        sh(&["ip", "link", "add", &lab.gate_if, "type", "veth", "peer", "name", &lab.obt_if]);
-        for (ns, ifname, v4, v6) in [
-            (&lab.gate_ns, &lab.gate_if, "10.200.0.1/24", "fd00:200::1/64"),
-            (&lab.obt_ns, &lab.obt_if, "10.200.0.2/24", "fd00:200::2/64"),
-        ] {
-            sh(&["ip", "link", "set", ifname, "netns", ns]);
-            let dad = format!("net.ipv6.conf.{ifname}.accept_dad=0");
-            sh(&["ip", "netns", "exec", ns, "sysctl", "-qw", &dad]);
-            sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
-            sh(&["ip", "-n", ns, "link", "set", ifname, "up"]);
-            sh(&["ip", "-n", ns, "addr", "add", v4, "dev", ifname]);
-            sh(&["ip", "-n", ns, "-6", "addr", "add", v6, "dev", ifname, "nodad"]);
-        }
-        // Address mode: the device prefixes are local on the gate, routed to it from the OBT.
-        sh(&[
-            "ip",
-            "-n",
-            &lab.gate_ns,
-            "-6",
-            "route",
-            "add",
-            "local",
-            "fd00:d0c::/64",
-            "dev",
-            "lo",
-        ]);
-        sh(&["ip", "-n", &lab.gate_ns, "route", "add", "local", "10.77.0.0/16", "dev", "lo"]);
-        sh(&["ip", "-n", &lab.obt_ns, "-6", "route", "add", "fd00:d0c::/64", "via", "fd00:200::1"]);
-        sh(&["ip", "-n", &lab.obt_ns, "route", "add", "10.77.0.0/16", "via", "10.200.0.1"]);
-        // Link-local addresses come up with the link; give the kernel a moment.
-        std::thread::sleep(Duration::from_millis(300));
+        link::create(&lab.gate_ns, &lab.obt_ns, &lab.gate_if, &lab.obt_if, 200);
         Some(lab)
     }
 
@@ -202,8 +166,7 @@ print(n)
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.gate_ns]).output();
-        let _ = Command::new("ip").args(["netns", "del", &self.obt_ns]).output();
+        link::remove(&self.gate_ns, &self.obt_ns);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
