@@ -44,12 +44,12 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use doxm_gate::fleet::file::{DeviceEntry, FleetFile};
-use doxm_gate::io::sys::{self, BATCH, DATAGRAM_MAX};
+use doxm_gate::io::sys::{self, BATCH};
 use doxm_gate::wire::{Code, Message};
 use hdrhistogram::Histogram;
 use lab::{
-    common_role, cpu_seconds, device_uuid, discovery, empty_meta, env, fields, interface, is_root,
-    median, min, number, remove_stale_labs, sender_socket, snmp6, stopped_fields, thousands, Blast,
+    common_role, cpu_seconds, device_uuid, discovery, env, fields, interface, is_root, median, min,
+    number, remove_stale_labs, sender_socket, snmp6, stopped_fields, thousands, BatchReader, Blast,
     Kernel, Kind, Lab, BIN, DRAIN, ELIGIBLE, GATE_V4, GROUP, LOW, PORT, ROLE,
 };
 use plotters::prelude::*;
@@ -1893,14 +1893,7 @@ fn role_steady() -> i32 {
     let index = interface(&env("DOXM_BENCH_IFACE")).index;
     let socket = sender_socket(index, true);
     let destination: SocketAddr = SocketAddrV6::new(GROUP, PORT, 0, index).into();
-    let mut socket = mio::net::UdpSocket::from_std(std::net::UdpSocket::from(socket));
-    let mut poll = mio::Poll::new().expect("poll");
-    poll.registry()
-        .register(&mut socket, mio::Token(0), mio::Interest::READABLE)
-        .expect("register");
-    let mut events = mio::Events::with_capacity(16);
-    let mut bufs = vec![[0u8; DATAGRAM_MAX]; BATCH];
-    let mut meta = [empty_meta(); BATCH];
+    let BatchReader { socket, mut poll, mut events, mut bufs, mut meta } = BatchReader::new(socket);
     let drops0 = snmp6("").get("Udp6RcvbufErrors").copied().unwrap_or(0);
     let salt = u64::from(std::process::id()) << 32;
     let mut flights: HashMap<u64, InFlight> = HashMap::new();

@@ -637,14 +637,7 @@ pub fn role_sink() -> i32 {
     net::join(&socket, IpAddr::V6(GROUP), &interface).expect("join ff02::158");
     let stop = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone()).expect("SIGTERM");
-    let mut socket = mio::net::UdpSocket::from_std(std::net::UdpSocket::from(socket));
-    let mut poll = mio::Poll::new().expect("poll");
-    poll.registry()
-        .register(&mut socket, mio::Token(0), mio::Interest::READABLE)
-        .expect("register");
-    let mut events = mio::Events::with_capacity(16);
-    let mut bufs = vec![[0u8; DATAGRAM_MAX]; BATCH];
-    let mut meta = [empty_meta(); BATCH];
+    let BatchReader { socket, mut poll, mut events, mut bufs, mut meta } = BatchReader::new(socket);
     let (mut count, mut calls) = (0u64, 0u64);
     println!("ready");
     let _ = std::io::stdout().flush();
@@ -664,8 +657,31 @@ pub fn role_sink() -> i32 {
     0
 }
 
-pub fn empty_meta() -> Received {
-    Received::EMPTY
+/// A socket registered with its own mio poll, and the buffers for [`sys::recv_batch`]: what the
+/// roles that read floods or answers (sink, probe, the report's steady load) each need.
+pub struct BatchReader {
+    pub socket: mio::net::UdpSocket,
+    pub poll: mio::Poll,
+    pub events: mio::Events,
+    pub bufs: Vec<[u8; DATAGRAM_MAX]>,
+    pub meta: [Received; BATCH],
+}
+
+impl BatchReader {
+    pub fn new(socket: socket2::Socket) -> BatchReader {
+        let mut socket = mio::net::UdpSocket::from_std(std::net::UdpSocket::from(socket));
+        let poll = mio::Poll::new().expect("poll");
+        poll.registry()
+            .register(&mut socket, mio::Token(0), mio::Interest::READABLE)
+            .expect("register");
+        BatchReader {
+            socket,
+            poll,
+            events: mio::Events::with_capacity(16),
+            bufs: vec![[0u8; DATAGRAM_MAX]; BATCH],
+            meta: [Received::EMPTY; BATCH],
+        }
+    }
 }
 
 /// The `deviceuuid` of a doxm answer's CBOR payload: text key "deviceuuid", then a 36-byte
@@ -689,14 +705,7 @@ pub fn role_probe() -> i32 {
     let index = interface(&env("DOXM_BENCH_IFACE")).index;
     let socket = sender_socket(index, true);
     let destination: SocketAddr = SocketAddrV6::new(GROUP, PORT, 0, index).into();
-    let mut socket = mio::net::UdpSocket::from_std(std::net::UdpSocket::from(socket));
-    let mut poll = mio::Poll::new().expect("poll");
-    poll.registry()
-        .register(&mut socket, mio::Token(0), mio::Interest::READABLE)
-        .expect("register");
-    let mut events = mio::Events::with_capacity(16);
-    let mut bufs = vec![[0u8; DATAGRAM_MAX]; BATCH];
-    let mut meta = [empty_meta(); BATCH];
+    let BatchReader { socket, mut poll, mut events, mut bufs, mut meta } = BatchReader::new(socket);
     let salt = u64::from(std::process::id()) << 32;
     for rep in 0..reps {
         let token = (salt | rep).to_be_bytes();
