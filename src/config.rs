@@ -21,6 +21,7 @@
 //! [limits]
 //! leisure_ms = 2000
 //! max_window_ms = 60000
+//! source_window_ms = 10000     # budget one source may hold while its answers are pending
 //! answer_rate_bytes = 2000000
 //! source_rate = 1.0
 //! source_burst = 5.0
@@ -104,6 +105,8 @@ pub struct LimitsConfig {
     pub leisure_ms: u64,
     /// Longest stretched window (ms).
     pub max_window_ms: u64,
+    /// Budget time one source may hold while its earlier answers are pending (ms).
+    pub source_window_ms: u64,
     /// Global answer budget (bytes/s).
     pub answer_rate_bytes: u64,
     /// Answer-producing requests per second per source.
@@ -150,6 +153,7 @@ impl Default for LimitsConfig {
         LimitsConfig {
             leisure_ms: engine.leisure.as_millis() as u64,
             max_window_ms: engine.max_window.as_millis() as u64,
+            source_window_ms: engine.source_window.as_millis() as u64,
             answer_rate_bytes: engine.answer_rate_bytes,
             source_rate: engine.source_rate,
             source_burst: engine.source_burst,
@@ -237,9 +241,13 @@ impl GateConfig {
         if l.max_window_ms < l.leisure_ms {
             return Err(error("limits.max_window_ms", "must be at least leisure_ms"));
         }
+        if l.source_window_ms > l.max_window_ms {
+            return Err(error("limits.source_window_ms", "must be at most max_window_ms"));
+        }
         Ok(EngineConfig {
             leisure: Duration::from_millis(l.leisure_ms),
             max_window: Duration::from_millis(l.max_window_ms),
+            source_window: Duration::from_millis(l.source_window_ms),
             answer_rate_bytes: l.answer_rate_bytes,
             source_rate: l.source_rate,
             source_burst: l.source_burst,
@@ -340,5 +348,10 @@ mod tests {
         assert_eq!(config.engine().unwrap_err().key, "limits.answer_rate_bytes");
         let config: GateConfig = toml::from_str("[endpoints]\nport_base = 5600\n").unwrap();
         assert_eq!(config.engine().unwrap_err().key, "endpoints.port_base");
+        let config: GateConfig =
+            toml::from_str("[limits]\nmax_window_ms = 5000\nsource_window_ms = 5001\n").unwrap();
+        assert_eq!(config.engine().unwrap_err().key, "limits.source_window_ms");
+        let config: GateConfig = toml::from_str("[limits]\nsource_window_ms = 0\n").unwrap();
+        assert_eq!(config.engine().unwrap().source_window, Duration::ZERO);
     }
 }

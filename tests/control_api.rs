@@ -210,6 +210,7 @@ fn export_healthz_metrics_stats() {
         "doxm_gate_datagrams_total",
         "doxm_gate_answers_total",
         "doxm_gate_budget_stretches_total",
+        "doxm_gate_source_share_cuts_total",
         "doxm_gate_responses_total",
         "doxm_gate_send_failed_total",
         "doxm_gate_receive_overflows_total",

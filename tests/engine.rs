@@ -360,6 +360,71 @@ fn budget_stretches_leisure_for_big_fleets() {
     }
 }
 
+/// A client that repeats its discovery every second for 30 s (within its request rate), and
+/// another OBT's one discovery at 30 s: how many answers the newcomer gets, and when the last
+/// one leaves (after its request).
+fn newcomer_behind_a_loop(source_window: Duration) -> (usize, Duration, u64) {
+    // 2,000 answers of ~250 bytes at 50 kB/s: ~10 s of budget per discovery.
+    let cfg = Config {
+        answer_rate_bytes: 50_000,
+        source_rate: 10.0,
+        source_burst: 10.0,
+        source_window,
+        ..config()
+    };
+    let mut engine = Engine::new(cfg, fleet(2_000, 1), 21);
+    let t0 = Instant::now();
+    let looping = Meta { source: "[fe80::bad]:49152".parse().unwrap(), ..obt_v6() };
+    let mut buf = [0u8; 1500];
+    let mut newcomer = Vec::new();
+    let mut now = t0;
+    let mut send_until =
+        |engine: &mut Engine, now: &mut Instant, until: Instant, out: &mut Vec<_>| loop {
+            let token = engine
+                .poll_transmit(*now, &mut buf)
+                .map(|t| Message::parse(&buf[..t.len]).unwrap().token().to_vec());
+            match token {
+                Some(token) => out.push((*now, token)),
+                None => match engine.poll_timeout() {
+                    Some(next) if next <= until => *now = (*now).max(next),
+                    _ => return *now = until,
+                },
+            }
+        };
+    for i in 0..30u16 {
+        send_until(&mut engine, &mut now, t0 + Duration::from_secs(i.into()), &mut newcomer);
+        let _ = engine.handle(now, &looping, &doxm_request(i, b"loop", &[]));
+    }
+    send_until(&mut engine, &mut now, t0 + Duration::from_secs(30), &mut newcomer);
+    let v = engine.handle(now, &obt_v6(), &doxm_request(7, b"new", &[]));
+    assert!(matches!(v, Verdict::Answering(_)), "{v:?}");
+    send_until(&mut engine, &mut now, t0 + Duration::from_secs(120), &mut newcomer);
+    let answers: Vec<Instant> =
+        newcomer.iter().filter(|(_, token)| token == b"new").map(|(at, _)| *at).collect();
+    let last =
+        answers.iter().max().map_or(Duration::ZERO, |at| *at - (t0 + Duration::from_secs(30)));
+    (answers.len(), last, engine.stats().source_share_cuts)
+}
+
+#[test]
+fn a_looping_source_cannot_starve_another_obt() {
+    // Without a share (the source may hold all of max_window), the loop fills the 60 s window
+    // and the newcomer is mostly shed, its answers a minute late.
+    let (unshared, unshared_last, _) = newcomer_behind_a_loop(Duration::from_secs(60));
+    assert!(unshared < 500, "{unshared} answers");
+    assert!(unshared_last > Duration::from_secs(55), "{unshared_last:?}");
+    // With the default 10 s share, the loop holds at most 10 s of budget: the newcomer gets
+    // every answer, within 10 s of backlog plus its own 10 s.
+    let (shared, shared_last, cuts) = newcomer_behind_a_loop(Config::default().source_window);
+    eprintln!(
+        "newcomer behind a loop: unshared {unshared} answers, last {unshared_last:?}; \
+         10 s share {shared} answers, last {shared_last:?}, {cuts} cuts"
+    );
+    assert_eq!(shared, 2_000);
+    assert!(shared_last < Duration::from_secs(22), "{shared_last:?}");
+    assert!(cuts > 20, "the loop's repeats were cut to its share: {cuts}");
+}
+
 fn unicast_meta(device: u32) -> Meta {
     Meta {
         source: "[fe80::1234]:49152".parse().unwrap(),

@@ -43,6 +43,7 @@ pub fn json(store: &Store, p: &Published) -> Value {
             "shed": e.answers_shed,
             "pending": p.pending_answers,
             "budget_stretches": e.budget_stretches,
+            "source_share_cuts": e.source_share_cuts,
         },
         "responses_sent": e.responses_sent,
         "driver": {
@@ -106,6 +107,12 @@ pub fn prometheus(store: &Store, p: &Published) -> String {
         "doxm_gate_budget_stretches_total",
         "Leisure windows stretched by the byte budget.",
         e.budget_stretches,
+    );
+    counter(
+        &mut out,
+        "doxm_gate_source_share_cuts_total",
+        "Requests cut short because their source already held its share of the byte budget.",
+        e.source_share_cuts,
     );
     counter(&mut out, "doxm_gate_responses_total", "Unicast responses sent.", e.responses_sent);
     counter(

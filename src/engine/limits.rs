@@ -5,10 +5,13 @@
 //! what one datagram, one source and all sources together can make it send:
 //!
 //! - [`SourceLimiter`]: a token bucket per source address for answer-producing requests, so that
-//!   one client (a looping OBT, a script) cannot keep the fleet answering;
+//!   one client (a looping OBT, a script) cannot keep the fleet answering, and a record of how
+//!   much of the answer budget each source's admitted answers still hold;
 //! - [`AnswerBudget`]: the global answer byte-rate budget `R`, which turns the number and size
 //!   of a request's answers into its leisure window, stretching the window instead of bursting,
-//!   and which says how many answers fit at all, so that the engine can shed the rest.
+//!   and which says how many answers fit at all, so that the engine can shed the rest. A source
+//!   whose answers are still pending gets only a share of it (`source_window`), so that one
+//!   looping client cannot hold the whole budget and starve the next OBT.
 //!
 //! Both are pure: time is passed in, nothing reads a clock, and nothing allocates after
 //! construction.
@@ -62,6 +65,15 @@ use std::time::{Duration, Instant};
 /// Lookups use an open-addressing index (linear probing, load factor at most 1/2) with keys
 /// hashed by SipHash-1-3 over a secret seed ([`SourceLimiter::with_seed`]), since sources are
 /// chosen by senders: expected O(1) per request.
+///
+/// # Answer budget held
+///
+/// Each bucket also keeps `answers_until`, a second GCRA time over the source's admitted
+/// answers: the instant by which their bytes would be paid for at the full budget rate. The
+/// engine charges it ([`SourceLimiter::charge`]) with the budget time of every request it
+/// admits, and [`AnswerBudget::window`] reads what is left ([`Grant::held`]) to cap a busy
+/// source at its share. It lives here because it is keyed, bounded and evicted exactly like
+/// the request bucket; an evicted source with answers still held counts as a reset too.
 #[derive(Debug)]
 pub struct SourceLimiter {
     /// `T`, the time one request costs, in nanoseconds (at least 1).
@@ -87,10 +99,23 @@ struct Bucket {
     hash: u64,
     /// GCRA theoretical arrival time: the bucket is full from this instant on.
     tat: Instant,
+    /// When the budget has paid for this source's admitted answers, at the full rate.
+    answers_until: Instant,
     /// Towards the least recently used end.
     older: u32,
     /// Towards the most recently used end.
     newer: u32,
+}
+
+/// A source's admission by [`SourceLimiter::allow`]: where to [charge](SourceLimiter::charge)
+/// its answers, and how much answer budget its earlier answers still hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub struct Grant {
+    slot: u32,
+    /// The budget time the source's admitted answers still hold at the full rate: zero for a
+    /// source with nothing pending.
+    pub held: Duration,
 }
 
 const NIL: u32 = u32::MAX;
@@ -150,9 +175,10 @@ impl SourceLimiter {
     }
 
     /// Whether `source` may have one more answer-producing request at `now`; if so, the request
-    /// is charged to its bucket. A refused request is not charged, but it does make the source
-    /// the most recently used (see the type's docs). Expected O(1), no allocation.
-    pub fn allow(&mut self, now: Instant, source: IpAddr) -> bool {
+    /// is charged to its bucket and the [`Grant`] says how much answer budget the source
+    /// already holds. A refused request is not charged, but it does make the source the most
+    /// recently used (see the type's docs). Expected O(1), no allocation.
+    pub fn allow(&mut self, now: Instant, source: IpAddr) -> Option<Grant> {
         let ip = source.to_canonical();
         let hash = self.hash(ip);
         let buckets = &self.buckets;
@@ -168,10 +194,18 @@ impl SourceLimiter {
         let start = bucket.tat.max(now);
         let waited = start.saturating_duration_since(now);
         if waited > Duration::from_nanos(self.tolerance) {
-            return false;
+            return None;
         }
         bucket.tat = start + Duration::from_nanos(self.interval);
-        true
+        Some(Grant { slot, held: bucket.answers_until.saturating_duration_since(now) })
+    }
+
+    /// Charges `cost` of budget time (the admitted answers' [`Window::cost`]) to the source
+    /// that `grant` was given to. Call it before the next [`SourceLimiter::allow`]: a grant
+    /// names a table slot, which a later new source may take over.
+    pub fn charge(&mut self, now: Instant, grant: Grant, cost: Duration) {
+        let bucket = &mut self.buckets[grant.slot as usize];
+        bucket.answers_until = bucket.answers_until.max(now) + cost;
     }
 
     /// How many buckets were evicted to make room for a new source, for metrics.
@@ -203,7 +237,7 @@ impl SourceLimiter {
 
     /// A bucket for a source not in the table, full (`tat = now`), most recently used.
     fn admit(&mut self, now: Instant, ip: IpAddr, hash: u64) -> u32 {
-        let fresh = Bucket { ip, hash, tat: now, older: NIL, newer: NIL };
+        let fresh = Bucket { ip, hash, tat: now, answers_until: now, older: NIL, newer: NIL };
         let slot = if self.buckets.len() < self.capacity {
             self.buckets.push(fresh);
             // `len <= capacity <= 2^30`.
@@ -215,7 +249,7 @@ impl SourceLimiter {
             let buckets = &self.buckets;
             self.index.remove(old.hash, victim, |s| buckets[s as usize].hash);
             self.evictions += 1;
-            if old.tat > now {
+            if old.tat > now || old.answers_until > now {
                 self.resets += 1;
             }
             self.buckets[victim as usize] = fresh;
@@ -271,16 +305,20 @@ impl SourceLimiter {
 ///
 /// ```text
 /// R  rate budget (bytes/s)      D  default leisure      W  max window
+/// Ws source window: the share of W a source may hold while its earlier answers are pending
 /// c  cursor: the instant by which every byte admitted so far is paid for at rate R
 ///
-/// request at `now`, E answers of S bytes each:
+/// request at `now` from a source holding h (Grant::held), E answers of S bytes each:
 ///   q  = max(0, c - now)                 backlog, as time (q x R bytes not yet paid for)
 ///   n  = ceil(E x S / R)                 time the budget needs for this request
-///   if q + n <= W:  a = E                all admitted
-///   else:           a = min(E, floor((W - q) x R / S)),  n = ceil(a x S / R)
+///   room = W - q                         if h = 0 (an idle source may take all that is left)
+///        = min(W - q, Ws - h)            otherwise (a busy source only up to its share)
+///   if n <= room:  a = E                 all admitted
+///   else:          a = min(E, floor(room x R / S)),  n = ceil(a x S / R)
 ///   start     = q
 ///   length    = max(D, q + n)            the window closes `length` after the request
 ///   stretched = q + n > D
+///   cost      = n                        charged to the source (SourceLimiter::charge)
 ///   c'        = now + q + n
 /// ```
 ///
@@ -301,6 +339,18 @@ impl SourceLimiter {
 /// whole window within `R`, but `k` stretched requests arriving together then overlap at the
 /// start, up to about `R x (1 + ln k)` over short intervals.
 ///
+/// # The source share
+///
+/// Without `Ws`, one client repeating its discovery (a looping OBT, a script within its request
+/// rate) keeps adding `n` to the backlog until it reaches `W`, and every other OBT's window then
+/// opens up to `W` late, or is shed. With it, a source's repeats while its answers are pending
+/// can hold at most `Ws` of budget time (its `h`, a GCRA over its own admitted bytes at rate `R`,
+/// drains as time passes), so another OBT's window opens at most `max(n1, Ws)` late per such
+/// source, where `n1` is that source's first request. The first request of an idle source is
+/// not capped by the share: a lone OBT discovering a big fleet still gets everything that fits
+/// in `W`. The share is not a limit on senders with many addresses (each brings `h = 0`); the
+/// global `W` bounds those.
+///
 /// Integer nanoseconds and bytes throughout (no float drift); admitted bytes round the budget
 /// time up, so rounding never exceeds the rate.
 #[derive(Debug, Clone)]
@@ -308,6 +358,7 @@ pub struct AnswerBudget {
     default_leisure: Duration,
     rate: u64,
     max_window: Duration,
+    source_window: Duration,
     /// `c`; `None` until the first request.
     cursor: Option<Instant>,
 }
@@ -326,6 +377,10 @@ pub struct Window {
     pub stretched: bool,
     /// How many of the request's answers fit (`<= answers`); the engine sheds the rest.
     pub admitted: usize,
+    /// The budget time the admitted answers take, to charge to the source.
+    pub cost: Duration,
+    /// Whether the source's share, not the global window, cut the request short.
+    pub share_limited: bool,
 }
 
 impl Window {
@@ -348,10 +403,12 @@ const NANOS_PER_SEC: u128 = 1_000_000_000;
 
 impl AnswerBudget {
     /// A budget of `rate_bytes_per_sec` for all answers together, with windows at least
-    /// `default_leisure` long (SPEC 4's configured leisure, 2 s by default) and no answer
-    /// scheduled more than `max_window` after its request.
+    /// `default_leisure` long (SPEC 4's configured leisure, 2 s by default), no answer
+    /// scheduled more than `max_window` after its request, and a source whose answers are
+    /// pending held to `source_window` of budget time (see the type's docs).
     ///
-    /// `default_leisure` and `max_window` are capped at 24 hours.
+    /// `default_leisure` and `max_window` are capped at 24 hours; `source_window` at
+    /// `max_window`.
     ///
     /// # Panics
     ///
@@ -360,26 +417,41 @@ impl AnswerBudget {
         default_leisure: Duration,
         rate_bytes_per_sec: u64,
         max_window: Duration,
+        source_window: Duration,
     ) -> AnswerBudget {
         assert!(rate_bytes_per_sec > 0, "the answer rate budget must be positive");
+        let max_window = max_window.min(WINDOW_LIMIT);
         AnswerBudget {
             default_leisure: default_leisure.min(WINDOW_LIMIT),
             rate: rate_bytes_per_sec,
-            max_window: max_window.min(WINDOW_LIMIT),
+            max_window,
+            source_window: source_window.min(max_window),
             cursor: None,
         }
     }
 
     /// Places a request's `answers` answers of `bytes_per_answer` bytes each in time, charging
-    /// the admitted bytes to the budget (see the type's docs for the math). O(1), no allocation.
-    pub fn window(&mut self, now: Instant, answers: usize, bytes_per_answer: usize) -> Window {
+    /// the admitted bytes to the budget; `held` is what the source's earlier answers still hold
+    /// ([`Grant::held`]). See the type's docs for the math. O(1), no allocation.
+    pub fn window(
+        &mut self,
+        now: Instant,
+        answers: usize,
+        bytes_per_answer: usize,
+        held: Duration,
+    ) -> Window {
         let q = self.backlog(now);
+        let global_room = self.max_window.saturating_sub(q);
+        let room = if held.is_zero() {
+            global_room
+        } else {
+            global_room.min(self.source_window.saturating_sub(held))
+        };
         let size = bytes_per_answer as u128;
         let wanted = self.budget_time((answers as u128).saturating_mul(size));
-        let (admitted, need) = if q + wanted <= self.max_window {
+        let (admitted, need) = if wanted <= room {
             (answers, wanted)
         } else {
-            let room = self.max_window.saturating_sub(q);
             let room_bytes = room.as_nanos() * u128::from(self.rate) / NANOS_PER_SEC;
             let fit = room_bytes.checked_div(size).unwrap_or(u128::MAX);
             let admitted = (answers as u128).min(fit) as usize;
@@ -392,6 +464,8 @@ impl AnswerBudget {
             length: end.max(self.default_leisure),
             stretched: end > self.default_leisure,
             admitted,
+            cost: need,
+            share_limited: admitted < answers && room < global_room,
         }
     }
 
@@ -435,7 +509,7 @@ mod tests {
     }
 
     fn allowed(limiter: &mut SourceLimiter, now: Instant, source: IpAddr, tries: usize) -> usize {
-        (0..tries).filter(|_| limiter.allow(now, source)).count()
+        (0..tries).filter(|_| limiter.allow(now, source).is_some()).count()
     }
 
     #[test]
@@ -444,7 +518,7 @@ mod tests {
         let mut limiter = SourceLimiter::new(1.0, 5.0, 16);
         let obt = ip("fe80::1");
         assert_eq!(allowed(&mut limiter, t0, obt, 20), 5);
-        assert!(!limiter.allow(t0 + ms(999), obt));
+        assert!(limiter.allow(t0 + ms(999), obt).is_none());
         // Another source has its own bucket.
         assert_eq!(allowed(&mut limiter, t0, ip("fe80::2"), 20), 5);
     }
@@ -456,9 +530,9 @@ mod tests {
         let obt = ip("192.168.1.20");
         assert_eq!(allowed(&mut limiter, t0, obt, 10), 4);
         // 2 per second: one more every 500 ms.
-        assert!(!limiter.allow(t0 + ms(499), obt));
-        assert!(limiter.allow(t0 + ms(500), obt));
-        assert!(!limiter.allow(t0 + ms(500), obt));
+        assert!(limiter.allow(t0 + ms(499), obt).is_none());
+        assert!(limiter.allow(t0 + ms(500), obt).is_some());
+        assert!(limiter.allow(t0 + ms(500), obt).is_none());
         // Long idle refills to the burst, never beyond.
         assert_eq!(allowed(&mut limiter, t0 + secs(60), obt, 10), 4);
     }
@@ -470,8 +544,8 @@ mod tests {
         let mut limiter = SourceLimiter::new(1.0 / 3.0, 2.9, 4);
         let obt = ip("10.1.1.1");
         assert_eq!(allowed(&mut limiter, t0, obt, 5), 2);
-        assert!(!limiter.allow(t0 + ms(2_999), obt));
-        assert!(limiter.allow(t0 + secs(3), obt));
+        assert!(limiter.allow(t0 + ms(2_999), obt).is_none());
+        assert!(limiter.allow(t0 + secs(3), obt).is_some());
         // Burst 1: strictly one per interval (rate 3/s has an inexact interval).
         let mut strict = SourceLimiter::new(3.0, 1.0, 4);
         assert_eq!(allowed(&mut strict, t0, obt, 5), 1);
@@ -485,7 +559,7 @@ mod tests {
         let t0 = Instant::now();
         let mut limiter = SourceLimiter::new(1.0, 2.0, 4);
         assert_eq!(allowed(&mut limiter, t0, IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 2), 2);
-        assert!(!limiter.allow(t0, ip("::ffff:10.0.0.1")));
+        assert!(limiter.allow(t0, ip("::ffff:10.0.0.1")).is_none());
         assert_eq!(limiter.len(), 1);
     }
 
@@ -495,7 +569,10 @@ mod tests {
         let mut limiter = SourceLimiter::with_seed(1.0, 3.0, 64, 42);
         for i in 0..10_000u32 {
             let source = IpAddr::V6(Ipv6Addr::from_bits(0xfe80 << 112 | u128::from(i)));
-            assert!(limiter.allow(t0 + ms(u64::from(i)), source), "a new source has a burst");
+            assert!(
+                limiter.allow(t0 + ms(u64::from(i)), source).is_some(),
+                "a new source has a burst"
+            );
             assert!(limiter.len() <= 64);
         }
         assert_eq!(limiter.len(), 64);
@@ -510,10 +587,10 @@ mod tests {
     fn test_source_evicts_full_bucket_without_reset() {
         let t0 = Instant::now();
         let mut limiter = SourceLimiter::new(1.0, 2.0, 2);
-        assert!(limiter.allow(t0, ip("10.0.0.1")));
-        assert!(limiter.allow(t0, ip("10.0.0.2")));
+        assert!(limiter.allow(t0, ip("10.0.0.1")).is_some());
+        assert!(limiter.allow(t0, ip("10.0.0.2")).is_some());
         // 10.0.0.1 refilled long ago: evicting it loses nothing.
-        assert!(limiter.allow(t0 + secs(10), ip("10.0.0.3")));
+        assert!(limiter.allow(t0 + secs(10), ip("10.0.0.3")).is_some());
         assert_eq!((limiter.evictions(), limiter.resets()), (1, 0));
     }
 
@@ -527,8 +604,8 @@ mod tests {
         assert_eq!(allowed(&mut limiter, t0, attacker, 10), 3);
         for i in 0..100u8 {
             let now = t0 + ms(u64::from(i));
-            assert!(limiter.allow(now, IpAddr::V4(Ipv4Addr::new(10, 0, 1, i))));
-            assert!(!limiter.allow(now, attacker), "request {i}: still drained");
+            assert!(limiter.allow(now, IpAddr::V4(Ipv4Addr::new(10, 0, 1, i))).is_some());
+            assert!(limiter.allow(now, attacker).is_none(), "request {i}: still drained");
         }
         assert_eq!(limiter.evictions(), 97);
     }
@@ -543,11 +620,11 @@ mod tests {
         let attacker = ip("10.9.9.9");
         assert_eq!(allowed(&mut limiter, t0, attacker, 10), 3);
         for i in 0..capacity - 1 {
-            assert!(limiter.allow(t0, IpAddr::V4(Ipv4Addr::new(10, 0, 2, i as u8))));
+            assert!(limiter.allow(t0, IpAddr::V4(Ipv4Addr::new(10, 0, 2, i as u8))).is_some());
         }
-        assert!(!limiter.allow(t0, attacker), "capacity - 1 others are not enough");
+        assert!(limiter.allow(t0, attacker).is_none(), "capacity - 1 others are not enough");
         for i in 0..capacity {
-            assert!(limiter.allow(t0, IpAddr::V4(Ipv4Addr::new(10, 0, 3, i as u8))));
+            assert!(limiter.allow(t0, IpAddr::V4(Ipv4Addr::new(10, 0, 3, i as u8))).is_some());
         }
         assert_eq!(allowed(&mut limiter, t0, attacker, 10), 3, "reset after `capacity` others");
         assert!(limiter.resets() >= 1);
@@ -574,15 +651,24 @@ mod tests {
     }
 
     const DEFAULT: Duration = Duration::from_secs(2);
+    /// What an idle source holds.
+    const IDLE: Duration = Duration::ZERO;
 
     #[test]
     fn test_budget_small_request_gets_default_leisure() {
         let t0 = Instant::now();
-        let mut budget = AnswerBudget::new(DEFAULT, 100_000, secs(60));
-        let w = budget.window(t0, 10, 200);
+        let mut budget = AnswerBudget::new(DEFAULT, 100_000, secs(60), secs(60));
+        let w = budget.window(t0, 10, 200, IDLE);
         assert_eq!(
             w,
-            Window { start: Duration::ZERO, length: DEFAULT, stretched: false, admitted: 10 }
+            Window {
+                start: Duration::ZERO,
+                length: DEFAULT,
+                stretched: false,
+                admitted: 10,
+                cost: ms(20),
+                share_limited: false
+            }
         );
         // 2000 bytes at 100 kB/s: 20 ms of budget.
         assert_eq!(budget.backlog(t0), ms(20));
@@ -592,20 +678,27 @@ mod tests {
     #[test]
     fn test_budget_ten_thousand_answers_stretch_to_20_s() {
         let t0 = Instant::now();
-        let mut budget = AnswerBudget::new(DEFAULT, 100_000, secs(60));
-        let w = budget.window(t0, 10_000, 200);
+        let mut budget = AnswerBudget::new(DEFAULT, 100_000, secs(60), secs(60));
+        let w = budget.window(t0, 10_000, 200, IDLE);
         assert_eq!(
             w,
-            Window { start: Duration::ZERO, length: secs(20), stretched: true, admitted: 10_000 }
+            Window {
+                start: Duration::ZERO,
+                length: secs(20),
+                stretched: true,
+                admitted: 10_000,
+                cost: secs(20),
+                share_limited: false
+            }
         );
     }
 
     #[test]
     fn test_budget_back_to_back_second_after_first() {
         let t0 = Instant::now();
-        let mut budget = AnswerBudget::new(DEFAULT, 100_000, secs(60));
-        let first = budget.window(t0, 10_000, 200);
-        let second = budget.window(t0 + ms(100), 10_000, 200);
+        let mut budget = AnswerBudget::new(DEFAULT, 100_000, secs(60), secs(60));
+        let first = budget.window(t0, 10_000, 200, IDLE);
+        let second = budget.window(t0 + ms(100), 10_000, 200, IDLE);
         assert_eq!(first.length, secs(20));
         // The first request's bytes hold the budget until t0 + 20 s, 19.9 s after the second.
         assert_eq!(second.start, ms(19_900));
@@ -613,7 +706,7 @@ mod tests {
         assert!(second.stretched);
         assert_eq!(second.admitted, 10_000);
         // A small request behind them opens after both.
-        let small = budget.window(t0 + ms(100), 1, 200);
+        let small = budget.window(t0 + ms(100), 1, 200, IDLE);
         assert_eq!(small.start, ms(39_900));
         assert_eq!(small.length, ms(39_902));
     }
@@ -621,50 +714,64 @@ mod tests {
     #[test]
     fn test_budget_sheds_past_max_window() {
         let t0 = Instant::now();
-        let mut budget = AnswerBudget::new(DEFAULT, 100_000, secs(30));
-        let first = budget.window(t0, 10_000, 200);
+        let mut budget = AnswerBudget::new(DEFAULT, 100_000, secs(30), secs(30));
+        let first = budget.window(t0, 10_000, 200, IDLE);
         assert_eq!(first.admitted, 10_000);
         // 10 s of room left: 1 MB, 5000 answers of 200 bytes.
-        let second = budget.window(t0, 10_000, 200);
+        let second = budget.window(t0, 10_000, 200, IDLE);
         assert_eq!(second.admitted, 5_000);
         assert_eq!((second.start, second.length), (secs(20), secs(30)));
         // Nothing fits now.
-        let third = budget.window(t0, 10, 200);
+        let third = budget.window(t0, 10, 200, IDLE);
         assert_eq!(third.admitted, 0);
         assert_eq!(budget.backlog(t0), secs(30), "shed answers cost nothing");
         // A single request larger than the whole window is cut down too.
-        let mut fresh = AnswerBudget::new(DEFAULT, 100_000, secs(30));
-        assert_eq!(fresh.window(t0, 1_000_000, 200).admitted, 15_000);
+        let mut fresh = AnswerBudget::new(DEFAULT, 100_000, secs(30), secs(30));
+        assert_eq!(fresh.window(t0, 1_000_000, 200, IDLE).admitted, 15_000);
     }
 
     #[test]
     fn test_budget_backlog_drains() {
         let t0 = Instant::now();
-        let mut budget = AnswerBudget::new(DEFAULT, 100_000, secs(30));
-        let _ = budget.window(t0, 10_000, 200);
+        let mut budget = AnswerBudget::new(DEFAULT, 100_000, secs(30), secs(30));
+        let _ = budget.window(t0, 10_000, 200, IDLE);
         assert_eq!(budget.backlog(t0 + secs(5)), secs(15));
         assert_eq!(budget.backlog_bytes(t0 + secs(5)), 1_500_000);
         assert_eq!(budget.backlog(t0 + secs(25)), Duration::ZERO);
-        let w = budget.window(t0 + secs(25), 10_000, 200);
+        let w = budget.window(t0 + secs(25), 10_000, 200, IDLE);
         assert_eq!(
             w,
-            Window { start: Duration::ZERO, length: secs(20), stretched: true, admitted: 10_000 }
+            Window {
+                start: Duration::ZERO,
+                length: secs(20),
+                stretched: true,
+                admitted: 10_000,
+                cost: secs(20),
+                share_limited: false
+            }
         );
         // Half drained: half the room back.
-        let w = budget.window(t0 + secs(35), 10_000, 200);
+        let w = budget.window(t0 + secs(35), 10_000, 200, IDLE);
         assert_eq!((w.start, w.admitted), (secs(10), 10_000));
     }
 
     #[test]
     fn test_budget_zero_answers_or_zero_bytes() {
         let t0 = Instant::now();
-        let mut budget = AnswerBudget::new(DEFAULT, 1_000, secs(10));
-        let w = budget.window(t0, 0, 200);
+        let mut budget = AnswerBudget::new(DEFAULT, 1_000, secs(10), secs(10));
+        let w = budget.window(t0, 0, 200, IDLE);
         assert_eq!(
             w,
-            Window { start: Duration::ZERO, length: DEFAULT, stretched: false, admitted: 0 }
+            Window {
+                start: Duration::ZERO,
+                length: DEFAULT,
+                stretched: false,
+                admitted: 0,
+                cost: Duration::ZERO,
+                share_limited: false
+            }
         );
-        let w = budget.window(t0, 7, 0);
+        let w = budget.window(t0, 7, 0, IDLE);
         assert_eq!(w.admitted, 7);
         assert_eq!(budget.backlog(t0), Duration::ZERO);
     }
@@ -676,7 +783,7 @@ mod tests {
         // [start, length)) stay within R x (x + 2 D), the bound in the type's docs.
         let rate = 50_000u64;
         let t0 = Instant::now();
-        let mut budget = AnswerBudget::new(DEFAULT, rate, secs(40));
+        let mut budget = AnswerBudget::new(DEFAULT, rate, secs(40), secs(40));
         let mut x: u64 = 0x9e37_79b9;
         let mut windows = Vec::new();
         let (mut stretched, mut shed) = (0, 0);
@@ -687,7 +794,7 @@ mod tests {
             x ^= x << 17;
             now += ms(x % 700);
             let answers = (if x % 5 == 0 { (x >> 8) % 20_000 } else { (x >> 8) % 40 }) as usize;
-            let w = budget.window(now, answers, 180);
+            let w = budget.window(now, answers, 180, IDLE);
             assert!(w.admitted <= answers);
             assert!(w.start <= w.length);
             assert!(w.length <= secs(40));
@@ -716,24 +823,127 @@ mod tests {
     }
 
     #[test]
+    fn test_source_held_budget_drains() {
+        let t0 = Instant::now();
+        let mut limiter = SourceLimiter::new(100.0, 100.0, 4);
+        let obt = ip("fe80::1");
+        let grant = limiter.allow(t0, obt).unwrap();
+        assert_eq!(grant.held, Duration::ZERO, "a new source holds nothing");
+        limiter.charge(t0, grant, secs(3));
+        assert_eq!(limiter.allow(t0 + secs(1), obt).unwrap().held, secs(2));
+        // Charges add up from the later of now and what is already held.
+        let grant = limiter.allow(t0 + secs(1), obt).unwrap();
+        limiter.charge(t0 + secs(1), grant, secs(4));
+        assert_eq!(limiter.allow(t0 + secs(2), obt).unwrap().held, secs(5));
+        assert_eq!(limiter.allow(t0 + secs(10), obt).unwrap().held, Duration::ZERO);
+        // Another source holds nothing of it.
+        assert_eq!(limiter.allow(t0 + secs(2), ip("fe80::2")).unwrap().held, Duration::ZERO);
+    }
+
+    #[test]
+    fn test_source_evicted_while_holding_budget_is_a_reset() {
+        let t0 = Instant::now();
+        let mut limiter = SourceLimiter::new(1_000.0, 1.0, 1);
+        let grant = limiter.allow(t0, ip("10.0.0.1")).unwrap();
+        limiter.charge(t0, grant, secs(5));
+        // Its request bucket is full again after 1 ms, its answers are not paid for.
+        assert!(limiter.allow(t0 + secs(1), ip("10.0.0.2")).is_some());
+        assert_eq!((limiter.evictions(), limiter.resets()), (1, 1));
+    }
+
+    #[test]
+    fn test_budget_busy_source_held_to_its_share() {
+        let t0 = Instant::now();
+        let mut budget = AnswerBudget::new(DEFAULT, 100_000, secs(60), secs(10));
+        // An idle source may take more than its share: 10,000 x 200 B is 20 s of budget.
+        let first = budget.window(t0, 10_000, 200, IDLE);
+        assert_eq!((first.admitted, first.cost, first.share_limited), (10_000, secs(20), false));
+        // While those 20 s are held, its next request gets nothing...
+        let second = budget.window(t0 + secs(1), 10_000, 200, secs(19));
+        assert_eq!((second.admitted, second.cost, second.share_limited), (0, Duration::ZERO, true));
+        // ...and once it holds 6 s, 4 s more (2,000 answers) after the backlog.
+        let third = budget.window(t0 + secs(14), 10_000, 200, secs(6));
+        assert_eq!((third.admitted, third.cost, third.share_limited), (2_000, secs(4), true));
+        assert_eq!(third.start, secs(6));
+        // A request within its share is not cut.
+        let small = budget.window(t0 + secs(14), 100, 200, secs(6));
+        assert_eq!((small.admitted, small.share_limited), (100, false));
+        // Where the global window is the tighter limit, the cut is not the share's.
+        let mut tight = AnswerBudget::new(DEFAULT, 100_000, secs(5), secs(5));
+        let _ = tight.window(t0, 1_000, 200, IDLE);
+        let cut = tight.window(t0, 10_000, 200, ms(1));
+        assert_eq!((cut.admitted, cut.share_limited), (1_500, false));
+    }
+
+    /// A looping source (every 500 ms, 5 s of budget each, within its request rate) and one
+    /// discovery from another OBT at 30 s: when the newcomer's window opens.
+    fn newcomer_start(source_window: Duration) -> (Window, usize) {
+        let t0 = Instant::now();
+        let mut limiter = SourceLimiter::new(2.0, 2.0, 16);
+        let mut budget = AnswerBudget::new(DEFAULT, 100_000, secs(60), source_window);
+        let mut request = |now, source, answers| {
+            let grant = limiter.allow(now, ip(source)).expect("within the request rate");
+            let window = budget.window(now, answers, 200, grant.held);
+            limiter.charge(now, grant, window.cost);
+            window
+        };
+        let mut looped = 0;
+        for i in 0..60 {
+            looped += request(t0 + ms(500 * i), "fe80::bad", 2_500).admitted;
+        }
+        (request(t0 + secs(30), "fe80::900d", 500), looped)
+    }
+
+    #[test]
+    fn test_budget_share_keeps_a_looping_source_from_starving_a_newcomer() {
+        // Without a share the loop fills the whole 60 s window: the newcomer waits for its end
+        // and is mostly shed.
+        let (unshared, looped_unshared) = newcomer_start(secs(60));
+        assert!(unshared.start >= secs(59) && unshared.admitted < 500, "{unshared:?}");
+        // With a 10 s share the loop holds at most 10 s of budget (each repeat is cut to what
+        // has drained since the last), and the newcomer's window opens within it.
+        let (shared, looped_shared) = newcomer_start(secs(10));
+        assert_eq!(shared.admitted, 500, "{shared:?}");
+        assert!(shared.start <= secs(10), "{shared:?}");
+        assert!(!shared.share_limited);
+        // The loop still got answers at the full rate: 30 s x 500 answers per second, plus
+        // its share held ahead.
+        assert!(looped_shared >= 15_000 && looped_shared < looped_unshared, "{looped_shared}");
+    }
+
+    #[test]
     fn test_window_offset_maps_onto_window() {
-        let w = Window { start: secs(20), length: secs(40), stretched: true, admitted: 1 };
+        let w = Window {
+            start: secs(20),
+            length: secs(40),
+            stretched: true,
+            admitted: 1,
+            cost: Duration::ZERO,
+            share_limited: false,
+        };
         assert_eq!(w.offset(0), secs(20));
         assert_eq!(w.offset(1 << 63), secs(30));
         let last = w.offset(u64::MAX);
         assert!(last < secs(40) && last > secs(40) - ms(1));
-        let empty = Window { start: secs(3), length: secs(3), stretched: false, admitted: 0 };
+        let empty = Window {
+            start: secs(3),
+            length: secs(3),
+            stretched: false,
+            admitted: 0,
+            cost: Duration::ZERO,
+            share_limited: false,
+        };
         assert_eq!(empty.offset(u64::MAX), secs(3));
     }
 
     #[test]
     fn test_budget_huge_request_does_not_overflow() {
         let t0 = Instant::now();
-        let mut budget = AnswerBudget::new(DEFAULT, 1, Duration::MAX);
-        let w = budget.window(t0, usize::MAX, usize::MAX);
+        let mut budget = AnswerBudget::new(DEFAULT, 1, Duration::MAX, Duration::MAX);
+        let w = budget.window(t0, usize::MAX, usize::MAX, IDLE);
         assert_eq!(w.admitted, 0);
         assert_eq!(w.length, DEFAULT);
-        let w = budget.window(t0, usize::MAX, 1);
+        let w = budget.window(t0, usize::MAX, 1, IDLE);
         assert_eq!(w.admitted, 86_400, "one byte per second for the 24-hour cap");
         assert_eq!(w.length, secs(86_400));
     }
@@ -741,7 +951,7 @@ mod tests {
     #[test]
     #[should_panic(expected = "positive")]
     fn test_budget_zero_rate_panics() {
-        let _ = AnswerBudget::new(DEFAULT, 0, secs(10));
+        let _ = AnswerBudget::new(DEFAULT, 0, secs(10), secs(10));
     }
 
     #[test]

@@ -15,7 +15,8 @@
 //!     |    eligible count == 0 ................. drop in O(1)
 //!     |    SourceLimiter ....................... per-source token bucket
 //!     |    fleet eligibility index (+ di) ...... O(eligible) candidates, each re-checked
-//!     |    AnswerBudget ........................ leisure L = max(default, bytes / rate)
+//!     |    AnswerBudget ........................ leisure L = max(default, bytes / rate),
+//!     |                                          a busy source held to its share
 //!     |    Schedule ............................ one paced stream per request, bounded
 //!     |  unicast (destination is a device endpoint):
 //!     |    unicast::route ...................... doxm / res / d / 4.04, queued at once
@@ -61,6 +62,10 @@ pub struct Config {
     pub leisure: Duration,
     /// The longest window a request may be stretched to by the byte budget.
     pub max_window: Duration,
+    /// The budget time one source may hold while its earlier answers are pending (its share of
+    /// `max_window`), so that a looping client cannot starve other OBTs; a source with nothing
+    /// pending may take all of `max_window`.
+    pub source_window: Duration,
     /// Global budget for multicast answers, bytes per second.
     pub answer_rate_bytes: u64,
     /// How long a request's copies count as the same exchange (RFC 7252 NON_LIFETIME is 145 s).
@@ -92,6 +97,7 @@ impl Default for Config {
         Config {
             leisure: Duration::from_secs(2),
             max_window: Duration::from_secs(60),
+            source_window: Duration::from_secs(10),
             answer_rate_bytes: 2_000_000,
             exchange_window: Duration::from_secs(145),
             dedup_capacity: 4_096,
@@ -189,7 +195,12 @@ impl Engine {
                 config.source_capacity,
                 rng.u64(..),
             ),
-            budget: AnswerBudget::new(config.leisure, config.answer_rate_bytes, config.max_window),
+            budget: AnswerBudget::new(
+                config.leisure,
+                config.answer_rate_bytes,
+                config.max_window,
+                config.source_window,
+            ),
             schedule: Schedule::new(config.max_pending_requests, config.max_pending_answers),
             immediate: VecDeque::with_capacity(config.max_unicast_queue),
             next_message_id: rng.u16(..),
@@ -331,9 +342,9 @@ impl Engine {
         if self.dedup.check(now, msg.message_id(), msg.token(), meta.source) == Seen::Copy {
             return Verdict::Engine(EngineDrop::Duplicate);
         }
-        if !self.sources.allow(now, meta.source.ip()) {
+        let Some(grant) = self.sources.allow(now, meta.source.ip()) else {
             return Verdict::Engine(EngineDrop::RateLimited);
-        }
+        };
         let mut owed = self.schedule.take_list();
         match request.filters.di {
             Some(di) => {
@@ -356,9 +367,13 @@ impl Engine {
         }
         let view = request.view();
         let size = self.answer_size[usize::from(view == View::Baseline)] + msg.token().len();
-        let window = self.budget.window(now, owed.len(), size);
+        let window = self.budget.window(now, owed.len(), size, grant.held);
+        self.sources.charge(now, grant, window.cost);
         if window.stretched {
             self.stats.budget_stretches += 1;
+        }
+        if window.share_limited {
+            self.stats.source_share_cuts += 1;
         }
         let mut shed = 0;
         if window.admitted < owed.len() {

@@ -107,6 +107,9 @@ pub struct Stats {
     pub answers_shed: u64,
     /// Requests whose leisure window was stretched to fit the byte budget.
     pub budget_stretches: u64,
+    /// Requests cut short because their source already held its share of the byte budget
+    /// (`Config::source_window`); their shed answers are in `answers_shed` too.
+    pub source_share_cuts: u64,
     /// Unicast responses handed to the driver.
     pub responses_sent: u64,
 }

@@ -73,6 +73,9 @@ pub struct RunArgs {
     /// Longest stretched leisure window in milliseconds.
     #[arg(long)]
     max_window_ms: Option<u64>,
+    /// Budget time one source may hold while its earlier answers are pending, in milliseconds.
+    #[arg(long)]
+    source_window_ms: Option<u64>,
     /// Global budget for answers, bytes per second.
     #[arg(long)]
     answer_rate_bytes: Option<u64>,
@@ -130,6 +133,7 @@ impl RunArgs {
         }
         set(&mut c.limits.leisure_ms, self.leisure_ms);
         set(&mut c.limits.max_window_ms, self.max_window_ms);
+        set(&mut c.limits.source_window_ms, self.source_window_ms);
         set(&mut c.limits.answer_rate_bytes, self.answer_rate_bytes);
         set(&mut c.limits.source_rate, self.source_rate);
         set(&mut c.limits.source_burst, self.source_burst);
