@@ -419,28 +419,47 @@ fn libcoap_discovers_exactly_the_eligible_devices_in_both_modes() {
     }
 }
 
-// ---- 2. aiocoap ---------------------------------------------------------------------------
+// ---- 2. aiocoap and node-coap -------------------------------------------------------------
+
+/// One discovery per group through a JSON-line client driver (`discover` gets `--group G
+/// --wait 1 --follow`): every answer well-formed (and, with `one_token`, all under the token of
+/// the first), exactly the eligible devices, each from its own endpoint. Returns each group's
+/// answers for the client's own checks.
+fn discover_both_groups(
+    lab: &Lab,
+    fleet: &FleetFile,
+    address_mode: bool,
+    what: &str,
+    one_token: bool,
+    discover: impl Fn(&Lab, &[&str]) -> Vec<Value>,
+) -> Vec<Vec<Value>> {
+    let want = eligible_uuids(fleet);
+    let mut groups = Vec::new();
+    for group in ["ff02::158", "224.0.1.187"] {
+        let lines = discover(lab, &["--group", group, "--wait", "1", "--follow"]);
+        let token = lines.first().filter(|_| one_token).map(|l| l["token"].as_str().unwrap());
+        for line in &lines {
+            assert_answer_shape(line, token);
+        }
+        assert_exact(
+            &format!("{what} {group}"),
+            &uuid_source(&lines),
+            &want,
+            &endpoints(lab, fleet, group, address_mode),
+        );
+        groups.push(lines);
+    }
+    groups
+}
 
 #[test]
 fn aiocoap_discovers_and_follows_up_in_port_mode() {
     let Some(lab) = lab_for("i", &["aiocoap"]) else { return };
     let fleet = mixed_fleet();
     let path = write_fleet(&lab, &fleet);
-    let want = eligible_uuids(&fleet);
     let port_base = PORT_BASE.to_string();
     let _gate = lab.gate(&gate_args(&path, &["--control", "", "--port-base", &port_base]));
-    for group in ["ff02::158", "224.0.1.187"] {
-        let lines = aiocoap(&lab, &["--group", group, "--wait", "1", "--follow"]);
-        let token = lines.first().map(|l| l["token"].as_str().unwrap().to_owned());
-        for line in &lines {
-            assert_answer_shape(line, token.as_deref());
-        }
-        assert_exact(
-            &format!("aiocoap {group}"),
-            &uuid_source(&lines),
-            &want,
-            &endpoints(&lab, &fleet, group, false),
-        );
+    for lines in discover_both_groups(&lab, &fleet, false, "aiocoap", true, aiocoap) {
         // The OBT's next steps at each answer's source: /oic/res?rt=oic.r.doxm anchored at the
         // device, /oic/d with its di and name, eps of the family, in the registered order.
         assert_followed(&lines, &fleet);
@@ -451,7 +470,7 @@ fn aiocoap_discovers_and_follows_up_in_port_mode() {
     // aiocoap's own request API on the group gets one (the first) answer, and accepts it.
     let first = aiocoap(&lab, &["--first", "--wait", "1"]);
     assert_eq!(first.len(), 1, "{first:?}");
-    assert!(want.contains(first[0]["deviceuuid"].as_str().unwrap()), "{first:?}");
+    assert!(eligible_uuids(&fleet).contains(first[0]["deviceuuid"].as_str().unwrap()), "{first:?}");
 }
 
 #[test]
@@ -459,55 +478,32 @@ fn aiocoap_follows_up_in_address_mode() {
     let Some(lab) = lab_for("m", &["aiocoap"]) else { return };
     let fleet = mixed_fleet();
     let path = write_fleet(&lab, &fleet);
-    let want = eligible_uuids(&fleet);
     let mut extra = vec!["--control", ""];
     extra.extend(ADDRESS_MODE);
     let _gate = lab.gate(&gate_args(&path, &extra));
-    for group in ["ff02::158", "224.0.1.187"] {
-        let lines = aiocoap(&lab, &["--group", group, "--wait", "1", "--follow"]);
-        for line in &lines {
-            assert_answer_shape(line, None);
-        }
-        assert_exact(
-            &format!("aiocoap address mode {group}"),
-            &uuid_source(&lines),
-            &want,
-            &endpoints(&lab, &fleet, group, true),
-        );
+    for lines in discover_both_groups(&lab, &fleet, true, "aiocoap address mode", false, aiocoap) {
         assert_followed(&lines, &fleet);
     }
 }
-
-// ---- 3. node-coap -------------------------------------------------------------------------
 
 #[test]
 fn node_coap_discovers_and_follows_up() {
     let Some(lab) = lab_for("n", &["node-coap"]) else { return };
     let fleet = mixed_fleet();
     let path = write_fleet(&lab, &fleet);
-    let want = eligible_uuids(&fleet);
     let port_base = PORT_BASE.to_string();
     let _gate = lab.gate(&gate_args(&path, &["--control", "", "--port-base", &port_base]));
-    for group in ["ff02::158", "224.0.1.187"] {
-        let lines = node_coap(&lab, &["--group", group, "--wait", "1", "--follow"]);
-        let token = lines.first().map(|l| l["token"].as_str().unwrap().to_owned());
+    for lines in discover_both_groups(&lab, &fleet, false, "node-coap", true, node_coap) {
         for line in &lines {
-            assert_answer_shape(line, token.as_deref());
             assert_eq!(line["follow"], "ok", "{line}");
             let uuid = line["deviceuuid"].as_str().unwrap();
             let entry = fleet.device.iter().find(|d| d.uuid.hyphenated().to_string() == uuid);
             assert_eq!(line["n"].as_str(), entry.map(|e| e.name.as_str()), "{line}");
         }
-        assert_exact(
-            &format!("node-coap {group}"),
-            &uuid_source(&lines),
-            &want,
-            &endpoints(&lab, &fleet, group, false),
-        );
     }
 }
 
-// ---- 4. Scenarios -------------------------------------------------------------------------
+// ---- 3. Scenarios -------------------------------------------------------------------------
 
 /// Applies a state patch to the local copy of the fleet (for the expected set).
 fn set_state(fleet: &mut FleetFile, i: usize, dos: u8, owned: bool, doc_open: bool) {
