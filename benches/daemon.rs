@@ -28,8 +28,8 @@ use std::time::Instant;
 use doxm_gate::fleet::file::{DeviceEntry, FleetFile};
 use doxm_gate::io::sys::BATCH;
 use lab::{
-    common_role, cpu_seconds, fields, is_root, median, min, ms, number, remove_stale_labs,
-    stopped_fields, thousands, Blast, Kernel, Kind, Lab, BIN, DRAIN, ELIGIBLE, ROLE,
+    common_role, cpu_model, cpu_seconds, is_root, median, min, ms, number, remove_stale_labs,
+    stopped_fields, thousands, Blast, Kernel, Kind, Lab, Rep, SinkRun, BIN, DRAIN, ELIGIBLE, ROLE,
 };
 use uuid::Uuid;
 
@@ -126,21 +126,12 @@ impl Row {
 }
 
 fn floor_run(lab: &Lab, secs: f64) -> Row {
-    let mut sink = lab.sink();
-    let cpu0 = cpu_seconds(sink.child.id());
-    let k0 = Kernel::read(&lab.gate_ns);
-    let blast = lab.blast(Kind::NoEligible, secs);
-    std::thread::sleep(DRAIN);
-    let cpu1 = cpu_seconds(sink.child.id());
-    let kernel = Kernel::read(&lab.gate_ns).since(k0);
-    let out = sink.stop();
-    let fields = fields(&out);
-    let processed = number(&fields, "datagrams");
+    let SinkRun { blast, processed, cpu, kernel } = lab.sink_run(secs);
     Row {
         label: "floor: recvmmsg sink (same datagrams as no-eligible)".to_owned(),
         blast,
         processed,
-        cpu: cpu1 - cpu0,
+        cpu,
         kernel,
         answers_sent: None,
     }
@@ -148,21 +139,14 @@ fn floor_run(lab: &Lab, secs: f64) -> Row {
 
 fn gate_run(lab: &Lab, fleet: &Path, kind: Kind, secs: f64) -> Row {
     let mut gate = lab.gate(&gate_args(fleet));
-    let pid = gate.child.id();
-    let cpu0 = cpu_seconds(pid);
-    let k0 = Kernel::read(&lab.gate_ns);
-    let blast = lab.blast(kind, secs);
-    // Let the gate drain its socket buffer before its counters are read.
-    std::thread::sleep(DRAIN);
-    let cpu1 = cpu_seconds(pid);
-    let kernel = Kernel::read(&lab.gate_ns).since(k0);
+    let (blast, cpu, kernel) = lab.timed_blast(gate.child.id(), kind, secs);
     let log = gate.stop();
     let stopped = stopped_fields(&log);
     Row {
         label: kind.describe().to_owned(),
         blast,
         processed: number(&stopped, "datagrams"),
-        cpu: cpu1 - cpu0,
+        cpu,
         kernel,
         answers_sent: Some(number(&stopped, "answers_sent") + number(&stopped, "responses_sent")),
     }
@@ -179,26 +163,6 @@ struct Answers {
     load_secs: f64,
 }
 
-/// One discovery as the probe saw it.
-#[derive(Debug, Clone, Default)]
-struct Rep {
-    answers: u64,
-    sources: u64,
-    uuids: u64,
-    wrong: u64,
-    first_us: u64,
-    last_us: u64,
-    rcvbuf_errors: u64,
-    cpu_us: u64,
-}
-
-impl Rep {
-    fn exact(&self, e: usize) -> bool {
-        let e = e as u64;
-        self.answers == e && self.sources == e && self.uuids == e && self.wrong == 0
-    }
-}
-
 fn answer_run(lab: &Lab, eligible: usize, reps: usize) -> Answers {
     let others = (eligible / 10).max(10);
     let file = fleet(eligible, others);
@@ -209,23 +173,10 @@ fn answer_run(lab: &Lab, eligible: usize, reps: usize) -> Answers {
     let load_secs = started.elapsed().as_secs_f64();
     let pid = gate.child.id();
     let cpu0 = cpu_seconds(pid);
-    let lines = lab.probe(eligible, reps);
+    let reps = lab.probe(eligible, reps);
     let cpu1 = cpu_seconds(pid);
     let log = gate.stop();
     let stopped = stopped_fields(&log);
-    let reps = lines
-        .iter()
-        .map(|f| Rep {
-            answers: number(f, "answers"),
-            sources: number(f, "sources"),
-            uuids: number(f, "uuids"),
-            wrong: number(f, "wrong"),
-            first_us: number(f, "first_us"),
-            last_us: number(f, "last_us"),
-            rcvbuf_errors: number(f, "rcvbuf_errors"),
-            cpu_us: number(f, "cpu_us"),
-        })
-        .collect();
     Answers {
         eligible,
         fleet: size,
@@ -363,13 +314,7 @@ fn report(
 fn environment() -> String {
     let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default().trim().to_owned();
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let model = read("/proc/cpuinfo")
-        .lines()
-        .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split(':').nth(1))
-        .unwrap_or("?")
-        .trim()
-        .to_owned();
+    let model = cpu_model();
     let profile = if BIN.contains("/release/") { "release" } else { "debug" };
     format!(
         "host: {} CPUs ({model}), kernel {}, load average at start {}; gate binary: {profile} \

@@ -264,6 +264,27 @@ impl Lab {
         cmd
     }
 
+    /// The floor: a no-eligible blast of `secs` at the `recvmmsg` sink, with the sink's CPU time
+    /// and the kernel's drops over the blast and a drain.
+    pub fn sink_run(&self, secs: f64) -> SinkRun {
+        let mut sink = self.sink();
+        let (blast, cpu, kernel) = self.timed_blast(sink.child.id(), Kind::NoEligible, secs);
+        let processed = number(&fields(&sink.stop()), "datagrams");
+        SinkRun { blast, processed, cpu, kernel }
+    }
+
+    /// A blast of `kind` for `secs` at the receiver in the gate namespace (process `pid`), and
+    /// the receiver's CPU seconds and the kernel's drops over the blast and a [`DRAIN`] (so that
+    /// the receiver empties its socket buffer before its counters are read).
+    pub fn timed_blast(&self, pid: u32, kind: Kind, secs: f64) -> (Blast, f64, Kernel) {
+        let cpu0 = cpu_seconds(pid);
+        let k0 = Kernel::read(&self.gate_ns);
+        let blast = self.blast(kind, secs);
+        std::thread::sleep(DRAIN);
+        let cpu = cpu_seconds(pid) - cpu0;
+        (blast, cpu, Kernel::read(&self.gate_ns).since(k0))
+    }
+
     pub fn sink(&self) -> Sink {
         let mut child = self
             .role(&self.gate_ns, "sink")
@@ -301,17 +322,13 @@ impl Lab {
         }
     }
 
-    pub fn probe(&self, eligible: usize, reps: usize) -> Vec<HashMap<String, String>> {
+    /// `reps` discoveries by the probe role, each expecting `eligible` answers.
+    pub fn probe(&self, eligible: usize, reps: usize) -> Vec<Rep> {
         self.probe_gate(eligible, reps, None)
     }
 
-    /// [`Lab::probe`], and with the gate's pid each line also has `gate_cpu_us`.
-    pub fn probe_gate(
-        &self,
-        eligible: usize,
-        reps: usize,
-        gate: Option<u32>,
-    ) -> Vec<HashMap<String, String>> {
+    /// [`Lab::probe`], and with the gate's pid each [`Rep`] also has the gate's CPU time.
+    pub fn probe_gate(&self, eligible: usize, reps: usize, gate: Option<u32>) -> Vec<Rep> {
         let mut cmd = self.role(&self.obt_ns, "probe");
         cmd.env("DOXM_BENCH_EXPECT", eligible.to_string()).env("DOXM_BENCH_REPS", reps.to_string());
         if let Some(pid) = gate {
@@ -324,7 +341,45 @@ impl Lab {
             "probe failed: {text}{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        text.lines().filter(|l| l.starts_with("rep=")).map(fields).collect()
+        text.lines().filter(|l| l.starts_with("rep=")).map(|l| Rep::parse(&fields(l))).collect()
+    }
+}
+
+/// One discovery as the probe saw it (a `rep=` line of [`role_probe`]).
+#[derive(Debug, Clone, Default)]
+pub struct Rep {
+    pub answers: u64,
+    pub sources: u64,
+    pub uuids: u64,
+    pub wrong: u64,
+    pub first_us: u64,
+    pub last_us: u64,
+    pub rcvbuf_errors: u64,
+    /// The probe's own CPU time for the discovery.
+    pub cpu_us: u64,
+    /// The gate's CPU time from the send to the E-th answer's arrival (0 without its pid).
+    pub gate_cpu_us: u64,
+}
+
+impl Rep {
+    fn parse(f: &HashMap<String, String>) -> Rep {
+        Rep {
+            answers: number(f, "answers"),
+            sources: number(f, "sources"),
+            uuids: number(f, "uuids"),
+            wrong: number(f, "wrong"),
+            first_us: number(f, "first_us"),
+            last_us: number(f, "last_us"),
+            rcvbuf_errors: number(f, "rcvbuf_errors"),
+            cpu_us: number(f, "cpu_us"),
+            gate_cpu_us: number(f, "gate_cpu_us"),
+        }
+    }
+
+    /// Whether exactly `e` devices answered, once each, from their own endpoints.
+    pub fn exact(&self, e: usize) -> bool {
+        let e = e as u64;
+        self.answers == e && self.sources == e && self.uuids == e && self.wrong == 0
     }
 }
 
@@ -428,6 +483,28 @@ pub fn stopped_fields(log: &str) -> HashMap<String, String> {
         "no `stopped datagrams=` line in the gate log:\n{clean}"
     );
     out
+}
+
+/// What [`Lab::sink_run`] measured.
+pub struct SinkRun {
+    pub blast: Blast,
+    /// Datagrams the sink read.
+    pub processed: u64,
+    /// The sink's CPU seconds.
+    pub cpu: f64,
+    pub kernel: Kernel,
+}
+
+/// The CPU model from /proc/cpuinfo (`?` when it does not say).
+pub fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .unwrap_or("?")
+        .trim()
+        .to_owned()
 }
 
 pub fn number(fields: &HashMap<String, String>, key: &str) -> u64 {
@@ -637,21 +714,12 @@ pub fn role_sink() -> i32 {
     net::join(&socket, IpAddr::V6(GROUP), &interface).expect("join ff02::158");
     let stop = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone()).expect("SIGTERM");
-    let BatchReader { socket, mut poll, mut events, mut bufs, mut meta } = BatchReader::new(socket);
+    let mut reader = BatchReader::new(socket);
     let (mut count, mut calls) = (0u64, 0u64);
     println!("ready");
     let _ = std::io::stdout().flush();
     while !stop.load(Ordering::Relaxed) {
-        let _ = poll.poll(&mut events, Some(Duration::from_millis(100)));
-        loop {
-            calls += 1;
-            match sys::recv_batch(&socket, &mut bufs, &mut meta) {
-                Ok(0) => break,
-                Ok(n) => count += n as u64,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => break,
-            }
-        }
+        calls += reader.drain(Duration::from_millis(100), |_, _| count += 1);
     }
     println!("datagrams={count} calls={calls}");
     0
@@ -661,10 +729,10 @@ pub fn role_sink() -> i32 {
 /// roles that read floods or answers (sink, probe, the report's steady load) each need.
 pub struct BatchReader {
     pub socket: mio::net::UdpSocket,
-    pub poll: mio::Poll,
-    pub events: mio::Events,
-    pub bufs: Vec<[u8; DATAGRAM_MAX]>,
-    pub meta: [Received; BATCH],
+    poll: mio::Poll,
+    events: mio::Events,
+    bufs: Vec<[u8; DATAGRAM_MAX]>,
+    meta: [Received; BATCH],
 }
 
 impl BatchReader {
@@ -680,6 +748,26 @@ impl BatchReader {
             events: mio::Events::with_capacity(16),
             bufs: vec![[0u8; DATAGRAM_MAX]; BATCH],
             meta: [Received::EMPTY; BATCH],
+        }
+    }
+
+    /// Waits up to `timeout` for a datagram, then reads every one queued, `BATCH` per
+    /// `recvmmsg`, handing each to `each` with its packet info; returns the calls made.
+    pub fn drain(&mut self, timeout: Duration, mut each: impl FnMut(&[u8], &Received)) -> u64 {
+        let _ = self.poll.poll(&mut self.events, Some(timeout));
+        let mut calls = 0;
+        loop {
+            calls += 1;
+            match sys::recv_batch(&self.socket, &mut self.bufs, &mut self.meta) {
+                Ok(0) => return calls,
+                Ok(n) => {
+                    for (buf, meta) in self.bufs.iter().zip(&self.meta).take(n) {
+                        each(&buf[..meta.len], meta);
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return calls,
+            }
         }
     }
 }
@@ -705,7 +793,7 @@ pub fn role_probe() -> i32 {
     let index = interface(&env("DOXM_BENCH_IFACE")).index;
     let socket = sender_socket(index, true);
     let destination: SocketAddr = SocketAddrV6::new(GROUP, PORT, 0, index).into();
-    let BatchReader { socket, mut poll, mut events, mut bufs, mut meta } = BatchReader::new(socket);
+    let mut reader = BatchReader::new(socket);
     let salt = u64::from(std::process::id()) << 32;
     for rep in 0..reps {
         let token = (salt | rep).to_be_bytes();
@@ -718,7 +806,7 @@ pub fn role_probe() -> i32 {
         let gate0 = gate.map(cpu_seconds);
         let mut gate1 = None;
         let t0 = Instant::now();
-        socket.send_to(&request, destination).expect("send the discovery");
+        reader.socket.send_to(&request, destination).expect("send the discovery");
         let cpu0 = cpu_seconds(std::process::id());
         let mut idle_deadline = t0 + Duration::from_secs(3);
         loop {
@@ -729,46 +817,34 @@ pub fn role_probe() -> i32 {
             if now >= idle_deadline {
                 break;
             }
-            let _ = poll.poll(&mut events, Some(Duration::from_millis(20)));
-            loop {
-                let got = match sys::recv_batch(&socket, &mut bufs, &mut meta) {
-                    Ok(0) => break,
-                    Ok(n) => n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(_) => break,
+            reader.drain(Duration::from_millis(20), |datagram, info| {
+                let Ok(msg) = Message::parse(datagram) else {
+                    foreign += 1;
+                    return;
                 };
-                let at = t0.elapsed();
-                for i in 0..got {
-                    let Ok(msg) = Message::parse(&bufs[i][..meta[i].len]) else {
-                        foreign += 1;
-                        continue;
-                    };
-                    if msg.token() != token || msg.code() != Code::CONTENT {
-                        foreign += 1;
-                        continue;
-                    }
-                    answers += 1;
-                    if answers == expect {
-                        gate1 = gate.map(cpu_seconds);
-                    }
-                    first.get_or_insert(at);
-                    last = at;
-                    sources.insert(meta[i].source);
-                    match device_uuid(msg.payload()) {
-                        Some(u) => {
-                            let v = u.as_u128();
-                            if v & !LOW == ELIGIBLE && (1..=u128::from(expect)).contains(&(v & LOW))
-                            {
-                                uuids.insert(v);
-                            } else {
-                                wrong += 1;
-                            }
-                        }
-                        None => wrong += 1,
-                    }
+                if msg.token() != token || msg.code() != Code::CONTENT {
+                    foreign += 1;
+                    return;
                 }
-                idle_deadline = t0 + last + Duration::from_secs(3);
-            }
+                let at = t0.elapsed();
+                answers += 1;
+                if answers == expect {
+                    gate1 = gate.map(cpu_seconds);
+                }
+                first.get_or_insert(at);
+                last = at;
+                sources.insert(info.source);
+                match device_uuid(msg.payload()).map(|u| u.as_u128()) {
+                    Some(v)
+                        if v & !LOW == ELIGIBLE
+                            && (1..=u128::from(expect)).contains(&(v & LOW)) =>
+                    {
+                        uuids.insert(v);
+                    }
+                    _ => wrong += 1,
+                }
+            });
+            idle_deadline = t0 + last + Duration::from_secs(3);
         }
         // Includes the 300 ms wait after the last answer (idle, so it costs next to nothing).
         let cpu_us = ((cpu_seconds(std::process::id()) - cpu0) * 1e6) as u64;

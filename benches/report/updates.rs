@@ -1,0 +1,91 @@
+//! Workload 3: control updates, alone and under discovery load, in memory and journaled.
+
+use super::*;
+
+pub(crate) struct Updates {
+    pub(crate) load: bool,
+    pub(crate) durable: bool,
+    pub(crate) eligible: usize,
+    /// The patcher's line: updates, failed, secs, p50_us, p99_us, max_us.
+    pub(crate) patcher: HashMap<String, String>,
+    /// The steady sender's line, under load.
+    pub(crate) steady: Option<HashMap<String, String>>,
+    /// `/v1/stats` `update_to_visible_us`.
+    pub(crate) visible: Value,
+    /// `/v1/stats` answers cancelled at send time (the device was no longer eligible).
+    pub(crate) cancelled: u64,
+    pub(crate) gate_cpu: f64,
+    pub(crate) wall: f64,
+}
+
+impl Updates {
+    pub(crate) fn label(&self) -> &'static str {
+        match (self.load, self.durable) {
+            (false, _) => "no discovery load, in memory",
+            (true, false) => "under discovery load, in memory",
+            (true, true) => "under discovery load, journaled (--state-dir)",
+        }
+    }
+
+    pub(crate) fn updates_per_sec(&self) -> f64 {
+        number(&self.patcher, "updates") as f64 / float(&self.patcher, "secs").max(1e-9)
+    }
+}
+
+pub(crate) fn update_run(
+    lab: &Lab,
+    plan: &Plan,
+    fleet: &Path,
+    load: bool,
+    durable: bool,
+) -> Updates {
+    eprintln!("updates: discovery load {load}, journaled {durable}");
+    let control = format!("{GATE_V4}:8683");
+    let state = lab.dir.join(format!("state-{}", u8::from(load) + 2 * u8::from(durable)));
+    let mut args = vec!["--fleet", fleet.to_str().expect("UTF-8 path"), "--control", &control];
+    if durable {
+        args.extend(["--state-dir", state.to_str().expect("UTF-8 path")]);
+    }
+    let mut gate = lab.gate(&args);
+    let pid = gate.child.id();
+    let cpu0 = cpu_seconds(pid);
+    let t0 = Instant::now();
+    let steady = load.then(|| {
+        let child = lab
+            .role(&lab.obt_ns, "steady")
+            .env("DOXM_BENCH_RATE", plan.discovery_rate.to_string())
+            .env("DOXM_BENCH_SECS", (plan.update_secs + 1.0).to_string())
+            .env("DOXM_BENCH_EXPECT", plan.update_eligible.to_string())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the steady sender");
+        // Half a second of discoveries before the updates start, half a second after.
+        std::thread::sleep(Duration::from_millis(500));
+        Running(Some(child))
+    });
+    let out = role_output(
+        lab.role(&lab.obt_ns, "patcher")
+            .env("DOXM_BENCH_API", &control)
+            .env("DOXM_BENCH_CLIENTS", plan.clients.to_string())
+            .env("DOXM_BENCH_SECS", plan.update_secs.to_string())
+            .env("DOXM_BENCH_EXPECT", plan.update_eligible.to_string()),
+        "patcher",
+    );
+    let steady = steady.map(|s| fields(&s.finish("steady sender")));
+    let gate_cpu = cpu_seconds(pid) - cpu0;
+    let wall = t0.elapsed().as_secs_f64();
+    std::thread::sleep(PUBLISHED);
+    let s = stats(lab);
+    gate.stop();
+    Updates {
+        load,
+        durable,
+        eligible: plan.update_eligible,
+        patcher: fields(&out),
+        steady,
+        visible: s["update_to_visible_us"].clone(),
+        cancelled: counter(&s, &["answers", "cancelled"]),
+        gate_cpu,
+        wall,
+    }
+}
