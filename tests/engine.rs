@@ -425,6 +425,33 @@ fn a_looping_source_cannot_starve_another_obt() {
     assert!(cuts > 20, "the loop's repeats were cut to its share: {cuts}");
 }
 
+#[test]
+fn devices_beyond_the_smaller_prefix_answer_in_the_larger_family_only() {
+    // Ten eligible devices; the IPv4 /29 holds devices 0..6, the IPv6 /64 all of them.
+    let cfg = Config {
+        endpoints: EndpointPlan::Addresses {
+            v6: Some(("fd00:d0c::".parse().unwrap(), 64)),
+            v4: Some(("10.77.0.0".parse().unwrap(), 29)),
+            port: 5683,
+        },
+        ..config()
+    };
+    let mut engine = Engine::new(cfg, fleet(10, 1), 22);
+    let t0 = Instant::now();
+    assert_eq!(engine.handle(t0, &obt_v6(), &doxm_request(1, b"6", &[])), Verdict::Answering(10));
+    assert_eq!(engine.handle(t0, &obt_v4(), &doxm_request(2, b"4", &[])), Verdict::Answering(6));
+    let sent = drain(&mut engine, t0);
+    let v4: Vec<_> = sent.iter().filter(|(_, t, _)| t.destination.is_ipv4()).collect();
+    assert_eq!(v4.len(), 6);
+    assert!(v4.iter().all(|(_, t, _)| t.device.0 < 6), "only devices with an IPv4 address");
+    assert_eq!(sent.len(), 16);
+    assert_eq!(engine.stats().answers_cancelled, 0, "nothing scheduled that cannot be sent");
+    // A `di` discovery for a device beyond the /29 finds nothing over IPv4.
+    let di = format!("di={}", uuid(8));
+    let v = engine.handle(t0, &obt_v4(), &doxm_request(3, b"d", &[&di]));
+    assert_eq!(v, Verdict::Engine(EngineDrop::NoEligible));
+}
+
 fn unicast_meta(device: u32) -> Meta {
     Meta {
         source: "[fe80::1234]:49152".parse().unwrap(),

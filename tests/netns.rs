@@ -61,6 +61,40 @@ fn custom_fleet_address_mode_v6_and_v4() {
 }
 
 #[test]
+fn address_mode_v4_prefix_smaller_than_the_fleet() {
+    let Some(lab) = Lab::new("s") else { return };
+    let fleet = small_fleet();
+    let path = lab.dir.join("fleet.toml");
+    std::fs::write(&path, toml::to_string(&fleet).unwrap()).unwrap();
+    // A /30 holds devices 0 and 1 of the five; the /64 holds them all. The gate serves the
+    // whole fleet: IPv6 discoveries reach every eligible device, IPv4 ones the first two.
+    let _gate = lab.gate(&[
+        "run",
+        "--fleet",
+        path.to_str().unwrap(),
+        "--mode",
+        "address",
+        "--v6-prefix",
+        "fd00:d0c::/64",
+        "--v4-prefix",
+        "10.77.0.0/30",
+        "--leisure-ms",
+        "200",
+    ]);
+    let all = eligible_uuids(&fleet);
+    assert_eq!(all.len(), 2);
+    let first: std::collections::BTreeSet<String> =
+        ["5a11f1ee-0000-4000-8000-000000000001".to_owned()].into();
+    for (group, want) in [("ff02::158", &all), ("224.0.1.187", &first)] {
+        let (lines, status) = lab.discover(&["--group", group, "--follow", "--wait", "1"]);
+        assert_eq!(status, 0);
+        assert_eq!(&uuids(&lines), want, "{group}");
+        assert_eq!(lines.len(), want.len(), "{group}: {lines:?}");
+        assert_followed(&lines, &fleet);
+    }
+}
+
+#[test]
 fn copies_and_junk() {
     let Some(lab) = Lab::new("c") else { return };
     let fleet = small_fleet();

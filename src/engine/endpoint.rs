@@ -8,7 +8,12 @@
 //! - **port mode**: device `id` has port `base + id` on the gate's own address (the driver
 //!   picks the interface address the request came in on). For fleets up to tens of thousands.
 //! - **address mode** ("AnyIP"): device `id` has address `prefix + id + 1` on one shared port,
-//!   in an IPv6 (and optionally an IPv4) prefix routed to the host. Scales to millions.
+//!   in an IPv6 (and optionally an IPv4) prefix routed to the host. Scales to millions. When
+//!   the two prefixes differ in size, the devices beyond the smaller one have an endpoint in
+//!   the larger family only, and answer discoveries in that family alone: a million devices
+//!   in a /64 behind a /16 IPv4 prefix are all discoverable over IPv6, the first 65,534 over
+//!   IPv4 too. (Capping the fleet at the smaller prefix was the alternative; it would turn
+//!   away devices an IPv6 OBT can onboard.)
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -91,18 +96,29 @@ impl EndpointPlan {
         }
     }
 
-    /// How many devices the plan can give endpoints to.
+    /// How many devices the plan can give an endpoint to, in at least one family.
     pub fn capacity(&self) -> usize {
+        self.capacity_in(true).max(self.capacity_in(false))
+    }
+
+    /// How many devices have an endpoint in one family (IPv6 when `ipv6`): devices `0..n`.
+    pub fn capacity_in(&self, ipv6: bool) -> usize {
         match *self {
             EndpointPlan::Ports { count, .. } => usize::from(count),
             EndpointPlan::Addresses { v6, v4, .. } => {
-                let room =
-                    |bits: u32| if bits >= 32 { u32::MAX as usize } else { (1usize << bits) - 2 };
-                let v6 = v6.map_or(0, |(_, len)| room(128 - u32::from(len)));
-                let v4 = v4.map_or(0, |(_, len)| room(32 - u32::from(len)));
-                match (v6, v4) {
-                    (0, n) | (n, 0) => n,
-                    (a, b) => a.min(b),
+                // Host offsets from 1 (not the prefix itself) to the all-ones address, which
+                // IPv4 keeps for broadcast; ids are u32.
+                let room = |bits: u32, reserved: usize| {
+                    if bits >= 32 {
+                        u32::MAX as usize
+                    } else {
+                        (1usize << bits) - reserved
+                    }
+                };
+                if ipv6 {
+                    v6.map_or(0, |(_, len)| room(128 - u32::from(len), 1))
+                } else {
+                    v4.map_or(0, |(_, len)| room(32 - u32::from(len), 2))
                 }
             }
         }
@@ -181,6 +197,39 @@ mod tests {
         assert_eq!(plan.device_at(&"[fd00:d0c::]:5683".parse().unwrap()), None);
         assert_eq!(plan.device_at(&"[fd00:d0d::1]:5683".parse().unwrap()), None);
         assert_eq!(plan.device_at(&"[fd00:d0c::1]:5684".parse().unwrap()), None);
-        assert_eq!(plan.capacity(), 65_534);
+        // Devices beyond the /16 have an IPv6 endpoint only; the plan holds as many as the /64.
+        assert_eq!(plan.capacity_in(false), 65_534);
+        assert_eq!(plan.capacity_in(true), u32::MAX as usize);
+        assert_eq!(plan.capacity(), u32::MAX as usize);
+    }
+
+    #[test]
+    fn test_address_mode_capacity_per_family() {
+        let v6 = Some(("fd00:d0c::".parse().unwrap(), 120));
+        let v4 = Some(("10.77.0.0".parse().unwrap(), 24));
+        let both = EndpointPlan::Addresses { v6, v4, port: 5683 };
+        // A /120 holds 255 devices (IPv6 has no broadcast address), a /24 254.
+        assert_eq!(
+            (both.capacity_in(true), both.capacity_in(false), both.capacity()),
+            (255, 254, 255)
+        );
+        let small_v6 = EndpointPlan::Addresses {
+            v6: Some(("fd00:d0c::".parse().unwrap(), 126)),
+            v4,
+            port: 5683,
+        };
+        assert_eq!(small_v6.capacity(), 254, "the IPv4 prefix may be the larger one");
+        let v6_peer: SocketAddr = "[fe80::1]:5683".parse().unwrap();
+        assert_eq!(small_v6.capacity_in(true), 3);
+        assert!(small_v6.local(DeviceId(2), &v6_peer).is_some());
+        assert!(small_v6.local(DeviceId(3), &v6_peer).is_none(), "a /126 holds 3");
+        // Every id below the capacity has an endpoint, in both families.
+        let v4_peer: SocketAddr = "192.0.2.1:5683".parse().unwrap();
+        for id in 0..300u32 {
+            assert_eq!(both.local(DeviceId(id), &v6_peer).is_some(), (id as usize) < 255);
+            assert_eq!(both.local(DeviceId(id), &v4_peer).is_some(), (id as usize) < 254);
+        }
+        let v6_only = EndpointPlan::Addresses { v6, v4: None, port: 5683 };
+        assert_eq!((v6_only.capacity_in(false), v6_only.capacity()), (0, 255));
     }
 }

@@ -346,20 +346,25 @@ impl Engine {
             return Verdict::Engine(EngineDrop::RateLimited);
         };
         let mut owed = self.schedule.take_list();
+        // Devices `0..reachable` have an endpoint in the request's family (with prefixes of two
+        // sizes, the rest are reachable in the other family only): the others are not
+        // answered here, nor charged to the budget.
+        let reachable = self.config.endpoints.capacity_in(meta.source.is_ipv6());
+        let mut push = |id: DeviceId| {
+            if (id.0 as usize) < reachable {
+                push_if_eligible(&mut owed, id, self.fleet.word(id));
+            }
+        };
         match request.filters.di {
             Some(di) => {
                 let device = Uuid::try_parse_ascii(di).ok().and_then(|u| self.fleet.lookup(&u));
                 if let Some(id) = device.filter(|&id| {
                     self.fleet.uuid_of(id).is_some_and(|u| policy::di_matches(Some(di), &u))
                 }) {
-                    push_if_eligible(&mut owed, id, self.fleet.word(id));
+                    push(id);
                 }
             }
-            None => {
-                for id in self.fleet.eligible() {
-                    push_if_eligible(&mut owed, id, self.fleet.word(id));
-                }
-            }
+            None => self.fleet.eligible().for_each(push),
         }
         if owed.is_empty() {
             self.schedule.give_back(owed);

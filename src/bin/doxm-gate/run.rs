@@ -259,6 +259,8 @@ fn serve(config: &GateConfig, fleet_file: &FleetFile, demo: Option<()>) -> ExitC
     info!(
         devices = fleet.len(),
         eligible = fleet.eligible_count(),
+        ipv6_endpoints = plan.capacity_in(true),
+        ipv4_endpoints = plan.capacity_in(false),
         interfaces = ?names,
         "doxm-gate serving"
     );
