@@ -435,17 +435,8 @@ fn flood_gets_no_answer_and_every_datagram_is_counted() {
     let Some(lab) = Lab::new("f") else { return };
     add_source_addresses(&lab);
     let fleet = small_fleet();
-    let path = lab.dir.join("fleet.toml");
-    std::fs::write(&path, toml::to_string(&fleet).unwrap()).unwrap();
-    let gate = lab.gate(&[
-        "run",
-        "--fleet",
-        path.to_str().unwrap(),
-        "--leisure-ms",
-        "200",
-        "--control",
-        CONTROL,
-    ]);
+    let path = lab.write_fleet(&fleet);
+    let gate = lab.gate(&["run", "--fleet", &path, "--leisure-ms", "200", "--control", CONTROL]);
     let pid = gate_pid(&lab);
     // The gate answers a genuine request (so silence below is the gate's doing, not the link's).
     let valid = hex::encode(discovery(0x1001, 0x1001));
@@ -720,11 +711,9 @@ fn receive_overflows_are_counted() {
     let _serial = serial();
     let Some(lab) = Lab::new("o") else { return };
     let fleet = small_fleet();
-    let path = lab.dir.join("fleet.toml");
-    std::fs::write(&path, toml::to_string(&fleet).unwrap()).unwrap();
-    let fleet_arg = path.to_str().unwrap();
+    let fleet_arg = lab.write_fleet(&fleet);
     let gate =
-        lab.gate(&["run", "--fleet", fleet_arg, "--leisure-ms", "200", "--control", CONTROL]);
+        lab.gate(&["run", "--fleet", &fleet_arg, "--leisure-ms", "200", "--control", CONTROL]);
     let pid = gate_pid(&lab).to_string();
     let valid = hex::encode(discovery(0x2001, 0x2001));
     assert_eq!(lab.raw("ff02::158", &[&valid], 0.6), 2, "{}", gate.log());

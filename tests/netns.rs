@@ -28,25 +28,19 @@ fn demo_fleet_port_mode_discover_and_follow() {
     }
 }
 
+/// The gate over the small fleet in address mode, with `fd00:d0c::/64` and `v4_prefix`.
+fn address_mode_gate(lab: &Lab, v4_prefix: &str) -> (lab::Gate, FleetFile) {
+    let fleet = small_fleet();
+    let path = lab.write_fleet(&fleet);
+    let mut args = vec!["run", "--fleet", &path, "--mode", "address", "--leisure-ms", "200"];
+    args.extend(["--v6-prefix", "fd00:d0c::/64", "--v4-prefix", v4_prefix]);
+    (lab.gate(&args), fleet)
+}
+
 #[test]
 fn custom_fleet_address_mode_v6_and_v4() {
     let Some(lab) = Lab::new("a") else { return };
-    let fleet = small_fleet();
-    let path = lab.dir.join("fleet.toml");
-    std::fs::write(&path, toml::to_string(&fleet).unwrap()).unwrap();
-    let _gate = lab.gate(&[
-        "run",
-        "--fleet",
-        path.to_str().unwrap(),
-        "--mode",
-        "address",
-        "--v6-prefix",
-        "fd00:d0c::/64",
-        "--v4-prefix",
-        "10.77.0.0/16",
-        "--leisure-ms",
-        "200",
-    ]);
+    let (_gate, fleet) = address_mode_gate(&lab, "10.77.0.0/16");
     let want = eligible_uuids(&fleet);
     assert_eq!(want.len(), 2);
     for (group, prefix) in [("ff02::158", "[fd00:d0c::"), ("224.0.1.187", "10.77.0.")] {
@@ -63,24 +57,9 @@ fn custom_fleet_address_mode_v6_and_v4() {
 #[test]
 fn address_mode_v4_prefix_smaller_than_the_fleet() {
     let Some(lab) = Lab::new("s") else { return };
-    let fleet = small_fleet();
-    let path = lab.dir.join("fleet.toml");
-    std::fs::write(&path, toml::to_string(&fleet).unwrap()).unwrap();
     // A /30 holds devices 0 and 1 of the five; the /64 holds them all. The gate serves the
     // whole fleet: IPv6 discoveries reach every eligible device, IPv4 ones the first two.
-    let _gate = lab.gate(&[
-        "run",
-        "--fleet",
-        path.to_str().unwrap(),
-        "--mode",
-        "address",
-        "--v6-prefix",
-        "fd00:d0c::/64",
-        "--v4-prefix",
-        "10.77.0.0/30",
-        "--leisure-ms",
-        "200",
-    ]);
+    let (_gate, fleet) = address_mode_gate(&lab, "10.77.0.0/30");
     let all = eligible_uuids(&fleet);
     assert_eq!(all.len(), 2);
     let first: std::collections::BTreeSet<String> =
@@ -98,9 +77,8 @@ fn address_mode_v4_prefix_smaller_than_the_fleet() {
 fn copies_and_junk() {
     let Some(lab) = Lab::new("c") else { return };
     let fleet = small_fleet();
-    let path = lab.dir.join("fleet.toml");
-    std::fs::write(&path, toml::to_string(&fleet).unwrap()).unwrap();
-    let _gate = lab.gate(&["run", "--fleet", path.to_str().unwrap(), "--leisure-ms", "200"]);
+    let path = lab.write_fleet(&fleet);
+    let _gate = lab.gate(&["run", "--fleet", &path, "--leisure-ms", "200"]);
     // Identical v4 + v6 copies (same token and MID): one answer per device.
     let (lines, _) = lab.discover(&["--group", "all", "--wait", "1"]);
     assert_eq!(uuids(&lines), eligible_uuids(&fleet));
@@ -121,9 +99,8 @@ fn copies_and_junk() {
 fn interface_down_and_up_resumes_answering() {
     let Some(lab) = Lab::new("d") else { return };
     let fleet = small_fleet();
-    let path = lab.dir.join("fleet.toml");
-    std::fs::write(&path, toml::to_string(&fleet).unwrap()).unwrap();
-    let gate = lab.gate(&["run", "--fleet", path.to_str().unwrap(), "--leisure-ms", "200"]);
+    let path = lab.write_fleet(&fleet);
+    let gate = lab.gate(&["run", "--fleet", &path, "--leisure-ms", "200"]);
     let want = eligible_uuids(&fleet);
     let (lines, _) = lab.discover(&["--group", "ff02::158", "--wait", "1"]);
     assert_eq!(uuids(&lines), want);
@@ -149,14 +126,13 @@ fn interface_down_and_up_resumes_answering() {
 fn doc_opened_through_the_api_silences_the_device() {
     let Some(lab) = Lab::new("k") else { return };
     let fleet = small_fleet();
-    let path = lab.dir.join("fleet.toml");
-    std::fs::write(&path, toml::to_string(&fleet).unwrap()).unwrap();
+    let path = lab.write_fleet(&fleet);
     let state = lab.dir.join("state");
     let control = "10.200.0.1:8683";
     let _gate = lab.gate(&[
         "run",
         "--fleet",
-        path.to_str().unwrap(),
+        &path,
         "--leisure-ms",
         "200",
         "--control",

@@ -254,12 +254,6 @@ fn mixed_uuid(i: usize) -> String {
     format!("3a1d0000-0000-4000-8000-{i:012x}")
 }
 
-fn write_fleet(lab: &Lab, fleet: &FleetFile) -> String {
-    let path = lab.dir.join("fleet.toml");
-    std::fs::write(&path, toml::to_string(fleet).unwrap()).unwrap();
-    path.display().to_string()
-}
-
 /// Gate arguments for a fleet file: short leisure, no rate limiting in the way of the many
 /// discoveries a test sends from one source, and the given extra flags.
 fn gate_args<'a>(fleet: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
@@ -390,7 +384,7 @@ fn assert_answer_shape(line: &Value, token: Option<&str>) {
 fn libcoap_discovers_exactly_the_eligible_devices_in_both_modes() {
     let Some(lab) = lab_for("l", &["libcoap"]) else { return };
     let fleet = mixed_fleet();
-    let path = write_fleet(&lab, &fleet);
+    let path = lab.write_fleet(&fleet);
     let want = eligible_uuids(&fleet);
     assert_eq!(want.len(), 5, "{want:?}");
     let port_base = PORT_BASE.to_string();
@@ -456,7 +450,7 @@ fn discover_both_groups(
 fn aiocoap_discovers_and_follows_up_in_port_mode() {
     let Some(lab) = lab_for("i", &["aiocoap"]) else { return };
     let fleet = mixed_fleet();
-    let path = write_fleet(&lab, &fleet);
+    let path = lab.write_fleet(&fleet);
     let port_base = PORT_BASE.to_string();
     let _gate = lab.gate(&gate_args(&path, &["--control", "", "--port-base", &port_base]));
     for lines in discover_both_groups(&lab, &fleet, false, "aiocoap", true, aiocoap) {
@@ -477,7 +471,7 @@ fn aiocoap_discovers_and_follows_up_in_port_mode() {
 fn aiocoap_follows_up_in_address_mode() {
     let Some(lab) = lab_for("m", &["aiocoap"]) else { return };
     let fleet = mixed_fleet();
-    let path = write_fleet(&lab, &fleet);
+    let path = lab.write_fleet(&fleet);
     let mut extra = vec!["--control", ""];
     extra.extend(ADDRESS_MODE);
     let _gate = lab.gate(&gate_args(&path, &extra));
@@ -490,7 +484,7 @@ fn aiocoap_follows_up_in_address_mode() {
 fn node_coap_discovers_and_follows_up() {
     let Some(lab) = lab_for("n", &["node-coap"]) else { return };
     let fleet = mixed_fleet();
-    let path = write_fleet(&lab, &fleet);
+    let path = lab.write_fleet(&fleet);
     let port_base = PORT_BASE.to_string();
     let _gate = lab.gate(&gate_args(&path, &["--control", "", "--port-base", &port_base]));
     for lines in discover_both_groups(&lab, &fleet, false, "node-coap", true, node_coap) {
@@ -517,7 +511,7 @@ fn set_state(fleet: &mut FleetFile, i: usize, dos: u8, owned: bool, doc_open: bo
 fn state_flips_through_the_api_between_discoveries() {
     let Some(lab) = lab_for("f", &["libcoap"]) else { return };
     let mut fleet = mixed_fleet();
-    let path = write_fleet(&lab, &fleet);
+    let path = lab.write_fleet(&fleet);
     let control = "10.200.0.1:8683";
     let port_base = PORT_BASE.to_string();
     let gate = lab.gate(&gate_args(&path, &["--control", control, "--port-base", &port_base]));
@@ -602,7 +596,7 @@ fn state_flips_through_the_api_between_discoveries() {
 fn query_variants_and_no_response() {
     let Some(lab) = lab_for("q", &["aiocoap"]) else { return };
     let fleet = mixed_fleet();
-    let path = write_fleet(&lab, &fleet);
+    let path = lab.write_fleet(&fleet);
     let want = eligible_uuids(&fleet);
     let port_base = PORT_BASE.to_string();
     let _gate = lab.gate(&gate_args(&path, &["--control", "", "--port-base", &port_base]));
@@ -700,7 +694,7 @@ fn query_variants_and_no_response() {
 fn identical_copies_are_answered_once() {
     let Some(lab) = lab_for("c", &["aiocoap"]) else { return };
     let fleet = mixed_fleet();
-    let path = write_fleet(&lab, &fleet);
+    let path = lab.write_fleet(&fleet);
     let want = eligible_uuids(&fleet);
     let port_base = PORT_BASE.to_string();
     let _gate = lab.gate(&gate_args(&path, &["--control", "", "--port-base", &port_base]));

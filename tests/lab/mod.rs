@@ -57,6 +57,13 @@ impl Lab {
         Some(lab)
     }
 
+    /// Writes `fleet` as the lab's fleet file; returns its path for `--fleet`.
+    pub fn write_fleet(&self, fleet: &FleetFile) -> String {
+        let path = self.dir.join("fleet.toml");
+        std::fs::write(&path, toml::to_string(fleet).unwrap()).unwrap();
+        path.display().to_string()
+    }
+
     /// Starts the gate in its namespace and waits until it serves.
     pub fn gate(&self, args: &[&str]) -> Gate {
         static GATES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
