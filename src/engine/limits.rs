@@ -654,22 +654,23 @@ mod tests {
     /// What an idle source holds.
     const IDLE: Duration = Duration::ZERO;
 
+    /// A window the source share did not cut.
+    fn window(
+        start: Duration,
+        length: Duration,
+        stretched: bool,
+        admitted: usize,
+        cost: Duration,
+    ) -> Window {
+        Window { start, length, stretched, admitted, cost, share_limited: false }
+    }
+
     #[test]
     fn test_budget_small_request_gets_default_leisure() {
         let t0 = Instant::now();
         let mut budget = AnswerBudget::new(DEFAULT, 100_000, secs(60), secs(60));
         let w = budget.window(t0, 10, 200, IDLE);
-        assert_eq!(
-            w,
-            Window {
-                start: Duration::ZERO,
-                length: DEFAULT,
-                stretched: false,
-                admitted: 10,
-                cost: ms(20),
-                share_limited: false
-            }
-        );
+        assert_eq!(w, window(Duration::ZERO, DEFAULT, false, 10, ms(20)));
         // 2000 bytes at 100 kB/s: 20 ms of budget.
         assert_eq!(budget.backlog(t0), ms(20));
         assert_eq!(budget.backlog_bytes(t0), 2_000);
@@ -680,17 +681,7 @@ mod tests {
         let t0 = Instant::now();
         let mut budget = AnswerBudget::new(DEFAULT, 100_000, secs(60), secs(60));
         let w = budget.window(t0, 10_000, 200, IDLE);
-        assert_eq!(
-            w,
-            Window {
-                start: Duration::ZERO,
-                length: secs(20),
-                stretched: true,
-                admitted: 10_000,
-                cost: secs(20),
-                share_limited: false
-            }
-        );
+        assert_eq!(w, window(Duration::ZERO, secs(20), true, 10_000, secs(20)));
     }
 
     #[test]
@@ -739,17 +730,7 @@ mod tests {
         assert_eq!(budget.backlog_bytes(t0 + secs(5)), 1_500_000);
         assert_eq!(budget.backlog(t0 + secs(25)), Duration::ZERO);
         let w = budget.window(t0 + secs(25), 10_000, 200, IDLE);
-        assert_eq!(
-            w,
-            Window {
-                start: Duration::ZERO,
-                length: secs(20),
-                stretched: true,
-                admitted: 10_000,
-                cost: secs(20),
-                share_limited: false
-            }
-        );
+        assert_eq!(w, window(Duration::ZERO, secs(20), true, 10_000, secs(20)));
         // Half drained: half the room back.
         let w = budget.window(t0 + secs(35), 10_000, 200, IDLE);
         assert_eq!((w.start, w.admitted), (secs(10), 10_000));
@@ -760,17 +741,7 @@ mod tests {
         let t0 = Instant::now();
         let mut budget = AnswerBudget::new(DEFAULT, 1_000, secs(10), secs(10));
         let w = budget.window(t0, 0, 200, IDLE);
-        assert_eq!(
-            w,
-            Window {
-                start: Duration::ZERO,
-                length: DEFAULT,
-                stretched: false,
-                admitted: 0,
-                cost: Duration::ZERO,
-                share_limited: false
-            }
-        );
+        assert_eq!(w, window(Duration::ZERO, DEFAULT, false, 0, Duration::ZERO));
         let w = budget.window(t0, 7, 0, IDLE);
         assert_eq!(w.admitted, 7);
         assert_eq!(budget.backlog(t0), Duration::ZERO);
@@ -913,26 +884,12 @@ mod tests {
 
     #[test]
     fn test_window_offset_maps_onto_window() {
-        let w = Window {
-            start: secs(20),
-            length: secs(40),
-            stretched: true,
-            admitted: 1,
-            cost: Duration::ZERO,
-            share_limited: false,
-        };
+        let w = window(secs(20), secs(40), true, 1, Duration::ZERO);
         assert_eq!(w.offset(0), secs(20));
         assert_eq!(w.offset(1 << 63), secs(30));
         let last = w.offset(u64::MAX);
         assert!(last < secs(40) && last > secs(40) - ms(1));
-        let empty = Window {
-            start: secs(3),
-            length: secs(3),
-            stretched: false,
-            admitted: 0,
-            cost: Duration::ZERO,
-            share_limited: false,
-        };
+        let empty = window(secs(3), secs(3), false, 0, Duration::ZERO);
         assert_eq!(empty.offset(u64::MAX), secs(3));
     }
 
