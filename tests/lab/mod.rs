@@ -126,11 +126,7 @@ for _ in range({count}):
 "#,
             iface = self.obt_if,
         );
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.obt_ns, "python3", "-c", &script])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        self.obt_python(&script);
     }
 
     /// Sends raw datagrams from the OBT namespace to a group and returns how many replies came
@@ -162,12 +158,18 @@ print(n)
 "#,
             iface = self.obt_if,
         );
+        self.obt_python(&script).trim().parse().unwrap()
+    }
+
+    /// Runs a Python script in the OBT namespace; returns its output, or fails the test with
+    /// its errors.
+    fn obt_python(&self, script: &str) -> String {
         let out = Command::new("ip")
-            .args(["netns", "exec", &self.obt_ns, "python3", "-c", &script])
+            .args(["netns", "exec", &self.obt_ns, "python3", "-c", script])
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap().trim().parse().unwrap()
+        String::from_utf8(out.stdout).unwrap()
     }
 }
 
