@@ -112,7 +112,7 @@ impl EndpointPlan {
                     if bits >= 32 {
                         u32::MAX as usize
                     } else {
-                        (1usize << bits) - reserved
+                        (1usize << bits).saturating_sub(reserved)
                     }
                 };
                 if ipv6 {
@@ -231,5 +231,14 @@ mod tests {
         }
         let v6_only = EndpointPlan::Addresses { v6, v4: None, port: 5683 };
         assert_eq!((v6_only.capacity_in(false), v6_only.capacity()), (0, 255));
+        // Host prefixes hold no device (and do not underflow the count).
+        let hosts = EndpointPlan::Addresses {
+            v6: Some(("fd00:d0c::".parse().unwrap(), 128)),
+            v4: Some(("10.77.0.0".parse().unwrap(), 32)),
+            port: 5683,
+        };
+        assert_eq!((hosts.capacity_in(true), hosts.capacity_in(false)), (0, 0));
+        assert!(hosts.local(DeviceId(0), &v6_peer).is_none());
+        assert!(hosts.local(DeviceId(0), &v4_peer).is_none());
     }
 }

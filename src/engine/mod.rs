@@ -332,7 +332,11 @@ impl Engine {
         if let Err(reject) = source::check_source(meta.source, meta.destination.ip()) {
             return Verdict::Source(reject);
         }
-        if self.config.endpoints.local(DeviceId(0), &meta.source).is_none() {
+        // Devices `0..reachable` have an endpoint in the request's family (with prefixes of two
+        // sizes, the rest are reachable in the other family only): the others are not answered
+        // here, nor charged to the budget.
+        let reachable = self.config.endpoints.capacity_in(meta.source.is_ipv6());
+        if reachable == 0 {
             return Verdict::Engine(EngineDrop::NoEndpointForFamily);
         }
         // Before dedup: with nothing eligible the request costs one load and leaves no state.
@@ -346,10 +350,6 @@ impl Engine {
             return Verdict::Engine(EngineDrop::RateLimited);
         };
         let mut owed = self.schedule.take_list();
-        // Devices `0..reachable` have an endpoint in the request's family (with prefixes of two
-        // sizes, the rest are reachable in the other family only): the others are not
-        // answered here, nor charged to the budget.
-        let reachable = self.config.endpoints.capacity_in(meta.source.is_ipv6());
         let mut push = |id: DeviceId| {
             if (id.0 as usize) < reachable {
                 push_if_eligible(&mut owed, id, self.fleet.word(id));
