@@ -88,6 +88,9 @@ pub struct Driver {
     engine: Engine,
     config: DriverConfig,
     joined: Vec<Interface>,
+    /// Interfaces (by index) already warned about a missing family: `[IPv6, IPv4]`. Cleared
+    /// when the family shows up, so that losing it again warns again.
+    missing_warned: HashMap<u32, [bool; 2]>,
     stats: DriverStats,
     /// Send buffers, one per datagram of a batch.
     scratch: Vec<[u8; DATAGRAM_MAX]>,
@@ -124,6 +127,7 @@ impl Driver {
             group_v4: None,
             engine,
             joined: Vec::new(),
+            missing_warned: HashMap::new(),
             stats: DriverStats::default(),
             scratch: vec![[0u8; DATAGRAM_MAX]; BATCH],
             figures: Published::default(),
@@ -411,6 +415,7 @@ impl Driver {
         }
         let mut joined = Vec::with_capacity(current.len());
         for interface in current {
+            self.warn_missing_families(&interface);
             if self.joined.contains(&interface) {
                 joined.push(interface);
                 continue;
@@ -446,5 +451,30 @@ impl Driver {
             }
         }
         self.joined = joined;
+    }
+
+    /// Logs at `warn`, once per interface, each family the groups need that `interface` lacks
+    /// (SPEC 4 "Networks": never fatal while another family serves; the interface is looked at
+    /// again every few seconds, and an address added later is joined then).
+    fn warn_missing_families(&mut self, interface: &Interface) {
+        let wants_v6 = self.config.groups.iter().any(IpAddr::is_ipv6);
+        let wants_v4 = self.config.groups.iter().any(IpAddr::is_ipv4);
+        let warned = self.missing_warned.entry(interface.index).or_default();
+        for (slot, wanted, present, family) in
+            [(0, wants_v6, interface.ipv6, "IPv6"), (1, wants_v4, interface.ipv4.is_some(), "IPv4")]
+        {
+            if !wanted || present {
+                warned[slot] = false;
+            } else if !warned[slot] {
+                warned[slot] = true;
+                warn!(
+                    interface = %interface.name,
+                    index = interface.index,
+                    family,
+                    "interface has no {family} address: its {family} groups are not joined \
+                     (joined when an address appears)"
+                );
+            }
+        }
     }
 }
