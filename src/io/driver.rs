@@ -19,6 +19,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use tracing::{debug, info, warn};
 
+use super::claim::{self, Claim};
 use super::net::{self, Interface};
 use super::sys::{self, Outgoing, Received, BATCH, DATAGRAM_MAX};
 use crate::control::board::{Board, Published};
@@ -94,6 +95,8 @@ pub struct Driver {
     stats: DriverStats,
     /// Send buffers, one per datagram of a batch.
     scratch: Vec<[u8; DATAGRAM_MAX]>,
+    /// Address mode: this gate's claims on its prefixes (held while it runs).
+    claims: Vec<Claim>,
     /// Histograms kept here without locks and copied to the board twice a second.
     figures: Published,
     board: Option<Arc<Board>>,
@@ -132,6 +135,7 @@ impl Driver {
             scratch: vec![[0u8; DATAGRAM_MAX]; BATCH],
             figures: Published::default(),
             board: None,
+            claims: Vec::new(),
             config,
         };
         let wants_v6 = driver.config.groups.iter().any(IpAddr::is_ipv6);
@@ -156,9 +160,7 @@ impl Driver {
                 }
                 for id in 0..u32::from(count) {
                     let port = base + id as u16;
-                    let s = net::device_socket(port).map_err(|e| {
-                        io::Error::new(e.kind(), format!("device port {port}: {e}"))
-                    })?;
+                    let s = net::device_socket(port)?;
                     let at = driver.add(s, Role::Device(DeviceId(id)), port)?;
                     driver.device_socket.insert(id, at);
                 }
@@ -168,7 +170,13 @@ impl Driver {
                     "address mode serves devices on the group port: set the device port to it",
                 ));
             }
-            EndpointPlan::Addresses { .. } => {}
+            EndpointPlan::Addresses { v6, v4, port } => {
+                let v6 = v6.map(|(ip, len)| (IpAddr::V6(ip), len));
+                let v4 = v4.map(|(ip, len)| (IpAddr::V4(ip), len));
+                for (prefix, len) in v6.into_iter().chain(v4) {
+                    driver.claims.push(claim::claim_prefix(prefix, len, port)?);
+                }
+            }
         }
         driver.rejoin();
         if driver.joined.is_empty() && !driver.config.groups.is_empty() {

@@ -6,6 +6,10 @@
 //!   because they are bound to the wildcard address; packet info tells the two apart.
 //! - Device sockets (port mode): one dual-stack socket per device on `[::]:base+id`.
 //!
+//! The group sockets share their port with other gates on the host (`SO_REUSEADDR`: every gate
+//! must receive the discovery); the device sockets do not, so that two gates never serve one
+//! device endpoint (see [`super::claim`]).
+//!
 //! Every socket is non-blocking, has packet info enabled (see [`super::sys`]) and generous
 //! buffers, so that a burst of thousands of answers does not hit `ENOBUFS` at once.
 
@@ -36,7 +40,7 @@ pub struct Interface {
     pub index: u32,
     /// Its first IPv4 address, needed to join IPv4 groups on it.
     pub ipv4: Option<Ipv4Addr>,
-    /// Whether it has an IPv6 address (link-local at least).
+    /// Whether it has an IPv6 address (a link-local `fe80::` one is enough).
     pub ipv6: bool,
 }
 
@@ -71,10 +75,11 @@ pub fn interfaces(only: &[String]) -> io::Result<Vec<Interface>> {
     Ok(found)
 }
 
-fn udp(domain: Domain) -> io::Result<Socket> {
+/// A non-blocking UDP socket; `shared`: with `SO_REUSEADDR`, so other gates can bind the port.
+fn udp(domain: Domain, shared: bool) -> io::Result<Socket> {
     let socket = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
     socket.set_nonblocking(true)?;
-    socket.set_reuse_address(true)?;
+    socket.set_reuse_address(shared)?;
     // Best effort: the kernel may cap these.
     let _ = socket.set_recv_buffer_size(BUFFER_BYTES);
     let _ = socket.set_send_buffer_size(BUFFER_BYTES);
@@ -86,7 +91,7 @@ fn udp(domain: Domain) -> io::Result<Socket> {
 /// # Errors
 /// Socket creation or binding errors (e.g. the port is in use).
 pub fn group_socket_v6(port: u16, freebind: bool) -> io::Result<Socket> {
-    let socket = udp(Domain::IPV6)?;
+    let socket = udp(Domain::IPV6, true)?;
     socket.set_only_v6(true)?;
     socket.set_multicast_loop_v6(true)?;
     sys::enable_packet_info(&socket, true)?;
@@ -102,7 +107,7 @@ pub fn group_socket_v6(port: u16, freebind: bool) -> io::Result<Socket> {
 /// # Errors
 /// Socket creation or binding errors.
 pub fn group_socket_v4(port: u16, freebind: bool) -> io::Result<Socket> {
-    let socket = udp(Domain::IPV4)?;
+    let socket = udp(Domain::IPV4, true)?;
     socket.set_multicast_loop_v4(true)?;
     sys::enable_packet_info(&socket, false)?;
     if freebind {
@@ -112,16 +117,22 @@ pub fn group_socket_v4(port: u16, freebind: bool) -> io::Result<Socket> {
     Ok(socket)
 }
 
-/// A device's own dual-stack socket on `[::]:port` (port mode).
+/// A device's own dual-stack socket on `[::]:port` (port mode), bound exclusively.
 ///
 /// # Errors
-/// Socket creation or binding errors.
+/// Socket creation or binding errors; a port another process holds is
+/// [`InUse`](super::claim::InUse), naming that process where `/proc` tells.
 pub fn device_socket(port: u16) -> io::Result<Socket> {
-    let socket = udp(Domain::IPV6)?;
+    let socket = udp(Domain::IPV6, false)?;
     socket.set_only_v6(false)?;
     sys::enable_packet_info(&socket, true)?;
-    socket.bind(&SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)).into())?;
-    Ok(socket)
+    match socket.bind(&SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)).into()) {
+        Ok(()) => Ok(socket),
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+            Err(super::claim::port_in_use(port).into())
+        }
+        Err(e) => Err(io::Error::new(e.kind(), format!("device port {port}: {e}"))),
+    }
 }
 
 /// Joins `group` on `interface` through `socket` (of the group's family). Joining a group that
