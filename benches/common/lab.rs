@@ -161,7 +161,7 @@ pub fn median(v: &[u64]) -> u64 {
 mod link;
 
 #[allow(unused_imports)] // Not every binary that includes this module uses both.
-pub use link::{is_root, sh};
+pub use link::{is_root, lab_unavailable, sh, skip};
 
 pub const NS_PREFIX: &str = "dgbench-";
 

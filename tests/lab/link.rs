@@ -2,8 +2,35 @@
 //! address mode needs. Used by the netns tests (`tests/lab/mod.rs`) and by the load benches
 //! (`benches/common/lab.rs`, through `#[path]`), which differ only in names and subnet.
 
+use std::io::Write;
 use std::process::Command;
 use std::time::Duration;
+
+/// The environment variable that turns every skip into a failure (`.ci/run` sets it to 1).
+pub const REQUIRE_ALL: &str = "DOXM_GATE_REQUIRE_ALL";
+
+/// The one way a test or bench skips: with `DOXM_GATE_REQUIRE_ALL=1` it panics with `reason`
+/// (CI must run everything); otherwise it prints `SKIP` on the real stderr, past the test
+/// runner's capture, so the skip shows in the summary of an otherwise passing run. The caller
+/// then returns early.
+pub fn skip(reason: &str) {
+    let who = std::thread::current().name().unwrap_or("bench").to_owned();
+    if std::env::var(REQUIRE_ALL).is_ok_and(|v| v == "1") {
+        panic!("{who} cannot run here and {REQUIRE_ALL}=1 forbids skipping: {reason}");
+    }
+    let _ = writeln!(std::io::stderr(), "SKIP {who}: {reason}");
+}
+
+/// Why this machine cannot build a lab (not root, no `ip`), or `None` when it can.
+pub fn lab_unavailable() -> Option<&'static str> {
+    if !is_root() {
+        return Some("network namespaces need root (ip netns add); CI runs as root");
+    }
+    if Command::new("ip").arg("-V").output().is_err() {
+        return Some("the ip command (iproute2) is not installed");
+    }
+    None
+}
 
 /// Whether this process runs as root (network namespaces need it).
 pub fn is_root() -> bool {

@@ -2,7 +2,8 @@
 //! gate in one, the OBT side (the `discover` probe, raw senders, third-party clients, API calls)
 //! in the other. Shared by the test files that need it (`#[path = "lab/mod.rs"] mod lab;`).
 //!
-//! Needs root (`ip netns add`): [`Lab::new`] returns `None` with a `SKIP` message otherwise.
+//! Needs root (`ip netns add`): [`Lab::new`] otherwise skips ([`link::skip`]: a visible `SKIP`
+//! line, or a failure under `DOXM_GATE_REQUIRE_ALL=1`) and returns `None`.
 //! Every namespace and process is removed when its guard drops, also on failure.
 
 #![allow(dead_code)]
@@ -18,7 +19,7 @@ use doxm_gate::fleet::file::FleetFile;
 pub mod link;
 
 #[allow(unused_imports)] // Not every binary that includes this module uses both.
-pub use link::{is_root, sh};
+pub use link::{is_root, sh, skip};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_doxm-gate");
 
@@ -34,14 +35,8 @@ pub struct Lab {
 impl Lab {
     /// `None` (and a message) when the test cannot run here.
     pub fn new(tag: &str) -> Option<Lab> {
-        if !is_root() {
-            eprintln!(
-                "SKIP: network-namespace tests need root (ip netns add); CI runs them as root"
-            );
-            return None;
-        }
-        if Command::new("ip").arg("-V").output().is_err() {
-            eprintln!("SKIP: the ip command (iproute2) is not installed");
+        if let Some(reason) = link::lab_unavailable() {
+            skip(reason);
             return None;
         }
         let id = format!("{tag}{:x}", std::process::id() & 0xffff);

@@ -3,8 +3,9 @@
 //! directories, and a small model of device entries.
 //!
 //! A [`Gate`] is killed (SIGKILL) and reaped when it drops, also when a test panics. When the
-//! gate cannot join its multicast groups here (no usable loopback), [`Gate::start`] prints a
-//! `SKIP` message and returns `None`, and the test returns early.
+//! gate cannot join its multicast groups here (no usable loopback), [`Gate::start`] skips
+//! ([`link::skip`], a failure under `DOXM_GATE_REQUIRE_ALL=1`) and returns `None`, and the test
+//! returns early.
 
 #![allow(dead_code)]
 
@@ -18,6 +19,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use doxm_gate::control::mutation::PatchBody;
+
+/// The skip helper shared with the netns lab.
+#[path = "../lab/link.rs"]
+mod link;
 use doxm_gate::fleet::file::DeviceEntry;
 use serde_json::Value;
 use uuid::Uuid;
@@ -172,7 +177,7 @@ impl Gate {
             match Gate::try_start(&opts) {
                 Ok(gate) => return Some(gate),
                 Err(log) if log.contains("no interface could join the groups") => {
-                    eprintln!("SKIP: the gate cannot join the multicast groups on lo here:\n{log}");
+                    link::skip(&format!("the gate cannot join the multicast groups on lo:\n{log}"));
                     return None;
                 }
                 Err(log) if log.contains("in use") => {
