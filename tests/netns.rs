@@ -33,7 +33,7 @@ fn address_mode_gate(lab: &Lab, v4_prefix: &str) -> (lab::Gate, FleetFile) {
     let fleet = small_fleet();
     let path = lab.write_fleet(&fleet);
     let mut args = vec!["run", "--fleet", &path, "--mode", "address", "--leisure-ms", "200"];
-    args.extend(["--v6-prefix", "fd00:d0c::/64", "--v4-prefix", v4_prefix]);
+    args.extend(["--v6-prefix", "fd00:d0c::/64", "--v4-prefix", v4_prefix, "--control", ""]);
     (lab.gate(&args), fleet)
 }
 
@@ -165,7 +165,7 @@ fn doc_opened_through_the_api_silences_the_device() {
 
 #[test]
 fn two_gates_with_disjoint_shards_answer_the_union_once() {
-    let Some(lab) = Lab::new("s") else { return };
+    let Some(lab) = Lab::new("u") else { return };
     let fleet = demo_fleet(200);
     // Shard by device index: even entries to gate A, odd to gate B (the bridge goes to both, as
     // each gate needs to know whether its VODs' bridge is owned).
@@ -197,4 +197,132 @@ fn two_gates_with_disjoint_shards_answer_the_union_once() {
     assert_eq!(uuids(&lines), want, "the union of both shards");
     assert_eq!(lines.len(), want.len(), "once per device");
     assert_followed(&lines, &fleet);
+}
+
+/// SPEC 4 "Networks": on every kind of link the gate serves each family the link carries, in
+/// both endpoint modes, and the follow-ups (`/oic/res`, `/oic/d`) list the registered `eps`
+/// whatever addresses the gate holds. A family the link lacks is a warning, logged once.
+#[test]
+fn every_network_serves_its_families_in_both_modes() {
+    for net in lab::Net::ALL {
+        let Some(lab) = Lab::on("n", net) else { return };
+        let fleet = small_fleet();
+        let want = eligible_uuids(&fleet);
+        let path = lab.write_fleet(&fleet);
+        let port_mode = ["run", "--fleet", &path, "--leisure-ms", "200", "--control", ""];
+        for address_mode in [false, true] {
+            let started = Instant::now();
+            let gate = match address_mode {
+                false => lab.gate(&port_mode),
+                true => address_mode_gate(&lab, "10.77.0.0/16").0,
+            };
+            for group in net.groups() {
+                let what = format!("{net:?}, {group}, address mode {address_mode}");
+                let (lines, status) = lab.discover(&["--group", group, "--follow", "--wait", "1"]);
+                assert_eq!(status, 0, "{what}: {lines:?}");
+                assert_eq!(uuids(&lines), want, "{what}:\n{}", gate.log());
+                assert_eq!(lines.len(), want.len(), "{what}: {lines:?}");
+                let from = match (address_mode, group.contains(':')) {
+                    (false, true) => format!("[{}%{}]:", lab.gate_link_local(), lab.obt_if),
+                    (false, false) => "10.200.0.1:".to_owned(),
+                    (true, true) => "[fd00:d0c::".to_owned(),
+                    (true, false) => "10.77.0.".to_owned(),
+                };
+                for line in &lines {
+                    assert!(line["source"].as_str().unwrap().starts_with(&from), "{what}: {line}");
+                }
+                assert_followed(&lines, &fleet);
+            }
+            if address_mode {
+                continue;
+            }
+            // The gate looks at its interfaces every 2 s: after a few looks, still one warning
+            // per missing family, and none on a dual-stack link.
+            std::thread::sleep(Duration::from_millis(4_500).saturating_sub(started.elapsed()));
+            let log = gate.log();
+            for (family, carried) in [("IPv6", net.v6()), ("IPv4", net.v4())] {
+                let warnings = log.matches(&format!("has no {family} address")).count();
+                assert_eq!(warnings, usize::from(!carried), "{net:?} {family}:\n{log}");
+            }
+            assert_eq!(log.matches("WARN").count(), usize::from(net != lab::Net::Dual), "{log}");
+        }
+    }
+}
+
+/// An address added after start is picked up like an interface that comes back: a gate on an
+/// IPv4-only link starts (warning about IPv6), and once IPv6 comes up on the link it joins
+/// ff02::158 and answers over link-local IPv6.
+#[test]
+fn ipv6_enabled_after_start_is_joined() {
+    let Some(lab) = Lab::on("e", lab::Net::V4Only) else { return };
+    let fleet = small_fleet();
+    let path = lab.write_fleet(&fleet);
+    let gate = lab.gate(&["run", "--fleet", &path, "--leisure-ms", "200"]);
+    assert!(gate.log().contains("has no IPv6 address"), "{}", gate.log());
+    let want = eligible_uuids(&fleet);
+    let (lines, _) = lab.discover(&["--group", "224.0.1.187", "--wait", "0.7"]);
+    assert_eq!(uuids(&lines), want);
+    for (ns, ifname) in [(&lab.gate_ns, &lab.gate_if), (&lab.obt_ns, &lab.obt_if)] {
+        lab::link::set_ipv6(ns, ifname, true);
+    }
+    lab::link::wait_link_local(&lab.gate_ns, &lab.gate_if);
+    lab::link::wait_link_local(&lab.obt_ns, &lab.obt_if);
+    let deadline = Instant::now() + Duration::from_secs(8);
+    loop {
+        let (lines, _) = lab.discover(&["--group", "ff02::158", "--follow", "--wait", "0.7"]);
+        if uuids(&lines) == want {
+            assert_followed(&lines, &fleet);
+            break;
+        }
+        assert!(Instant::now() < deadline, "no answers over IPv6 added later:\n{}", gate.log());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// One gate per port (issue 10): a second gate over the same device ports, or the same
+/// address-mode prefix, refuses to start within a second, naming the endpoint and the process
+/// that holds it; gates over disjoint shards start side by side.
+#[test]
+fn a_second_gate_on_the_same_endpoints_is_refused() {
+    let Some(lab) = Lab::new("o") else { return };
+    let fleet = small_fleet();
+    let path = lab.write_fleet(&fleet);
+    let ports = |base: &'static str| {
+        let mut args = vec!["run", "--fleet", &path, "--port-base", base, "--port-count", "50"];
+        args.extend(["--control", "", "--leisure-ms", "200"]);
+        args
+    };
+    let first = lab.gate(&ports("40000"));
+    let started = Instant::now();
+    let (code, log) = lab.gate_refused(&ports("40000"), Duration::from_secs(2));
+    assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+    assert_ne!(code, 0, "{log}");
+    assert!(log.contains("device port 40000 is in use"), "{log}");
+    assert!(log.contains(&format!("by pid {} (doxm-gate)", first.pid())), "{log}");
+    // Overlapping, not equal: refused at the first shared port.
+    let (code, log) = lab.gate_refused(&ports("40030"), Duration::from_secs(2));
+    assert_ne!(code, 0, "{log}");
+    assert!(log.contains("device port 40030 is in use"), "{log}");
+    let _disjoint = lab.gate(&ports("40050"));
+
+    let address = |v6: &'static str| {
+        let mut args = vec!["run", "--fleet", &path, "--mode", "address", "--leisure-ms", "200"];
+        args.extend(["--control", ""]);
+        args.extend(["--v6-prefix", v6, "--v4-prefix", "10.77.0.0/16"]);
+        args
+    };
+    let third = lab.gate(&address("fd00:d0c::/64"));
+    let started = Instant::now();
+    let (code, log) = lab.gate_refused(&address("fd00:d0c::/64"), Duration::from_secs(2));
+    assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+    assert_ne!(code, 0, "{log}");
+    assert!(log.contains("prefix fd00:d0c::/64 on port 5683 is in use"), "{log}");
+    assert!(log.contains(&format!("by pid {} (doxm-gate)", third.pid())), "{log}");
+    // Another IPv6 prefix but the same IPv4 one: refused on the IPv4 prefix.
+    let (code, log) = lab.gate_refused(&address("fd00:d0e::/64"), Duration::from_secs(2));
+    assert_ne!(code, 0, "{log}");
+    assert!(log.contains("prefix 10.77.0.0/16 on port 5683 is in use"), "{log}");
+    // Every gate still answers for its own devices (the group port is shared).
+    let (lines, _) = lab.discover(&["--group", "ff02::158", "--wait", "1"]);
+    assert_eq!(lines.len(), 3 * eligible_uuids(&fleet).len(), "three gates, one fleet each");
 }

@@ -273,28 +273,6 @@ fn gate_args<'a>(fleet: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
 const ADDRESS_MODE: [&str; 6] =
     ["--mode", "address", "--v6-prefix", "fd00:d0c::/64", "--v4-prefix", "10.77.0.0/16"];
 
-/// The gate's link-local address on its veth (the source of port-mode answers to ff02::158).
-fn gate_link_local(lab: &Lab) -> String {
-    let out = Command::new("ip")
-        .args([
-            "-n",
-            &lab.gate_ns,
-            "-6",
-            "-o",
-            "addr",
-            "show",
-            "dev",
-            &lab.gate_if,
-            "scope",
-            "link",
-        ])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let addr = text.split_whitespace().skip_while(|w| *w != "inet6").nth(1);
-    addr.and_then(|a| a.split('/').next()).expect("a link-local address").to_owned()
-}
-
 /// Where each device of `fleet` answers from, by UUID, in the family of `group` (SPEC s5: port
 /// mode, device i at `PORT_BASE + i` on the gate's interface address; address mode, device i at
 /// prefix + i + 1 on port 5683). libcoap's spelling: no zone.
@@ -305,7 +283,7 @@ fn endpoints(
     address_mode: bool,
 ) -> BTreeMap<String, String> {
     let v6 = group.contains(':');
-    let ll = gate_link_local(lab);
+    let ll = if v6 { lab.gate_link_local() } else { String::new() };
     fleet
         .device
         .iter()

@@ -43,11 +43,67 @@ pub fn sh(args: &[&str]) {
     assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// Creates namespaces `gate_ns` and `obt_ns` and the veth pair `gate_if`/`obt_if` between them:
-/// the gate side is `10.{subnet}.0.1/24` and `fd00:{subnet}::1/64`, the OBT side `.2`/`::2`.
-/// The device prefixes of address mode (`fd00:d0c::/64`, `10.77.0.0/16`) are local on the gate
-/// and routed to it from the OBT side. [`remove`] undoes it.
+/// The addresses a lab's link carries: the networks users have (SPEC 4 "Networks").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Net {
+    /// IPv4 and IPv6 (a ULA `fd00:{subnet}::/64` and the kernel's link-local addresses).
+    Dual,
+    /// IPv6 only: the ULA and link-local addresses, no IPv4.
+    V6Only,
+    /// Only the kernel's `fe80::` addresses: a LAN without a router, the common home case.
+    LinkLocalOnly,
+    /// IPv4 only, with IPv6 disabled on the link (`disable_ipv6=1`: not even `fe80::`).
+    V4Only,
+}
+
+impl Net {
+    /// Every kind, dual stack first.
+    pub const ALL: [Net; 4] = [Net::Dual, Net::V6Only, Net::LinkLocalOnly, Net::V4Only];
+
+    /// Whether the link carries IPv6 (link-local at least).
+    pub fn v6(self) -> bool {
+        self != Net::V4Only
+    }
+
+    /// Whether the link carries IPv4.
+    pub fn v4(self) -> bool {
+        matches!(self, Net::Dual | Net::V4Only)
+    }
+
+    /// Whether the link carries routable (ULA) IPv6 addresses besides the link-local ones.
+    pub fn routable_v6(self) -> bool {
+        matches!(self, Net::Dual | Net::V6Only)
+    }
+
+    /// The discovery groups a client can use on it: ff02::158 with IPv6, 224.0.1.187 with IPv4.
+    pub fn groups(self) -> Vec<&'static str> {
+        let v6 = self.v6().then_some("ff02::158");
+        v6.into_iter().chain(self.v4().then_some("224.0.1.187")).collect()
+    }
+
+    /// One letter for names (namespaces, interfaces).
+    pub fn letter(self) -> char {
+        match self {
+            Net::Dual => 'd',
+            Net::V6Only => '6',
+            Net::LinkLocalOnly => 'l',
+            Net::V4Only => '4',
+        }
+    }
+}
+
+/// [`create_on`] with a dual-stack link.
 pub fn create(gate_ns: &str, obt_ns: &str, gate_if: &str, obt_if: &str, subnet: u8) {
+    create_on(gate_ns, obt_ns, gate_if, obt_if, subnet, Net::Dual);
+}
+
+/// Creates namespaces `gate_ns` and `obt_ns` and the veth pair `gate_if`/`obt_if` between them,
+/// with the addresses `net` calls for: the gate side `10.{subnet}.0.1/24` and
+/// `fd00:{subnet}::1/64`, the OBT side `.2`/`::2`, and the kernel's `fe80::` addresses.
+/// The device prefixes of address mode (`fd00:d0c::/64`, `10.77.0.0/16`) are local on the gate
+/// and routed to it from the OBT side, through the gate's address of the family: its ULA, or
+/// on a link-local-only link its `fe80::` address. [`remove`] undoes it.
+pub fn create_on(gate_ns: &str, obt_ns: &str, gate_if: &str, obt_if: &str, subnet: u8, net: Net) {
     sh(&["ip", "netns", "add", gate_ns]);
     sh(&["ip", "netns", "add", obt_ns]);
     sh(&["ip", "link", "add", gate_if, "type", "veth", "peer", "name", obt_if]);
@@ -55,19 +111,75 @@ pub fn create(gate_ns: &str, obt_ns: &str, gate_if: &str, obt_if: &str, subnet: 
         sh(&["ip", "link", "set", ifname, "netns", ns]);
         let dad = format!("net.ipv6.conf.{ifname}.accept_dad=0");
         sh(&["ip", "netns", "exec", ns, "sysctl", "-qw", &dad]);
+        if !net.v6() {
+            set_ipv6(ns, ifname, false);
+        }
         sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
         sh(&["ip", "-n", ns, "link", "set", ifname, "up"]);
-        let (v4, v6) = (format!("10.{subnet}.0.{host}/24"), format!("fd00:{subnet}::{host}/64"));
-        sh(&["ip", "-n", ns, "addr", "add", &v4, "dev", ifname]);
-        sh(&["ip", "-n", ns, "-6", "addr", "add", &v6, "dev", ifname, "nodad"]);
+        if net.v4() {
+            let v4 = format!("10.{subnet}.0.{host}/24");
+            sh(&["ip", "-n", ns, "addr", "add", &v4, "dev", ifname]);
+        }
+        if net.routable_v6() {
+            let v6 = format!("fd00:{subnet}::{host}/64");
+            sh(&["ip", "-n", ns, "-6", "addr", "add", &v6, "dev", ifname, "nodad"]);
+        }
     }
     sh(&["ip", "-n", gate_ns, "-6", "route", "add", "local", "fd00:d0c::/64", "dev", "lo"]);
     sh(&["ip", "-n", gate_ns, "route", "add", "local", "10.77.0.0/16", "dev", "lo"]);
-    let (via_v6, via_v4) = (format!("fd00:{subnet}::1"), format!("10.{subnet}.0.1"));
-    sh(&["ip", "-n", obt_ns, "-6", "route", "add", "fd00:d0c::/64", "via", &via_v6]);
-    sh(&["ip", "-n", obt_ns, "route", "add", "10.77.0.0/16", "via", &via_v4]);
-    // Link-local addresses come up with the link; give the kernel a moment.
-    std::thread::sleep(Duration::from_millis(300));
+    if net.v4() {
+        let via = format!("10.{subnet}.0.1");
+        sh(&["ip", "-n", obt_ns, "route", "add", "10.77.0.0/16", "via", &via]);
+    }
+    if net.v6() {
+        // Link-local addresses come up with the link (both ends up): wait for them.
+        let gate_ll = wait_link_local(gate_ns, gate_if);
+        wait_link_local(obt_ns, obt_if);
+        let via = if net.routable_v6() { format!("fd00:{subnet}::1") } else { gate_ll };
+        sh(&[
+            "ip",
+            "-n",
+            obt_ns,
+            "-6",
+            "route",
+            "add",
+            "fd00:d0c::/64",
+            "via",
+            &via,
+            "dev",
+            obt_if,
+        ]);
+    }
+}
+
+/// Turns IPv6 on or off on `ifname` in `ns` (`disable_ipv6`): off removes every IPv6 address
+/// of the interface, `fe80::` included; on brings the link-local address back.
+pub fn set_ipv6(ns: &str, ifname: &str, on: bool) {
+    let sysctl = format!("net.ipv6.conf.{ifname}.disable_ipv6={}", u8::from(!on));
+    sh(&["ip", "netns", "exec", ns, "sysctl", "-qw", &sysctl]);
+}
+
+/// The kernel's link-local address of `ifname` in `ns`, if it has one.
+pub fn link_local(ns: &str, ifname: &str) -> Option<String> {
+    let out = Command::new("ip")
+        .args(["-n", ns, "-6", "-o", "addr", "show", "dev", ifname, "scope", "link"])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let addr = text.split_whitespace().skip_while(|w| *w != "inet6").nth(1)?;
+    addr.split('/').next().map(str::to_owned)
+}
+
+/// Waits (up to 3 s) for the link-local address of `ifname` in `ns`; returns it.
+pub fn wait_link_local(ns: &str, ifname: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        if let Some(addr) = link_local(ns, ifname) {
+            return addr;
+        }
+        assert!(std::time::Instant::now() < deadline, "no link-local address on {ifname} in {ns}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Deletes both namespaces (and with them the veth pair); errors are ignored (cleanup).

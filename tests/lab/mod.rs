@@ -19,7 +19,7 @@ use doxm_gate::fleet::file::FleetFile;
 pub mod link;
 
 #[allow(unused_imports)] // Not every binary that includes this module uses both.
-pub use link::{is_root, sh, skip};
+pub use link::{is_root, sh, skip, Net};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_doxm-gate");
 
@@ -30,26 +30,40 @@ pub struct Lab {
     pub gate_if: String,
     pub obt_if: String,
     pub dir: PathBuf,
+    /// The addresses the link carries.
+    pub net: Net,
 }
 
 impl Lab {
-    /// `None` (and a message) when the test cannot run here.
+    /// A dual-stack lab; `None` (skipped, see [`link::skip`]) when the test cannot run here.
     pub fn new(tag: &str) -> Option<Lab> {
+        Lab::on(tag, Net::Dual)
+    }
+
+    /// A lab whose link carries `net`'s addresses; `None` (skipped) when it cannot run here.
+    pub fn on(tag: &str, net: Net) -> Option<Lab> {
         if let Some(reason) = link::lab_unavailable() {
             skip(reason);
             return None;
         }
-        let id = format!("{tag}{:x}", std::process::id() & 0xffff);
+        let id = format!("{tag}{}{:x}", net.letter(), std::process::id() & 0xffff);
         let lab = Lab {
             gate_ns: format!("dg-g-{id}"),
             obt_ns: format!("dg-o-{id}"),
             gate_if: format!("vg{id}"),
             obt_if: format!("vo{id}"),
             dir: std::env::temp_dir().join(format!("doxm-gate-netns-{id}")),
+            net,
         };
         let _ = std::fs::create_dir_all(&lab.dir);
-        link::create(&lab.gate_ns, &lab.obt_ns, &lab.gate_if, &lab.obt_if, 200);
+        link::create_on(&lab.gate_ns, &lab.obt_ns, &lab.gate_if, &lab.obt_if, 200, net);
         Some(lab)
+    }
+
+    /// The gate's link-local address on its veth (the source of port-mode answers to
+    /// ff02::158, and the IPv6 next hop on a link-local-only link).
+    pub fn gate_link_local(&self) -> String {
+        link::link_local(&self.gate_ns, &self.gate_if).expect("a link-local address")
     }
 
     /// Writes `fleet` as the lab's fleet file; returns its path for `--fleet`.
@@ -61,6 +75,35 @@ impl Lab {
 
     /// Starts the gate in its namespace and waits until it serves.
     pub fn gate(&self, args: &[&str]) -> Gate {
+        let mut gate = self.spawn_gate(args);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !gate.log().contains("doxm-gate serving") {
+            let exited = gate.child.try_wait().unwrap();
+            assert!(
+                exited.is_none() && Instant::now() < deadline,
+                "gate did not start ({exited:?}):\n{}",
+                gate.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        gate
+    }
+
+    /// Starts a gate that must refuse to start: waits up to `limit` for it to exit; returns
+    /// its exit code and log (stderr). Fails the test if it is still running then.
+    pub fn gate_refused(&self, args: &[&str], limit: Duration) -> (i32, String) {
+        let mut gate = self.spawn_gate(args);
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = gate.child.try_wait().unwrap() {
+                return (status.code().unwrap_or(-1), gate.log());
+            }
+            assert!(Instant::now() < deadline, "still running after {limit:?}:\n{}", gate.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn spawn_gate(&self, args: &[&str]) -> Gate {
         static GATES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = GATES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let log = self.dir.join(format!("gate-{n}.log"));
@@ -73,13 +116,7 @@ impl Lab {
             .stderr(file)
             .spawn()
             .unwrap();
-        let gate = Gate { child, log };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !gate.log().contains("doxm-gate serving") {
-            assert!(Instant::now() < deadline, "gate did not start:\n{}", gate.log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        gate
+        Gate { child, log }
     }
 
     /// Runs `discover --json` in the OBT namespace; returns its JSON lines and exit status.
@@ -182,6 +219,11 @@ pub struct Gate {
 }
 
 impl Gate {
+    /// Its process id (`ip netns exec` execs the gate, so it is the gate's own).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn log(&self) -> String {
         let mut text = String::new();
         if let Ok(mut f) = std::fs::File::open(&self.log) {
