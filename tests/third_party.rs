@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 
 use doxm_gate::fleet::file::FleetFile;
-use lab::{assert_followed, eligible_uuids, uuids, Lab};
+use lab::{assert_followed, eligible_uuids, uuids, Lab, Net};
 use serde_json::Value;
 
 // ---- The clients -------------------------------------------------------------------------
@@ -61,15 +61,15 @@ fn have(client: &str) -> bool {
     ok
 }
 
-/// A lab for a test that uses `clients`, or `None` (skipped).
-fn lab_for(tag: &str, clients: &[&str]) -> Option<Lab> {
+/// A lab on a `net` link for a test that uses `clients`, or `None` (skipped).
+fn lab_for(tag: &str, net: Net, clients: &[&str]) -> Option<Lab> {
     if !lab::is_root() {
-        return Lab::new(tag); // skips
+        return Lab::on(tag, net); // skips
     }
     if !clients.iter().all(|c| have(c)) {
         return None;
     }
-    Lab::new(tag)
+    Lab::on(tag, net)
 }
 
 fn obt_command(lab: &Lab, program: &str, args: &[String]) -> Command {
@@ -356,46 +356,50 @@ fn assert_answer_shape(line: &Value, token: Option<&str>) {
 
 // ---- 1. libcoap ---------------------------------------------------------------------------
 
+/// On every kind of link (SPEC 4 "Networks"), over each family the link carries.
 #[test]
 fn libcoap_discovers_exactly_the_eligible_devices_in_both_modes() {
-    let Some(lab) = lab_for("l", &["libcoap"]) else { return };
-    let fleet = mixed_fleet();
-    let path = lab.write_fleet(&fleet);
-    let want = eligible_uuids(&fleet);
-    assert_eq!(want.len(), 5, "{want:?}");
-    let port_base = PORT_BASE.to_string();
-    for address_mode in [false, true] {
-        let mut extra = vec!["--control", "", "--port-base", &port_base];
-        if address_mode {
-            extra.extend(ADDRESS_MODE);
-        }
-        let gate = lab.gate(&gate_args(&path, &extra));
-        for group in ["ff02::158", "224.0.1.187"] {
-            let what = format!("libcoap, {group}, address mode {address_mode}");
-            let logged = libcoap(&lab, group, "?owned=FALSE", 1);
-            for answer in &logged {
-                assert!(answer.summary.starts_with("v:1 t:NON c:2.05 "), "{what}: {answer:?}");
-                assert!(answer.summary.contains("Content-Format:10000"), "{what}: {answer:?}");
-                assert!(answer.summary.contains("2053:\\x08\\x00"), "{what}: {answer:?}");
+    for net in Net::ALL {
+        let Some(lab) = lab_for("l", net, &["libcoap"]) else { return };
+        let fleet = mixed_fleet();
+        let path = lab.write_fleet(&fleet);
+        let want = eligible_uuids(&fleet);
+        assert_eq!(want.len(), 5, "{want:?}");
+        let port_base = PORT_BASE.to_string();
+        for address_mode in [false, true] {
+            let mut extra = vec!["--control", "", "--port-base", &port_base];
+            if address_mode {
+                extra.extend(ADDRESS_MODE);
             }
-            let answers: Vec<_> = logged.into_iter().map(|a| (a.deviceuuid, a.source)).collect();
-            let eps = endpoints(&lab, &fleet, group, address_mode);
-            assert_exact(&what, &answers, &want, &eps);
+            let gate = lab.gate(&gate_args(&path, &extra));
+            for group in net.groups() {
+                let what = format!("libcoap, {net:?}, {group}, address mode {address_mode}");
+                let logged = libcoap(&lab, group, "?owned=FALSE", 1);
+                for answer in &logged {
+                    assert!(answer.summary.starts_with("v:1 t:NON c:2.05 "), "{what}: {answer:?}");
+                    assert!(answer.summary.contains("Content-Format:10000"), "{what}: {answer:?}");
+                    assert!(answer.summary.contains("2053:\\x08\\x00"), "{what}: {answer:?}");
+                }
+                let answers: Vec<_> =
+                    logged.into_iter().map(|a| (a.deviceuuid, a.source)).collect();
+                let eps = endpoints(&lab, &fleet, group, address_mode);
+                assert_exact(&what, &answers, &want, &eps);
+            }
+            // libcoap's RSTs (its reaction to option 2053) reach the devices' endpoints: the
+            // gate must take them in its stride and still serve.
+            let logged = libcoap(&lab, net.groups()[0], "?owned=FALSE", 1);
+            assert_eq!(logged.len(), want.len(), "{}", gate.log());
         }
-        // libcoap's RSTs (its reaction to option 2053) reach the devices' endpoints: the gate
-        // must take them in its stride and still serve.
-        let logged = libcoap(&lab, "ff02::158", "?owned=FALSE", 1);
-        assert_eq!(logged.len(), want.len(), "{}", gate.log());
     }
 }
 
 // ---- 2. aiocoap and node-coap -------------------------------------------------------------
 
-/// One discovery per group through a JSON-line client driver (`discover` gets `--group G
+/// One discovery per group the lab's link carries, through a JSON-line client driver (`discover` gets `--group G
 /// --wait 1 --follow`): every answer well-formed (and, with `one_token`, all under the token of
 /// the first), exactly the eligible devices, each from its own endpoint. Returns each group's
 /// answers for the client's own checks.
-fn discover_both_groups(
+fn discover_each_group(
     lab: &Lab,
     fleet: &FleetFile,
     address_mode: bool,
@@ -405,14 +409,14 @@ fn discover_both_groups(
 ) -> Vec<Vec<Value>> {
     let want = eligible_uuids(fleet);
     let mut groups = Vec::new();
-    for group in ["ff02::158", "224.0.1.187"] {
+    for group in lab.net.groups() {
         let lines = discover(lab, &["--group", group, "--wait", "1", "--follow"]);
         let token = lines.first().filter(|_| one_token).map(|l| l["token"].as_str().unwrap());
         for line in &lines {
             assert_answer_shape(line, token);
         }
         assert_exact(
-            &format!("{what} {group}"),
+            &format!("{what} {:?} {group}", lab.net),
             &uuid_source(&lines),
             &want,
             &endpoints(lab, fleet, group, address_mode),
@@ -422,53 +426,71 @@ fn discover_both_groups(
     groups
 }
 
+/// On every kind of link (SPEC 4 "Networks"), over each family the link carries.
 #[test]
 fn aiocoap_discovers_and_follows_up_in_port_mode() {
-    let Some(lab) = lab_for("i", &["aiocoap"]) else { return };
-    let fleet = mixed_fleet();
-    let path = lab.write_fleet(&fleet);
-    let port_base = PORT_BASE.to_string();
-    let _gate = lab.gate(&gate_args(&path, &["--control", "", "--port-base", &port_base]));
-    for lines in discover_both_groups(&lab, &fleet, false, "aiocoap", true, aiocoap) {
-        // The OBT's next steps at each answer's source: /oic/res?rt=oic.r.doxm anchored at the
-        // device, /oic/d with its di and name, eps of the family, in the registered order.
-        assert_followed(&lines, &fleet);
-        for line in &lines {
-            assert_eq!(line["res_type"], "ACK", "CON answered piggybacked: {line}");
+    for net in Net::ALL {
+        let Some(lab) = lab_for("i", net, &["aiocoap"]) else { return };
+        let fleet = mixed_fleet();
+        let path = lab.write_fleet(&fleet);
+        let port_base = PORT_BASE.to_string();
+        let _gate = lab.gate(&gate_args(&path, &["--control", "", "--port-base", &port_base]));
+        for lines in discover_each_group(&lab, &fleet, false, "aiocoap", true, aiocoap) {
+            // The OBT's next steps at each answer's source: /oic/res?rt=oic.r.doxm anchored at
+            // the device, /oic/d with its di and name, eps of the family, in registered order.
+            assert_followed(&lines, &fleet);
+            for line in &lines {
+                assert_eq!(line["res_type"], "ACK", "CON answered piggybacked: {line}");
+            }
         }
+        // aiocoap's own request API on the group gets one (the first) answer, and accepts it.
+        // Not on an IPv4-only link: aiocoap's client context (its IPv6 socket, v4-mapped) then
+        // fails to resolve 224.0.1.187 at all ("No address information found"), before
+        // anything is sent; the plain-socket discovery above covers IPv4 there.
+        if !net.v6() {
+            continue;
+        }
+        let first = aiocoap(&lab, &["--first", "--wait", "1", "--group", "ff02::158"]);
+        assert_eq!(first.len(), 1, "{net:?}: {first:?}");
+        let uuid = first[0]["deviceuuid"].as_str().unwrap();
+        assert!(eligible_uuids(&fleet).contains(uuid), "{net:?}: {first:?}");
     }
-    // aiocoap's own request API on the group gets one (the first) answer, and accepts it.
-    let first = aiocoap(&lab, &["--first", "--wait", "1"]);
-    assert_eq!(first.len(), 1, "{first:?}");
-    assert!(eligible_uuids(&fleet).contains(first[0]["deviceuuid"].as_str().unwrap()), "{first:?}");
 }
 
+/// On every kind of link; on a link-local-only one the OBT reaches the devices' prefix through
+/// the gate's `fe80::` address (tests/lab/link.rs).
 #[test]
 fn aiocoap_follows_up_in_address_mode() {
-    let Some(lab) = lab_for("m", &["aiocoap"]) else { return };
-    let fleet = mixed_fleet();
-    let path = lab.write_fleet(&fleet);
-    let mut extra = vec!["--control", ""];
-    extra.extend(ADDRESS_MODE);
-    let _gate = lab.gate(&gate_args(&path, &extra));
-    for lines in discover_both_groups(&lab, &fleet, true, "aiocoap address mode", false, aiocoap) {
-        assert_followed(&lines, &fleet);
+    for net in Net::ALL {
+        let Some(lab) = lab_for("m", net, &["aiocoap"]) else { return };
+        let fleet = mixed_fleet();
+        let path = lab.write_fleet(&fleet);
+        let mut extra = vec!["--control", ""];
+        extra.extend(ADDRESS_MODE);
+        let _gate = lab.gate(&gate_args(&path, &extra));
+        let what = "aiocoap address mode";
+        for lines in discover_each_group(&lab, &fleet, true, what, false, aiocoap) {
+            assert_followed(&lines, &fleet);
+        }
     }
 }
 
+/// On every kind of link, over each family the link carries.
 #[test]
 fn node_coap_discovers_and_follows_up() {
-    let Some(lab) = lab_for("n", &["node-coap"]) else { return };
-    let fleet = mixed_fleet();
-    let path = lab.write_fleet(&fleet);
-    let port_base = PORT_BASE.to_string();
-    let _gate = lab.gate(&gate_args(&path, &["--control", "", "--port-base", &port_base]));
-    for lines in discover_both_groups(&lab, &fleet, false, "node-coap", true, node_coap) {
-        for line in &lines {
-            assert_eq!(line["follow"], "ok", "{line}");
-            let uuid = line["deviceuuid"].as_str().unwrap();
-            let entry = fleet.device.iter().find(|d| d.uuid.hyphenated().to_string() == uuid);
-            assert_eq!(line["n"].as_str(), entry.map(|e| e.name.as_str()), "{line}");
+    for net in Net::ALL {
+        let Some(lab) = lab_for("n", net, &["node-coap"]) else { return };
+        let fleet = mixed_fleet();
+        let path = lab.write_fleet(&fleet);
+        let port_base = PORT_BASE.to_string();
+        let _gate = lab.gate(&gate_args(&path, &["--control", "", "--port-base", &port_base]));
+        for lines in discover_each_group(&lab, &fleet, false, "node-coap", true, node_coap) {
+            for line in &lines {
+                assert_eq!(line["follow"], "ok", "{net:?}: {line}");
+                let uuid = line["deviceuuid"].as_str().unwrap();
+                let entry = fleet.device.iter().find(|d| d.uuid.hyphenated().to_string() == uuid);
+                assert_eq!(line["n"].as_str(), entry.map(|e| e.name.as_str()), "{line}");
+            }
         }
     }
 }
@@ -485,7 +507,7 @@ fn set_state(fleet: &mut FleetFile, i: usize, dos: u8, owned: bool, doc_open: bo
 
 #[test]
 fn state_flips_through_the_api_between_discoveries() {
-    let Some(lab) = lab_for("f", &["libcoap"]) else { return };
+    let Some(lab) = lab_for("f", Net::Dual, &["libcoap"]) else { return };
     let mut fleet = mixed_fleet();
     let path = lab.write_fleet(&fleet);
     let control = "10.200.0.1:8683";
@@ -570,7 +592,7 @@ fn state_flips_through_the_api_between_discoveries() {
 
 #[test]
 fn query_variants_and_no_response() {
-    let Some(lab) = lab_for("q", &["aiocoap"]) else { return };
+    let Some(lab) = lab_for("q", Net::Dual, &["aiocoap"]) else { return };
     let fleet = mixed_fleet();
     let path = lab.write_fleet(&fleet);
     let want = eligible_uuids(&fleet);
@@ -668,7 +690,7 @@ fn query_variants_and_no_response() {
 
 #[test]
 fn identical_copies_are_answered_once() {
-    let Some(lab) = lab_for("c", &["aiocoap"]) else { return };
+    let Some(lab) = lab_for("c", Net::Dual, &["aiocoap"]) else { return };
     let fleet = mixed_fleet();
     let path = lab.write_fleet(&fleet);
     let want = eligible_uuids(&fleet);
