@@ -293,16 +293,9 @@ fn a_second_gate_on_the_same_endpoints_is_refused() {
         args
     };
     let first = lab.gate(&ports("40000"));
-    let started = Instant::now();
-    let (code, log) = lab.gate_refused(&ports("40000"), Duration::from_secs(2));
-    assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
-    assert_ne!(code, 0, "{log}");
-    assert!(log.contains("device port 40000 is in use"), "{log}");
-    assert!(log.contains(&format!("by pid {} (doxm-gate)", first.pid())), "{log}");
+    assert_refused(&lab, &ports("40000"), "device port 40000", Some(&first));
     // Overlapping, not equal: refused at the first shared port.
-    let (code, log) = lab.gate_refused(&ports("40030"), Duration::from_secs(2));
-    assert_ne!(code, 0, "{log}");
-    assert!(log.contains("device port 40030 is in use"), "{log}");
+    assert_refused(&lab, &ports("40030"), "device port 40030", Some(&first));
     let _disjoint = lab.gate(&ports("40050"));
 
     let address = |v6: &'static str| {
@@ -312,17 +305,25 @@ fn a_second_gate_on_the_same_endpoints_is_refused() {
         args
     };
     let third = lab.gate(&address("fd00:d0c::/64"));
-    let started = Instant::now();
-    let (code, log) = lab.gate_refused(&address("fd00:d0c::/64"), Duration::from_secs(2));
-    assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
-    assert_ne!(code, 0, "{log}");
-    assert!(log.contains("prefix fd00:d0c::/64 on port 5683 is in use"), "{log}");
-    assert!(log.contains(&format!("by pid {} (doxm-gate)", third.pid())), "{log}");
+    let same = "address-mode prefix fd00:d0c::/64 on port 5683";
+    assert_refused(&lab, &address("fd00:d0c::/64"), same, Some(&third));
     // Another IPv6 prefix but the same IPv4 one: refused on the IPv4 prefix.
-    let (code, log) = lab.gate_refused(&address("fd00:d0e::/64"), Duration::from_secs(2));
-    assert_ne!(code, 0, "{log}");
-    assert!(log.contains("prefix 10.77.0.0/16 on port 5683 is in use"), "{log}");
+    let v4 = "address-mode prefix 10.77.0.0/16 on port 5683";
+    assert_refused(&lab, &address("fd00:d0e::/64"), v4, Some(&third));
     // Every gate still answers for its own devices (the group port is shared).
     let (lines, _) = lab.discover(&["--group", "ff02::158", "--wait", "1"]);
     assert_eq!(lines.len(), 3 * eligible_uuids(&fleet).len(), "three gates, one fleet each");
+}
+
+/// Starts a gate over `args` that must exit non-zero within a second, its error naming
+/// `endpoint` and the pid of `holder`.
+fn assert_refused(lab: &Lab, args: &[&str], endpoint: &str, holder: Option<&lab::Gate>) {
+    let started = Instant::now();
+    let (code, log) = lab.gate_refused(args, Duration::from_secs(2));
+    assert!(started.elapsed() < Duration::from_secs(1), "{:?}:\n{log}", started.elapsed());
+    assert_ne!(code, 0, "{log}");
+    assert!(log.contains(&format!("{endpoint} is in use")), "{log}");
+    if let Some(gate) = holder {
+        assert!(log.contains(&format!("by pid {} (doxm-gate)", gate.pid())), "{log}");
+    }
 }

@@ -429,16 +429,11 @@ fn discover_each_group(
 /// On every kind of link (SPEC 4 "Networks"), over each family the link carries.
 #[test]
 fn aiocoap_discovers_and_follows_up_in_port_mode() {
-    for net in Net::ALL {
-        let Some(lab) = lab_for("i", net, &["aiocoap"]) else { return };
-        let fleet = mixed_fleet();
-        let path = lab.write_fleet(&fleet);
-        let port_base = PORT_BASE.to_string();
-        let _gate = lab.gate(&gate_args(&path, &["--control", "", "--port-base", &port_base]));
-        for lines in discover_each_group(&lab, &fleet, false, "aiocoap", true, aiocoap) {
+    on_each_net_in_port_mode("i", "aiocoap", |lab, fleet, net| {
+        for lines in discover_each_group(lab, fleet, false, "aiocoap", true, aiocoap) {
             // The OBT's next steps at each answer's source: /oic/res?rt=oic.r.doxm anchored at
             // the device, /oic/d with its di and name, eps of the family, in registered order.
-            assert_followed(&lines, &fleet);
+            assert_followed(&lines, fleet);
             for line in &lines {
                 assert_eq!(line["res_type"], "ACK", "CON answered piggybacked: {line}");
             }
@@ -448,13 +443,13 @@ fn aiocoap_discovers_and_follows_up_in_port_mode() {
         // fails to resolve 224.0.1.187 at all ("No address information found"), before
         // anything is sent; the plain-socket discovery above covers IPv4 there.
         if !net.v6() {
-            continue;
+            return;
         }
-        let first = aiocoap(&lab, &["--first", "--wait", "1", "--group", "ff02::158"]);
+        let first = aiocoap(lab, &["--first", "--wait", "1", "--group", "ff02::158"]);
         assert_eq!(first.len(), 1, "{net:?}: {first:?}");
         let uuid = first[0]["deviceuuid"].as_str().unwrap();
-        assert!(eligible_uuids(&fleet).contains(uuid), "{net:?}: {first:?}");
-    }
+        assert!(eligible_uuids(fleet).contains(uuid), "{net:?}: {first:?}");
+    });
 }
 
 /// On every kind of link; on a link-local-only one the OBT reaches the devices' prefix through
@@ -478,13 +473,8 @@ fn aiocoap_follows_up_in_address_mode() {
 /// On every kind of link, over each family the link carries.
 #[test]
 fn node_coap_discovers_and_follows_up() {
-    for net in Net::ALL {
-        let Some(lab) = lab_for("n", net, &["node-coap"]) else { return };
-        let fleet = mixed_fleet();
-        let path = lab.write_fleet(&fleet);
-        let port_base = PORT_BASE.to_string();
-        let _gate = lab.gate(&gate_args(&path, &["--control", "", "--port-base", &port_base]));
-        for lines in discover_each_group(&lab, &fleet, false, "node-coap", true, node_coap) {
+    on_each_net_in_port_mode("n", "node-coap", |lab, fleet, net| {
+        for lines in discover_each_group(lab, fleet, false, "node-coap", true, node_coap) {
             for line in &lines {
                 assert_eq!(line["follow"], "ok", "{net:?}: {line}");
                 let uuid = line["deviceuuid"].as_str().unwrap();
@@ -492,6 +482,19 @@ fn node_coap_discovers_and_follows_up() {
                 assert_eq!(line["n"].as_str(), entry.map(|e| e.name.as_str()), "{line}");
             }
         }
+    });
+}
+
+/// Runs `check` on a lab of each kind of link (SPEC 4 "Networks"), each with a port-mode gate
+/// over [`mixed_fleet`]; returns early (skipped) where `client` or the lab cannot run.
+fn on_each_net_in_port_mode(tag: &str, client: &str, check: impl Fn(&Lab, &FleetFile, Net)) {
+    for net in Net::ALL {
+        let Some(lab) = lab_for(tag, net, &[client]) else { return };
+        let fleet = mixed_fleet();
+        let path = lab.write_fleet(&fleet);
+        let port_base = PORT_BASE.to_string();
+        let _gate = lab.gate(&gate_args(&path, &["--control", "", "--port-base", &port_base]));
+        check(&lab, &fleet, net);
     }
 }
 
