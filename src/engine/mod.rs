@@ -10,7 +10,7 @@
 //!     |  wire::coap::Message::parse ............ malformed -> drop, counted by reason
 //!     |  multicast (destination is a group):
 //!     |    policy::screen ...................... pre-filters 2..6 -> drop, counted
-//!     |    source::check_source ................ spoofed/odd sources -> drop
+//!     |    source_address::check_source ........ spoofed/odd sources -> drop
 //!     |    dedup ............................... copies of one exchange -> drop
 //!     |    eligible count == 0 ................. drop in O(1)
 //!     |    SourceLimiter ....................... per-source token bucket
@@ -25,12 +25,12 @@
 //!        device's state word (cancelled if no longer eligible) and is encoded into `buf`.
 //! ```
 
-pub mod dedup;
+mod dedup;
 pub mod endpoint;
 mod hash_index;
-pub mod limits;
-pub mod schedule;
-pub mod source;
+mod limits;
+mod schedule;
+mod source_address;
 pub mod stats;
 pub mod unicast;
 
@@ -49,8 +49,9 @@ use crate::wire::writer::Writer;
 
 use dedup::{Dedup, Seen};
 use endpoint::{EndpointPlan, LocalEndpoint};
-use limits::{AnswerBudget, SourceLimiter};
+use limits::{AnswerBudget, SendPacer, SourceLimiter};
 use schedule::{Owed, RequestInfo, Schedule};
+pub use source_address::SourceReject;
 pub use stats::{EngineDrop, Stats, Verdict};
 use unicast::{Body, LinkSelection};
 
@@ -172,15 +173,11 @@ pub struct Engine {
     next_message_id: u16,
     /// Encoded size of a typical answer per view, for the byte budget.
     answer_size: [usize; 2],
-    /// The send-time pacer (GCRA): the theoretical time at which the answer bytes sent so far
-    /// are paid for at the configured rate. The budget's windows spread answers; the pacer makes
-    /// the rate a hard bound where overlapping windows would briefly exceed it.
-    paced_until: Option<Instant>,
+    /// The hard bound on answer bytes sent per second (the budget's windows spread answers;
+    /// overlapping windows could briefly exceed the rate without it).
+    pacer: SendPacer,
     stats: Stats,
 }
-
-/// How far ahead of the rate the pacer lets answers go (a burst of rate x this).
-const PACER_BURST: Duration = Duration::from_millis(50);
 
 impl Engine {
     /// An engine over `fleet`; `seed` fixes its random choices.
@@ -206,7 +203,7 @@ impl Engine {
             next_message_id: rng.u16(..),
             answer_size: [typical_answer_size(View::Default), typical_answer_size(View::Baseline)],
             rng,
-            paced_until: None,
+            pacer: SendPacer::new(config.answer_rate_bytes),
             stats: Stats::default(),
             fleet,
             config,
@@ -243,15 +240,10 @@ impl Engine {
     /// [`Engine::handle`], drain [`Engine::poll_transmit`] until it returns `None`.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let due = self.schedule.next_due()?;
-        Some(match self.pacer_ready() {
+        Some(match self.pacer.ready_at() {
             Some(ready) => due.max(ready),
             None => due,
         })
-    }
-
-    /// When the pacer lets the next answer go, if it holds answers back at all.
-    fn pacer_ready(&self) -> Option<Instant> {
-        self.paced_until.and_then(|until| until.checked_sub(PACER_BURST))
     }
 
     /// Whether a unicast response is queued (the driver should call [`Engine::poll_transmit`]
@@ -269,7 +261,7 @@ impl Engine {
                 return Some(t);
             }
         }
-        if self.pacer_ready().is_some_and(|ready| ready > now) {
+        if self.pacer.holds(now) {
             return None;
         }
         while let Some(due) = self.schedule.pop_due(now, &mut self.rng) {
@@ -298,9 +290,7 @@ impl Engine {
             match written {
                 Ok(len) => {
                     self.stats.answers_sent += 1;
-                    let cost =
-                        Duration::from_secs_f64(len as f64 / self.config.answer_rate_bytes as f64);
-                    self.paced_until = Some(self.paced_until.map_or(now, |p| p.max(now)) + cost);
+                    self.pacer.charge(now, len);
                     return Some(Transmit {
                         destination: due.info.peer,
                         source,
@@ -329,7 +319,7 @@ impl Engine {
         if let Err(reason) = policy::screen(&request) {
             return Verdict::Policy(reason);
         }
-        if let Err(reject) = source::check_source(meta.source, meta.destination.ip()) {
+        if let Err(reject) = source_address::check_source(meta.source, meta.destination.ip()) {
             return Verdict::Source(reject);
         }
         // Devices `0..reachable` have an endpoint in the request's family (with prefixes of two
@@ -403,7 +393,7 @@ impl Engine {
         else {
             return Verdict::Engine(EngineDrop::UnknownEndpoint);
         };
-        if let Err(reject) = source::check_source(meta.source, meta.destination.ip()) {
+        if let Err(reject) = source_address::check_source(meta.source, meta.destination.ip()) {
             return Verdict::Source(reject);
         }
         let request = RequestFacts::from_message(msg, Delivery::Unicast);
