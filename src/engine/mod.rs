@@ -19,7 +19,8 @@
 //!     |                                          a busy source held to its share
 //!     |    Schedule ............................ one paced stream per request, bounded
 //!     |  unicast (destination is a device endpoint):
-//!     |    unicast::route ...................... doxm / res / d / 4.04, queued at once
+//!     |    unicast::route ...................... policy::decide's one ladder for doxm,
+//!     |                                          res and d (else 4.04), queued at once
 //!  poll_transmit(now, buf)
 //!        unicast responses first, then answers that are due; each answer re-checks the
 //!        device's state word (cancelled if no longer eligible) and is encoded into `buf`.
@@ -41,10 +42,10 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
-use crate::fleet::{DeviceId, DeviceRecord, Fleet, StateWord};
+use crate::fleet::{DeviceId, Fleet, StateWord};
 use crate::policy::{self, Delivery, Outcome, RequestFacts};
 use crate::wire::coap::{Code, Message, MessageType, MAX_TOKEN_LEN};
-use crate::wire::ocf::{self, DeviceInfo, View};
+use crate::wire::ocf::{self, View};
 use crate::wire::writer::Writer;
 
 use dedup::{Dedup, Seen};
@@ -53,7 +54,7 @@ use limits::{AnswerBudget, SendPacer, SourceLimiter};
 use schedule::{Owed, RequestInfo, Schedule};
 pub use source_address::SourceReject;
 pub use stats::{EngineDrop, Stats, Verdict};
-use unicast::{Body, LinkSelection};
+use unicast::Body;
 
 /// The engine's limits and timings. Every limit is configurable; the defaults suit a bridge of
 /// up to a million devices on one host.
@@ -397,7 +398,7 @@ impl Engine {
             return Verdict::Source(reject);
         }
         let request = RequestFacts::from_message(msg, Delivery::Unicast);
-        let reply = unicast::route(msg, &request, &word.facts(uuid), &record.device_types);
+        let reply = unicast::route(&request, &word.facts(uuid), &record.device_types);
         let code = match reply.decision.outcome {
             Outcome::Respond(code) => code,
             Outcome::EmptyAck => Code::EMPTY,
@@ -439,7 +440,14 @@ impl Engine {
             }
             body => {
                 ocf::write_response(buf, reply.ty, reply.code, reply.message_id, token, |out| {
-                    encode_body(body, &record, word, reply.destination.is_ipv6(), &self.config, out)
+                    unicast::encode_body(
+                        body,
+                        &record,
+                        word,
+                        reply.destination.is_ipv6(),
+                        &self.config,
+                        out,
+                    )
                 })
             }
         };
@@ -476,86 +484,6 @@ fn copy_token(token: &[u8]) -> ([u8; MAX_TOKEN_LEN], u8) {
 fn request_info(meta: &Meta, msg: &Message<'_>, view: View) -> RequestInfo {
     let (token, token_len) = copy_token(msg.token());
     RequestInfo { peer: meta.source, interface: meta.interface, token, token_len, view }
-}
-
-/// Encodes a unicast body from the device's record.
-fn encode_body(
-    body: Body,
-    record: &DeviceRecord,
-    word: StateWord,
-    v6: bool,
-    config: &Config,
-    out: &mut [u8],
-) -> Result<usize, crate::wire::BufferTooSmall> {
-    let owned = word.state().is_some_and(|s| s.owned);
-    match body {
-        Body::None => Ok(0),
-        Body::Doxm(view) => record.doxm(owned).encode(view, out),
-        Body::Device(view) => {
-            let mut types = [""; MAX_LISTED];
-            let info = DeviceInfo {
-                di: record.uuid,
-                n: record.name(),
-                rt: collect(record.device_types.iter().map(|t| &**t), &mut types),
-                icv: &config.icv,
-                dmv: &config.dmv,
-                piid: record.piid,
-            };
-            info.encode(view, out)
-        }
-        Body::Links { baseline, links } => encode_links(record, links, baseline, v6, out),
-    }
-}
-
-/// At most this many device types or endpoints are listed in a response (no allocation).
-const MAX_LISTED: usize = 8;
-
-/// Collects up to [`MAX_LISTED`] strings into `buf` and returns them as a slice.
-fn collect<'a, 'b>(
-    items: impl Iterator<Item = &'a str>,
-    buf: &'b mut [&'a str; MAX_LISTED],
-) -> &'b [&'a str] {
-    let mut n = 0;
-    for (slot, item) in buf.iter_mut().zip(items) {
-        *slot = item;
-        n += 1;
-    }
-    &buf[..n]
-}
-
-/// Encodes `/oic/res`; `eps` lists the device's endpoints of the requester's family (SPEC 5).
-fn encode_links(
-    record: &DeviceRecord,
-    links: LinkSelection,
-    baseline: bool,
-    v6: bool,
-    out: &mut [u8],
-) -> Result<usize, crate::wire::BufferTooSmall> {
-    let mut eps = [""; MAX_LISTED];
-    let eps = collect(record.eps_for(v6), &mut eps);
-    let mut types = [""; MAX_LISTED];
-    let types = collect(record.device_types.iter().map(|t| &**t), &mut types);
-    let device_link = ocf::Link {
-        anchor: record.uuid,
-        href: "/oic/d",
-        rt: types,
-        interfaces: &ocf::DEVICE_INTERFACES,
-        bm: 1,
-        eps,
-    };
-    let doxm_link = record.doxm_link(eps);
-    let all = [doxm_link, device_link];
-    let selected: &[ocf::Link<'_>] = match (links.doxm, links.device) {
-        (true, true) => &all,
-        (true, false) => &all[..1],
-        (false, true) => &all[1..],
-        (false, false) => &[],
-    };
-    if baseline {
-        ocf::encode_res_baseline(selected, out)
-    } else {
-        ocf::encode_links(selected, out)
-    }
 }
 
 /// The encoded size of a doxm answer with one oxm and a zero-length token, per view.
