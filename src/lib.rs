@@ -38,16 +38,21 @@
 //!
 //! This release contains the [`wire`] layer and the [`policy`]; the engine and drivers follow.
 
-// Unsafe code is denied everywhere but `io::sys`, which documents each use (recvmmsg, sendmmsg,
-// packet info).
-#![deny(unsafe_code)]
+// The core forbids unsafe code outright. With the daemon, unsafe code is denied everywhere but
+// `io::sys`, which documents each use (recvmmsg, sendmmsg, packet info).
+#![cfg_attr(not(feature = "daemon"), forbid(unsafe_code))]
+#![cfg_attr(feature = "daemon", deny(unsafe_code))]
 #![warn(missing_docs)]
 
-pub mod config;
-pub mod control;
 pub mod engine;
 pub mod fleet;
-pub mod io;
 pub mod policy;
 pub mod sim;
 pub mod wire;
+
+#[cfg(feature = "daemon")]
+pub mod config;
+#[cfg(feature = "daemon")]
+pub mod control;
+#[cfg(feature = "daemon")]
+pub mod io;

@@ -32,6 +32,46 @@ pub enum Delivery {
     Unicast,
 }
 
+/// The resource a request names on a device's discovery endpoint (SPEC section 5): the gate
+/// serves exactly these three GETs there, and multicast discovery only ever names the first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Resource {
+    /// `/oic/sec/doxm`.
+    Doxm,
+    /// `/oic/res`.
+    Res,
+    /// `/oic/d`.
+    Device,
+    /// Anything else (4.04 on a unicast CON).
+    Other,
+}
+
+impl Resource {
+    /// The resource a request's Uri-Path names (exactly, case-sensitive; RFC 7252 s6.4).
+    pub fn of(msg: &Message<'_>) -> Resource {
+        if msg.path_is(&[b"oic", b"sec", b"doxm"]) {
+            Resource::Doxm
+        } else if msg.path_is(&[b"oic", b"res"]) {
+            Resource::Res
+        } else if msg.path_is(&[b"oic", b"d"]) {
+            Resource::Device
+        } else {
+            Resource::Other
+        }
+    }
+
+    /// The interface a request without `if` gets; the other one it accepts is
+    /// `oic.if.baseline` (OCF Core: doxm is `oic.if.rw`, `/oic/res` `oic.if.ll`, `/oic/d`
+    /// `oic.if.r`).
+    pub const fn default_interface(self) -> &'static str {
+        match self {
+            Resource::Doxm | Resource::Other => ocf::IF_RW,
+            Resource::Res => ocf::IF_LL,
+            Resource::Device => ocf::IF_R,
+        }
+    }
+}
+
 /// The device onboarding state `dos.s` (OCF Security, `/oic/sec/pstat`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Dos {
@@ -94,8 +134,8 @@ pub struct RequestFacts<'a> {
     pub ty: MessageType,
     /// The request code.
     pub code: Code,
-    /// Whether the Uri-Path is exactly `oic`, `sec`, `doxm`.
-    pub doxm_path: bool,
+    /// The resource the Uri-Path names.
+    pub resource: Resource,
     /// The first critical option the gate does not recognise.
     pub unrecognised_critical: Option<u16>,
     /// Accept.
@@ -115,7 +155,7 @@ impl<'a> RequestFacts<'a> {
             delivery,
             ty: msg.ty(),
             code: msg.code(),
-            doxm_path: msg.path_is(&[b"oic", b"sec", b"doxm"]),
+            resource: Resource::of(msg),
             unrecognised_critical: msg.first_unrecognised_critical(),
             accept: msg.accept(),
             ocf_accept_version: msg.ocf_accept_content_format_version(),
@@ -298,7 +338,7 @@ pub fn screen(request: &RequestFacts<'_>) -> Result<(), Reason> {
     if request.code != Code::GET {
         return Err(Reason::WrongMethod);
     }
-    if !request.doxm_path {
+    if request.resource != Resource::Doxm {
         return Err(Reason::WrongPath);
     }
     if request.unrecognised_critical.is_some() {
@@ -351,10 +391,13 @@ fn decide_multicast(request: &RequestFacts<'_>, device: &DeviceFacts) -> Decisio
     }
 }
 
-/// Unicast to the device's own discovery endpoint. The order follows the table: a device that
-/// accepts nothing stays silent; then the pre-filters with their error codes; then the state
-/// (4.01) before the `owned` filter (4.00), because "not in RFOTM, or DOC open" is 4.01 for any
-/// query.
+/// Unicast to the device's own discovery endpoint, for every resource it serves (SPEC sections
+/// 1.1 and 5): the one ladder the engine, `explain` and the exhaustive table share. The order
+/// follows the table: a device that accepts nothing stays silent; then the pre-filters with
+/// their error codes (a NON request gets no error for a request it could not have meant, RFC
+/// 7252 s5.4.1); then, for doxm, the state (4.01) before the `owned` filter (4.00), because "not
+/// in RFOTM, or DOC open" is 4.01 for any query. `/oic/res` and `/oic/d` describe the device
+/// and do not depend on its onboarding state.
 fn decide_unicast(request: &RequestFacts<'_>, device: &DeviceFacts) -> Decision {
     use Reason as R;
     if !device.known {
@@ -368,8 +411,6 @@ fn decide_unicast(request: &RequestFacts<'_>, device: &DeviceFacts) -> Decision 
         MessageType::NonConfirmable => false,
         MessageType::Acknowledgement | MessageType::Reset => return Decision::ignore(R::WrongType),
     };
-    // A NON request gets no error for a request it could not have meant (RFC 7252 5.4.1, and
-    // the gate's rule for unknown resources); only CON gets those codes.
     let con_only = |code: Code, reason: Reason| {
         if con {
             respond(request, code, reason)
@@ -377,7 +418,7 @@ fn decide_unicast(request: &RequestFacts<'_>, device: &DeviceFacts) -> Decision 
             Decision::ignore(reason)
         }
     };
-    if !request.doxm_path {
+    if request.resource == Resource::Other {
         return con_only(Code::NOT_FOUND, R::WrongPath);
     }
     // SPEC section 5: the discovery endpoint serves three GETs; every other request is 4.04.
@@ -394,6 +435,9 @@ fn decide_unicast(request: &RequestFacts<'_>, device: &DeviceFacts) -> Decision 
     }
     if let Err(reason) = interface_check(request) {
         return respond(request, Code::BAD_REQUEST, reason);
+    }
+    if request.resource != Resource::Doxm {
+        return respond(request, Code::CONTENT, R::Ok);
     }
     if let Err(reason) = eligibility(device) {
         return respond(request, Code::UNAUTHORIZED, reason);
@@ -438,11 +482,13 @@ pub fn accept_check(request: &RequestFacts<'_>) -> Result<(), Reason> {
     Ok(())
 }
 
-/// Pre-filter 5, `if`: absent, `oic.if.rw` or `oic.if.baseline` (compared exactly).
+/// Pre-filter 5, `if`: absent, the resource's default interface, or `oic.if.baseline`
+/// (compared exactly); for doxm that is `oic.if.rw` or `oic.if.baseline`.
 fn interface_check(request: &RequestFacts<'_>) -> Result<(), Reason> {
     match request.filters.interface {
         None => Ok(()),
-        Some(i) if ocf::DOXM_INTERFACES.iter().any(|known| known.as_bytes() == i) => Ok(()),
+        Some(i) if i == request.resource.default_interface().as_bytes() => Ok(()),
+        Some(i) if i == ocf::IF_BASELINE.as_bytes() => Ok(()),
         Some(_) => Err(Reason::BadInterface),
     }
 }

@@ -100,6 +100,7 @@ impl Entry {
 const MAX_CAPACITY: usize = 1 << 30;
 
 /// Seed used by [`Dedup::new`]: fine for tests and trusted links, not against hash flooding.
+#[cfg(test)]
 const DEFAULT_SEED: u64 = 0x9e37_79b9_7f4a_7c15;
 
 impl Dedup {
@@ -113,6 +114,7 @@ impl Dedup {
     /// # Panics
     ///
     /// If `capacity` exceeds 2^30.
+    #[cfg(test)]
     pub fn new(window: Duration, capacity: usize) -> Dedup {
         Dedup::with_seed(window, capacity, DEFAULT_SEED)
     }
@@ -199,29 +201,22 @@ impl Dedup {
     /// How many exchanges were forgotten before their window ended because the table was full:
     /// a copy of one of them would be answered again, so a non-zero count means the capacity is
     /// too small for the request rate times the window.
+    #[cfg(test)]
     pub fn evictions(&self) -> u64 {
         self.evictions
     }
 
     /// The number of exchanges currently remembered (as of the last [`Dedup::check`]), for
     /// metrics.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.len
     }
 
-    /// Whether no exchange is remembered, the state after construction or a quiet window.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// The most exchanges remembered at once, as configured (memory is allocated up front).
+    #[cfg(test)]
     pub fn capacity(&self) -> usize {
         self.capacity
-    }
-
-    /// The exchange window: how long after its first copy an exchange is remembered.
-    pub fn window(&self) -> Duration {
-        self.window
     }
 
     /// Removes, from the front of the ring, every entry whose window has ended.

@@ -10,7 +10,7 @@
 //!     |  wire::coap::Message::parse ............ malformed -> drop, counted by reason
 //!     |  multicast (destination is a group):
 //!     |    policy::screen ...................... pre-filters 2..6 -> drop, counted
-//!     |    source::check_source ................ spoofed/odd sources -> drop
+//!     |    source_address::check_source ........ spoofed/odd sources -> drop
 //!     |    dedup ............................... copies of one exchange -> drop
 //!     |    eligible count == 0 ................. drop in O(1)
 //!     |    SourceLimiter ....................... per-source token bucket
@@ -19,18 +19,19 @@
 //!     |                                          a busy source held to its share
 //!     |    Schedule ............................ one paced stream per request, bounded
 //!     |  unicast (destination is a device endpoint):
-//!     |    unicast::route ...................... doxm / res / d / 4.04, queued at once
+//!     |    unicast::route ...................... policy::decide's one ladder for doxm,
+//!     |                                          res and d (else 4.04), queued at once
 //!  poll_transmit(now, buf)
 //!        unicast responses first, then answers that are due; each answer re-checks the
 //!        device's state word (cancelled if no longer eligible) and is encoded into `buf`.
 //! ```
 
-pub mod dedup;
+mod dedup;
 pub mod endpoint;
 mod hash_index;
-pub mod limits;
-pub mod schedule;
-pub mod source;
+mod limits;
+mod schedule;
+mod source_address;
 pub mod stats;
 pub mod unicast;
 
@@ -41,18 +42,19 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
-use crate::fleet::{DeviceId, DeviceRecord, Fleet, StateWord};
+use crate::fleet::{DeviceId, Fleet, StateWord};
 use crate::policy::{self, Delivery, Outcome, RequestFacts};
 use crate::wire::coap::{Code, Message, MessageType, MAX_TOKEN_LEN};
-use crate::wire::ocf::{self, DeviceInfo, View};
+use crate::wire::ocf::{self, View};
 use crate::wire::writer::Writer;
 
 use dedup::{Dedup, Seen};
 use endpoint::{EndpointPlan, LocalEndpoint};
-use limits::{AnswerBudget, SourceLimiter};
+use limits::{AnswerBudget, SendPacer, SourceLimiter};
 use schedule::{Owed, RequestInfo, Schedule};
+pub use source_address::SourceReject;
 pub use stats::{EngineDrop, Stats, Verdict};
-use unicast::{Body, LinkSelection};
+use unicast::Body;
 
 /// The engine's limits and timings. Every limit is configurable; the defaults suit a bridge of
 /// up to a million devices on one host.
@@ -172,15 +174,11 @@ pub struct Engine {
     next_message_id: u16,
     /// Encoded size of a typical answer per view, for the byte budget.
     answer_size: [usize; 2],
-    /// The send-time pacer (GCRA): the theoretical time at which the answer bytes sent so far
-    /// are paid for at the configured rate. The budget's windows spread answers; the pacer makes
-    /// the rate a hard bound where overlapping windows would briefly exceed it.
-    paced_until: Option<Instant>,
+    /// The hard bound on answer bytes sent per second (the budget's windows spread answers;
+    /// overlapping windows could briefly exceed the rate without it).
+    pacer: SendPacer,
     stats: Stats,
 }
-
-/// How far ahead of the rate the pacer lets answers go (a burst of rate x this).
-const PACER_BURST: Duration = Duration::from_millis(50);
 
 impl Engine {
     /// An engine over `fleet`; `seed` fixes its random choices.
@@ -206,7 +204,7 @@ impl Engine {
             next_message_id: rng.u16(..),
             answer_size: [typical_answer_size(View::Default), typical_answer_size(View::Baseline)],
             rng,
-            paced_until: None,
+            pacer: SendPacer::new(config.answer_rate_bytes),
             stats: Stats::default(),
             fleet,
             config,
@@ -243,15 +241,10 @@ impl Engine {
     /// [`Engine::handle`], drain [`Engine::poll_transmit`] until it returns `None`.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let due = self.schedule.next_due()?;
-        Some(match self.pacer_ready() {
+        Some(match self.pacer.ready_at() {
             Some(ready) => due.max(ready),
             None => due,
         })
-    }
-
-    /// When the pacer lets the next answer go, if it holds answers back at all.
-    fn pacer_ready(&self) -> Option<Instant> {
-        self.paced_until.and_then(|until| until.checked_sub(PACER_BURST))
     }
 
     /// Whether a unicast response is queued (the driver should call [`Engine::poll_transmit`]
@@ -269,7 +262,7 @@ impl Engine {
                 return Some(t);
             }
         }
-        if self.pacer_ready().is_some_and(|ready| ready > now) {
+        if self.pacer.holds(now) {
             return None;
         }
         while let Some(due) = self.schedule.pop_due(now, &mut self.rng) {
@@ -298,9 +291,7 @@ impl Engine {
             match written {
                 Ok(len) => {
                     self.stats.answers_sent += 1;
-                    let cost =
-                        Duration::from_secs_f64(len as f64 / self.config.answer_rate_bytes as f64);
-                    self.paced_until = Some(self.paced_until.map_or(now, |p| p.max(now)) + cost);
+                    self.pacer.charge(now, len);
                     return Some(Transmit {
                         destination: due.info.peer,
                         source,
@@ -329,7 +320,7 @@ impl Engine {
         if let Err(reason) = policy::screen(&request) {
             return Verdict::Policy(reason);
         }
-        if let Err(reject) = source::check_source(meta.source, meta.destination.ip()) {
+        if let Err(reject) = source_address::check_source(meta.source, meta.destination.ip()) {
             return Verdict::Source(reject);
         }
         // Devices `0..reachable` have an endpoint in the request's family (with prefixes of two
@@ -403,11 +394,11 @@ impl Engine {
         else {
             return Verdict::Engine(EngineDrop::UnknownEndpoint);
         };
-        if let Err(reject) = source::check_source(meta.source, meta.destination.ip()) {
+        if let Err(reject) = source_address::check_source(meta.source, meta.destination.ip()) {
             return Verdict::Source(reject);
         }
         let request = RequestFacts::from_message(msg, Delivery::Unicast);
-        let reply = unicast::route(msg, &request, &word.facts(uuid), &record.device_types);
+        let reply = unicast::route(&request, &word.facts(uuid), &record.device_types);
         let code = match reply.decision.outcome {
             Outcome::Respond(code) => code,
             Outcome::EmptyAck => Code::EMPTY,
@@ -449,7 +440,14 @@ impl Engine {
             }
             body => {
                 ocf::write_response(buf, reply.ty, reply.code, reply.message_id, token, |out| {
-                    encode_body(body, &record, word, reply.destination.is_ipv6(), &self.config, out)
+                    unicast::encode_body(
+                        body,
+                        &record,
+                        word,
+                        reply.destination.is_ipv6(),
+                        &self.config,
+                        out,
+                    )
                 })
             }
         };
@@ -486,86 +484,6 @@ fn copy_token(token: &[u8]) -> ([u8; MAX_TOKEN_LEN], u8) {
 fn request_info(meta: &Meta, msg: &Message<'_>, view: View) -> RequestInfo {
     let (token, token_len) = copy_token(msg.token());
     RequestInfo { peer: meta.source, interface: meta.interface, token, token_len, view }
-}
-
-/// Encodes a unicast body from the device's record.
-fn encode_body(
-    body: Body,
-    record: &DeviceRecord,
-    word: StateWord,
-    v6: bool,
-    config: &Config,
-    out: &mut [u8],
-) -> Result<usize, crate::wire::BufferTooSmall> {
-    let owned = word.state().is_some_and(|s| s.owned);
-    match body {
-        Body::None => Ok(0),
-        Body::Doxm(view) => record.doxm(owned).encode(view, out),
-        Body::Device(view) => {
-            let mut types = [""; MAX_LISTED];
-            let info = DeviceInfo {
-                di: record.uuid,
-                n: record.name(),
-                rt: collect(record.device_types.iter().map(|t| &**t), &mut types),
-                icv: &config.icv,
-                dmv: &config.dmv,
-                piid: record.piid,
-            };
-            info.encode(view, out)
-        }
-        Body::Links { baseline, links } => encode_links(record, links, baseline, v6, out),
-    }
-}
-
-/// At most this many device types or endpoints are listed in a response (no allocation).
-const MAX_LISTED: usize = 8;
-
-/// Collects up to [`MAX_LISTED`] strings into `buf` and returns them as a slice.
-fn collect<'a, 'b>(
-    items: impl Iterator<Item = &'a str>,
-    buf: &'b mut [&'a str; MAX_LISTED],
-) -> &'b [&'a str] {
-    let mut n = 0;
-    for (slot, item) in buf.iter_mut().zip(items) {
-        *slot = item;
-        n += 1;
-    }
-    &buf[..n]
-}
-
-/// Encodes `/oic/res`; `eps` lists the device's endpoints of the requester's family (SPEC 5).
-fn encode_links(
-    record: &DeviceRecord,
-    links: LinkSelection,
-    baseline: bool,
-    v6: bool,
-    out: &mut [u8],
-) -> Result<usize, crate::wire::BufferTooSmall> {
-    let mut eps = [""; MAX_LISTED];
-    let eps = collect(record.eps_for(v6), &mut eps);
-    let mut types = [""; MAX_LISTED];
-    let types = collect(record.device_types.iter().map(|t| &**t), &mut types);
-    let device_link = ocf::Link {
-        anchor: record.uuid,
-        href: "/oic/d",
-        rt: types,
-        interfaces: &ocf::DEVICE_INTERFACES,
-        bm: 1,
-        eps,
-    };
-    let doxm_link = record.doxm_link(eps);
-    let all = [doxm_link, device_link];
-    let selected: &[ocf::Link<'_>] = match (links.doxm, links.device) {
-        (true, true) => &all,
-        (true, false) => &all[..1],
-        (false, true) => &all[1..],
-        (false, false) => &[],
-    };
-    if baseline {
-        ocf::encode_res_baseline(selected, out)
-    } else {
-        ocf::encode_links(selected, out)
-    }
 }
 
 /// The encoded size of a doxm answer with one oxm and a zero-length token, per view.

@@ -121,6 +121,7 @@ impl Schedule {
     }
 
     /// The number of requests with pending answers.
+    #[cfg(test)]
     pub fn pending_requests(&self) -> usize {
         self.slots.len() - self.free.len()
     }

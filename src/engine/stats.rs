@@ -4,7 +4,7 @@
 //! verdict counters is the number of datagrams handled. Answer-level events (scheduled, sent,
 //! cancelled, shed) are counted separately, because one request yields many answers.
 
-use super::source::SourceReject;
+use super::source_address::SourceReject;
 use crate::policy::Reason;
 use crate::wire::coap;
 

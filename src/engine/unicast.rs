@@ -5,39 +5,14 @@
 //! The gate serves exactly these three GETs; any other request gets 4.04 on CON and nothing on
 //! NON. A device whose state is unknown, or whose bridge is unowned, accepts nothing at all.
 //!
-//! Decisions here are pure; the bodies are encoded when the response is sent.
+//! The decision is [`policy::decide`]'s unicast ladder; this module adds what a 2.05 carries
+//! ([`Body`]) and encodes it from the device's record when the response is sent.
 
-use crate::policy::{self, Bridge, Decision, DeviceFacts, Reason, RequestFacts};
-use crate::wire::coap::{Code, Message, MessageType};
-use crate::wire::ocf::{self, View};
-
-/// The resources of a discovery endpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Resource {
-    /// `/oic/sec/doxm`.
-    Doxm,
-    /// `/oic/res`.
-    Res,
-    /// `/oic/d`.
-    Device,
-    /// Anything else.
-    Other,
-}
-
-impl Resource {
-    /// The resource a request's Uri-Path names.
-    pub fn of(msg: &Message<'_>) -> Resource {
-        if msg.path_is(&[b"oic", b"sec", b"doxm"]) {
-            Resource::Doxm
-        } else if msg.path_is(&[b"oic", b"res"]) {
-            Resource::Res
-        } else if msg.path_is(&[b"oic", b"d"]) {
-            Resource::Device
-        } else {
-            Resource::Other
-        }
-    }
-}
+use super::Config;
+use crate::fleet::{DeviceRecord, StateWord};
+use crate::policy::{self, Decision, Delivery, DeviceFacts, Outcome, RequestFacts, Resource};
+use crate::wire::coap::Code;
+use crate::wire::ocf::{self, DeviceInfo, View};
 
 /// Which links of `/oic/res` a response carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -75,80 +50,111 @@ pub struct Reply {
     pub body: Body,
 }
 
-/// Decides what device `device` does with unicast request `msg`.
+/// Decides what device `device` does with unicast request `request` (the one ladder of
+/// [`policy::decide`]), and which body a 2.05 carries.
 ///
 /// `device_types` are the device's `rt` values (for the `rt` filter of `/oic/res`).
-pub fn route<'a>(
-    msg: &Message<'a>,
-    request: &RequestFacts<'a>,
-    device: &DeviceFacts,
-    device_types: &[Box<str>],
-) -> Reply {
-    let plain = |decision| Reply { decision, body: Body::None };
-    let resource = Resource::of(msg);
-    if resource == Resource::Doxm {
-        let decision = policy::decide(request, device);
-        let body = match decision.outcome {
-            policy::Outcome::Respond(Code::CONTENT) => Body::Doxm(request.view()),
-            _ => Body::None,
-        };
-        return Reply { decision, body };
+pub fn route(request: &RequestFacts<'_>, device: &DeviceFacts, device_types: &[Box<str>]) -> Reply {
+    debug_assert_eq!(request.delivery, Delivery::Unicast);
+    let decision = policy::decide(request, device);
+    // No-Response may turn the 2.05 into an empty ACK or nothing: then there is no body.
+    if decision.outcome != Outcome::Respond(Code::CONTENT) {
+        return Reply { decision, body: Body::None };
     }
-    // The device accepts nothing while its state is unknown or its bridge unowned.
-    if !device.known {
-        return plain(Decision::ignore(Reason::StateUnknown));
-    }
-    if device.bridge == Bridge::Unowned {
-        return plain(Decision::ignore(Reason::BridgeUnowned));
-    }
-    let con = match request.ty {
-        MessageType::Confirmable => true,
-        MessageType::NonConfirmable => false,
-        MessageType::Acknowledgement | MessageType::Reset => {
-            return plain(Decision::ignore(Reason::WrongType))
-        }
-    };
-    let con_only = |code, reason| {
-        plain(if con { policy::respond(request, code, reason) } else { Decision::ignore(reason) })
-    };
-    if resource == Resource::Other {
-        return con_only(Code::NOT_FOUND, Reason::WrongPath);
-    }
-    if request.code != Code::GET {
-        return con_only(Code::NOT_FOUND, Reason::WrongMethod);
-    }
-    if request.unrecognised_critical.is_some() {
-        return con_only(Code::BAD_OPTION, Reason::UnknownCriticalOption);
-    }
-    if let Err(reason) = policy::accept_check(request) {
-        let code = if reason == Reason::AcceptUnsupported {
-            Code::NOT_ACCEPTABLE
-        } else {
-            Code::BAD_REQUEST
-        };
-        return plain(policy::respond(request, code, reason));
-    }
-    let default_if = if resource == Resource::Res { ocf::IF_LL } else { ocf::IF_R };
-    let baseline = match request.filters.interface {
-        None => false,
-        Some(i) if i == default_if.as_bytes() => false,
-        Some(i) if i == ocf::IF_BASELINE.as_bytes() => true,
-        Some(_) => return plain(policy::respond(request, Code::BAD_REQUEST, Reason::BadInterface)),
-    };
-    let body = match resource {
+    let view = request.view();
+    let body = match request.resource {
+        Resource::Doxm => Body::Doxm(view),
         Resource::Res => {
             let rt = request.filters.rt;
             let links = LinkSelection {
                 doxm: rt.is_none_or(|rt| rt == ocf::RT_DOXM.as_bytes()),
                 device: rt.is_none_or(|rt| device_types.iter().any(|t| t.as_bytes() == rt)),
             };
-            Body::Links { baseline, links }
+            Body::Links { baseline: view == View::Baseline, links }
         }
-        _ => Body::Device(if baseline { View::Baseline } else { View::Default }),
+        Resource::Device => Body::Device(view),
+        // The ladder answers 4.04 or nothing for any other resource.
+        Resource::Other => Body::None,
     };
-    let decision = policy::respond(request, Code::CONTENT, Reason::Ok);
-    // No-Response may turn the 2.05 into an empty ACK or nothing: then there is no body.
-    let body =
-        if decision.outcome == policy::Outcome::Respond(Code::CONTENT) { body } else { Body::None };
     Reply { decision, body }
+}
+
+/// Encodes a unicast body from the device's record.
+pub(super) fn encode_body(
+    body: Body,
+    record: &DeviceRecord,
+    word: StateWord,
+    v6: bool,
+    config: &Config,
+    out: &mut [u8],
+) -> Result<usize, crate::wire::BufferTooSmall> {
+    let owned = word.state().is_some_and(|s| s.owned);
+    match body {
+        Body::None => Ok(0),
+        Body::Doxm(view) => record.doxm(owned).encode(view, out),
+        Body::Device(view) => {
+            let mut types = [""; MAX_LISTED];
+            let info = DeviceInfo {
+                di: record.uuid,
+                n: record.name(),
+                rt: collect(record.device_types.iter().map(|t| &**t), &mut types),
+                icv: &config.icv,
+                dmv: &config.dmv,
+                piid: record.piid,
+            };
+            info.encode(view, out)
+        }
+        Body::Links { baseline, links } => encode_links(record, links, baseline, v6, out),
+    }
+}
+
+/// At most this many device types or endpoints are listed in a response (no allocation).
+const MAX_LISTED: usize = 8;
+
+/// Collects up to [`MAX_LISTED`] strings into `buf` and returns them as a slice.
+fn collect<'a, 'b>(
+    items: impl Iterator<Item = &'a str>,
+    buf: &'b mut [&'a str; MAX_LISTED],
+) -> &'b [&'a str] {
+    let mut n = 0;
+    for (slot, item) in buf.iter_mut().zip(items) {
+        *slot = item;
+        n += 1;
+    }
+    &buf[..n]
+}
+
+/// Encodes `/oic/res`; `eps` lists the device's endpoints of the requester's family (SPEC 5).
+fn encode_links(
+    record: &DeviceRecord,
+    links: LinkSelection,
+    baseline: bool,
+    v6: bool,
+    out: &mut [u8],
+) -> Result<usize, crate::wire::BufferTooSmall> {
+    let mut eps = [""; MAX_LISTED];
+    let eps = collect(record.eps_for(v6), &mut eps);
+    let mut types = [""; MAX_LISTED];
+    let types = collect(record.device_types.iter().map(|t| &**t), &mut types);
+    let device_link = ocf::Link {
+        anchor: record.uuid,
+        href: "/oic/d",
+        rt: types,
+        interfaces: &ocf::DEVICE_INTERFACES,
+        bm: 1,
+        eps,
+    };
+    let doxm_link = record.doxm_link(eps);
+    let all = [doxm_link, device_link];
+    let selected: &[ocf::Link<'_>] = match (links.doxm, links.device) {
+        (true, true) => &all,
+        (true, false) => &all[..1],
+        (false, true) => &all[1..],
+        (false, false) => &[],
+    };
+    if baseline {
+        ocf::encode_res_baseline(selected, out)
+    } else {
+        ocf::encode_links(selected, out)
+    }
 }

@@ -7,6 +7,7 @@
 //! - [`uuid_index`]: UUID -> id lookups for `di` filters and the control plane.
 //! - [`mod@file`]: fleet files (TOML/JSON) and the built-in demo fleet.
 
+#[cfg(feature = "daemon")]
 pub mod file;
 pub mod index;
 pub mod record;

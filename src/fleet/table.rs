@@ -16,10 +16,9 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use arc_swap::ArcSwapOption;
-use parking_lot::Mutex;
 use uuid::Uuid;
 
 use super::index::EligibilityIndex;
@@ -155,6 +154,12 @@ pub struct Fleet {
 }
 
 impl Fleet {
+    /// The writer lock (never taken by the data path). A poisoned lock is taken over, as the
+    /// `parking_lot` lock this replaces did: std's lock keeps the core free of libc.
+    fn writer(&self) -> MutexGuard<'_, Writer> {
+        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// An empty fleet for up to `capacity` devices (memory for the slots is taken per 4096
     /// devices as they are added; the index takes capacity / 8 bytes up front).
     pub fn with_capacity(capacity: usize) -> Fleet {
@@ -259,7 +264,7 @@ impl Fleet {
         if record.bridge == Some(record.uuid) {
             return Err(FleetError::SelfBridge);
         }
-        let mut w = self.writer.lock();
+        let mut w = self.writer();
         let uuid = record.uuid;
         let bridge = record.bridge;
         let existing = self.lookup(&uuid);
@@ -323,7 +328,7 @@ impl Fleet {
         patch: &StatePatch,
         expected_revision: Option<u64>,
     ) -> Result<u64, FleetError> {
-        let w = self.writer.lock();
+        let w = self.writer();
         let id = self.lookup(uuid).ok_or(FleetError::NotFound(*uuid))?;
         let slot = self.slot(id).ok_or(FleetError::NotFound(*uuid))?;
         let current = slot.revision.load(Ordering::Acquire);
@@ -360,7 +365,7 @@ impl Fleet {
     /// # Errors
     /// [`FleetError::NotFound`].
     pub fn remove(&self, uuid: &Uuid) -> Result<(), FleetError> {
-        let mut w = self.writer.lock();
+        let mut w = self.writer();
         let id = self.lookup(uuid).ok_or(FleetError::NotFound(*uuid))?;
         let slot = self.slot(id).ok_or(FleetError::NotFound(*uuid))?;
         let old_word = StateWord::from_bits(slot.word.load(Ordering::Acquire));
@@ -383,7 +388,7 @@ impl Fleet {
     /// # Errors
     /// [`FleetError::NotFound`].
     pub fn restore_revision(&self, uuid: &Uuid, revision: u64) -> Result<(), FleetError> {
-        let _w = self.writer.lock();
+        let _w = self.writer();
         let id = self.lookup(uuid).ok_or(FleetError::NotFound(*uuid))?;
         let slot = self.slot(id).ok_or(FleetError::NotFound(*uuid))?;
         slot.revision.store(revision, Ordering::Release);
@@ -398,7 +403,7 @@ impl Fleet {
     /// Forgets every device's reported state (fail-closed restart): devices stay registered but
     /// answer nothing until the bridge reports them again.
     pub fn mark_all_unknown(&self) {
-        let _w = self.writer.lock();
+        let _w = self.writer();
         for id in 0..self.capacity as u32 {
             let Some(slot) = self.slot(DeviceId(id)) else { continue };
             let word = StateWord::from_bits(slot.word.load(Ordering::Acquire));

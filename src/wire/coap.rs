@@ -33,13 +33,47 @@
 use core::fmt;
 
 use nom::bytes::complete::take;
-use nom::number::complete::be_u32;
 use nom::IResult;
 
 use super::option::{self, Definition};
 
 /// The maximum token length (RFC 7252 section 3: TKL 9..15 are reserved).
 pub const MAX_TOKEN_LEN: usize = 8;
+
+/// The fixed header's layout (RFC 7252 section 3, the picture above), in one place for
+/// [`Message::parse`] and [`super::writer::Writer`] (smoltcp's `mod field`).
+pub(crate) mod field {
+    /// The fixed header's length; the token follows it.
+    pub const HEADER_LEN: usize = 4;
+    /// Byte 0: Ver (2 bits) | T (2 bits) | TKL (4 bits).
+    pub const FIRST: usize = 0;
+    /// Byte 1: the code, `c.dd`.
+    pub const CODE: usize = 1;
+    /// Bytes 2..4: the Message ID, big endian.
+    pub const MESSAGE_ID: core::ops::Range<usize> = 2..4;
+    /// The only version RFC 7252 defines.
+    pub const VERSION: u8 = 1;
+
+    /// Byte 0 from its three fields (`ty` is the 2-bit type, `tkl` at most 15).
+    pub const fn first(ty: u8, tkl: u8) -> u8 {
+        VERSION << 6 | (ty & 0b11) << 4 | (tkl & 0x0f)
+    }
+
+    /// The version bits of byte 0.
+    pub const fn version(first: u8) -> u8 {
+        first >> 6
+    }
+
+    /// The type bits of byte 0.
+    pub const fn ty(first: u8) -> u8 {
+        (first >> 4) & 0b11
+    }
+
+    /// The token length bits of byte 0 (9..15 are reserved).
+    pub const fn tkl(first: u8) -> u8 {
+        first & 0x0f
+    }
+}
 
 /// Why a datagram is not a well-formed CoAP message. One variant per reason; each maps to the
 /// stable label returned by [`Error::as_str`] (used in metrics and by `doxm-gate decode`).
@@ -262,14 +296,16 @@ impl<'a> Message<'a> {
     /// The first format error met, see [`Error`].
     #[inline]
     pub fn parse(datagram: &'a [u8]) -> Result<Message<'a>, Error> {
-        // One big-endian word: Ver|T|TKL, Code, Message ID.
-        let (rest, header) = step(be_u32(datagram), Error::HeaderTruncated)?;
-        let [first, code, ..] = header.to_be_bytes();
-        let message_id = header as u16;
-        if first >> 6 != 1 {
+        let Some((header, rest)) = datagram.split_first_chunk::<{ field::HEADER_LEN }>() else {
+            return Err(Error::HeaderTruncated);
+        };
+        let (first, code) = (header[field::FIRST], header[field::CODE]);
+        let [mid_hi, mid_lo] = [header[field::MESSAGE_ID.start], header[field::MESSAGE_ID.end - 1]];
+        let message_id = u16::from_be_bytes([mid_hi, mid_lo]);
+        if field::version(first) != field::VERSION {
             return Err(Error::UnknownVersion);
         }
-        let token_len = usize::from(first & 0x0f);
+        let token_len = usize::from(field::tkl(first));
         if token_len > MAX_TOKEN_LEN {
             return Err(Error::ReservedTkl);
         }
@@ -280,7 +316,7 @@ impl<'a> Message<'a> {
         let (rest, token) = step(take(token_len)(rest), Error::TokenTruncated)?;
         let (options, payload) = split_options(rest)?;
         Ok(Message {
-            ty: MessageType::from_bits(first >> 4),
+            ty: MessageType::from_bits(field::ty(first)),
             code,
             message_id,
             token,
@@ -408,9 +444,9 @@ impl<'a> Message<'a> {
 ///
 /// This is the one validation pass, and the hot loop of the parser. Nearly every option a
 /// discovery carries has a one-byte header (both nibbles below 13), which takes the shortest
-/// path; well-formed headers with extensions are decoded inline too, and a malformed one goes
-/// to the nom header parser ([`option::parse_header`]) for its reason. Errors come in RFC
-/// order: header byte, delta extension, length extension, number, value.
+/// path; headers with extensions go through the same decoder's longer path
+/// ([`option::decode_extended_header`]), which also names a malformed header's reason. Errors
+/// come in RFC order: header byte, delta extension, length extension, number, value.
 ///
 /// The running number only grows, so the one-byte path leaves the overflow check to the next
 /// longer header, the payload marker or the end: the first error reported is still the first
@@ -435,9 +471,7 @@ fn split_options(input: &[u8]) -> Result<(&[u8], &[u8]), Error> {
             }
             return Ok((&input[..at], &rest[1..]));
         }
-        let Some((delta, len, header_len)) = option::decode_extended_header(rest, byte) else {
-            return Err(header_error(rest));
-        };
+        let (delta, len, header_len) = option::decode_extended_header(rest, byte)?;
         number += delta;
         if number > option::MAX_NUMBER {
             return Err(Error::OptionNumberOverflow);
@@ -452,16 +486,6 @@ fn split_options(input: &[u8]) -> Result<(&[u8], &[u8]), Error> {
         return Err(Error::OptionValueTruncated);
     }
     Ok((input, &[]))
-}
-
-/// Why the option header at the start of `rest` is malformed (the nom parser says).
-#[cold]
-fn header_error(rest: &[u8]) -> Error {
-    match option::parse_header(rest) {
-        Err(error) => error,
-        // Unreachable: `decode_extended_header` accepts exactly what `parse_header` accepts.
-        Ok(_) => Error::ExtendedFieldTruncated,
-    }
 }
 
 /// The byte that ends the options and starts the payload (RFC 7252 section 3).
@@ -485,7 +509,7 @@ impl<'a> Iterator for Options<'a> {
             Some((delta, len)) => {
                 after.split_at_checked(len).map(|(value, rest)| (delta, value, rest))
             }
-            None => option::decode_extended_header(self.rest, byte).and_then(
+            None => option::decode_extended_header(self.rest, byte).ok().and_then(
                 |(delta, len, header_len)| {
                     let (value, rest) = self.rest.get(header_len..)?.split_at_checked(len)?;
                     Some((delta, value, rest))

@@ -10,9 +10,6 @@
 //! (3) and Uri-Port (7) are *not* recognised: they are critical, so a request carrying them fails
 //! pre-filter 3. (libcoap's `coap-client` adds Uri-Host unless given `-U`.)
 
-use nom::number::complete::{be_u16, be_u8};
-use nom::IResult;
-
 use super::coap::Error;
 
 /// Uri-Host (RFC 7252). Critical, and not recognised by the gate.
@@ -70,37 +67,10 @@ pub fn definition(number: u16) -> Option<&'static Definition> {
     KNOWN.iter().find(|d| d.number == number)
 }
 
-/// An option header after its extensions: the delta to the previous number and the value length.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Header {
-    pub delta: u32,
-    pub len: usize,
-}
-
-type Parsed<'a, O> = IResult<&'a [u8], O, ()>;
-
-/// Parses one option header (the byte with the delta and length nibbles and their extensions).
-///
-/// The caller has already handled the 0xFF payload marker; any other byte with a 15 nibble is a
-/// format error. The extension of the delta comes before the extension of the length.
-#[inline(always)]
-pub(crate) fn parse_header(input: &[u8]) -> Result<(&[u8], Header), Error> {
-    let (input, byte) = be_u8(input).map_err(|_: nom::Err<()>| Error::OptionValueTruncated)?;
-    let (delta_nibble, len_nibble) = (byte >> 4, byte & 0x0f);
-    if delta_nibble == 15 {
-        return Err(Error::ReservedDeltaNibble15);
-    }
-    if len_nibble == 15 {
-        return Err(Error::ReservedLengthNibble15);
-    }
-    let (input, delta) = extended(input, delta_nibble)?;
-    let (input, len) = extended(input, len_nibble)?;
-    Ok((input, Header { delta, len: len as usize }))
-}
-
 /// The common option header: one byte whose delta and length nibbles are both below 13
 /// (nearly every option a discovery carries). Returns `(delta, len)`, or `None` when either
-/// nibble announces an extension or is the reserved 15: [`parse_header`] handles those.
+/// nibble announces an extension or is the reserved 15: [`decode_extended_header`] handles
+/// those. Together the two are the crate's one option-header decoder: this is its fast path.
 #[inline(always)]
 pub(crate) const fn one_byte_header(byte: u8) -> Option<(u32, usize)> {
     if ONE_BYTE[byte as usize] {
@@ -121,40 +91,38 @@ const ONE_BYTE: [bool; 256] = {
     table
 };
 
-/// Decodes a well-formed option header whose byte `byte` (= `bytes[0]`) [`one_byte_header`]
-/// declined, without nom: `(delta, len, header length)`. `None` for the reserved nibble 15 and
-/// for truncated extensions, whose reason [`parse_header`] gives. The hot loops use this; a
-/// test checks it against [`parse_header`] on every header shape.
+/// Decodes the option header at the start of `bytes` whose first byte `byte` (= `bytes[0]`)
+/// [`one_byte_header`] declined: `(delta, len, header length)`, or the format error.
+///
+/// The caller has already handled the 0xFF payload marker; any other byte with a 15 nibble is a
+/// format error. The errors come in RFC 7252 section 3.1 order: the header byte's nibbles (delta
+/// first), then the delta's extension, then the length's, which follows it on the wire.
 #[inline(always)]
-pub(crate) fn decode_extended_header(bytes: &[u8], byte: u8) -> Option<(u32, usize, usize)> {
-    let (delta, at) = decode_nibble(bytes, byte >> 4, 1)?;
-    let (len, at) = decode_nibble(bytes, byte & 0x0f, at)?;
-    Some((delta, len as usize, at))
+pub(crate) fn decode_extended_header(bytes: &[u8], byte: u8) -> Result<(u32, usize, usize), Error> {
+    let (delta_nibble, len_nibble) = (byte >> 4, byte & 0x0f);
+    if delta_nibble == 15 {
+        return Err(Error::ReservedDeltaNibble15);
+    }
+    if len_nibble == 15 {
+        return Err(Error::ReservedLengthNibble15);
+    }
+    let (delta, at) = extension(bytes, delta_nibble, 1).ok_or(Error::ExtendedFieldTruncated)?;
+    let (len, at) = extension(bytes, len_nibble, at).ok_or(Error::ExtendedFieldTruncated)?;
+    Ok((delta, len as usize, at))
 }
 
-/// One nibble and its extension starting at `bytes[at]`: `(value, position after it)`.
+/// One nibble (0..=14) and its extension starting at `bytes[at]`: `(value, position after it)`;
+/// `None` when the extension is cut short. 13 means one more byte + 13, 14 two more bytes + 269.
 #[inline(always)]
-fn decode_nibble(bytes: &[u8], nibble: u8, at: usize) -> Option<(u32, usize)> {
+fn extension(bytes: &[u8], nibble: u8, at: usize) -> Option<(u32, usize)> {
     match nibble {
         0..=12 => Some((u32::from(nibble), at)),
         13 => Some((u32::from(*bytes.get(at)?) + 13, at + 1)),
-        14 => {
+        _ => {
             let extension = bytes.get(at..at + 2)?;
             Some((u32::from(u16::from_be_bytes([extension[0], extension[1]])) + 269, at + 2))
         }
-        _ => None,
     }
-}
-
-/// Reads the extension of one nibble: 13 means one more byte + 13, 14 two more bytes + 269.
-#[inline(always)]
-fn extended(input: &[u8], nibble: u8) -> Result<(&[u8], u32), Error> {
-    let parsed: Parsed<'_, u32> = match nibble {
-        13 => be_u8(input).map(|(rest, b)| (rest, u32::from(b) + 13)),
-        14 => be_u16(input).map(|(rest, w)| (rest, u32::from(w) + 269)),
-        n => Ok((input, u32::from(n))),
-    };
-    parsed.map_err(|_| Error::ExtendedFieldTruncated)
 }
 
 /// The nibble and extension bytes that encode `value` (a delta or a length) in a header.
@@ -181,6 +149,43 @@ mod tests {
         assert_eq!(encode_nibble(65_535), (14, [0xfe, 0xf2], 2));
     }
 
+    /// Decodes any header shape through the crate's decoder: the fast path, then the rest.
+    fn decode(bytes: &[u8]) -> Result<(u32, usize, usize), Error> {
+        match one_byte_header(bytes[0]) {
+            Some((delta, len)) => Ok((delta, len, 1)),
+            None => decode_extended_header(bytes, bytes[0]),
+        }
+    }
+
+    /// The RFC 7252 section 3.1 reading of one header, written out plainly as the oracle.
+    fn reference(bytes: &[u8]) -> Result<(u32, usize, usize), Error> {
+        let (d, l) = (bytes[0] >> 4, bytes[0] & 0x0f);
+        if d == 15 {
+            return Err(Error::ReservedDeltaNibble15);
+        }
+        if l == 15 {
+            return Err(Error::ReservedLengthNibble15);
+        }
+        let mut at = 1;
+        let mut value = |nibble: u8| -> Result<u32, Error> {
+            let need = match nibble {
+                13 => 1,
+                14 => 2,
+                _ => return Ok(u32::from(nibble)),
+            };
+            let ext = bytes.get(at..at + need).ok_or(Error::ExtendedFieldTruncated)?;
+            at += need;
+            Ok(if need == 1 {
+                u32::from(ext[0]) + 13
+            } else {
+                u32::from(ext[0]) * 256 + u32::from(ext[1]) + 269
+            })
+        };
+        let delta = value(d)?;
+        let len = value(l)?;
+        Ok((delta, len as usize, at))
+    }
+
     #[test]
     fn test_header_roundtrip() {
         for value in [0u32, 12, 13, 268, 269, 65_535, MAX_VALUE_LEN as u32] {
@@ -188,45 +193,33 @@ mod tests {
             let mut bytes = vec![n << 4 | n];
             bytes.extend_from_slice(&ext[..ext_len]);
             bytes.extend_from_slice(&ext[..ext_len]);
-            let (rest, header) = parse_header(&bytes).unwrap();
-            assert!(rest.is_empty());
-            assert_eq!(header, Header { delta: value, len: value as usize });
+            assert_eq!(decode(&bytes), Ok((value, value as usize, bytes.len())));
         }
     }
 
     #[test]
-    fn test_one_byte_header_agrees_with_parse_header() {
-        for byte in 0..=255u8 {
-            let Some((delta, len)) = one_byte_header(byte) else {
-                assert!(byte >> 4 >= 13 || byte & 0x0f >= 13, "{byte:02x}");
-                continue;
-            };
-            let bytes = [byte];
-            let (rest, header) = parse_header(&bytes).expect("the general parser agrees");
-            assert!(rest.is_empty());
-            assert_eq!((header.delta, header.len), (delta, len), "{byte:02x}");
-        }
-    }
-
-    #[test]
-    fn test_inline_decoders_agree_with_parse_header() {
+    fn test_every_header_shape_decodes_as_the_rfc_reads_it() {
         for byte in 0..=255u8 {
             // Up to four extension bytes: a 14 nibble for both the delta and the length.
             for ext in [[0u8, 0, 9, 1], [7, 200, 9, 250], [255, 255, 255, 255], [0xfe, 0xf2, 0, 1]]
             {
                 for len in 1..=5 {
                     let bytes = [&[byte][..], &ext[..len - 1]].concat();
-                    let parsed = parse_header(&bytes)
-                        .ok()
-                        .map(|(rest, h)| (h.delta, h.len, bytes.len() - rest.len()));
-                    let decoded = match one_byte_header(byte) {
-                        Some((delta, len)) => Some((delta, len, 1)),
-                        None => decode_extended_header(&bytes, byte),
-                    };
-                    assert_eq!(decoded, parsed, "{bytes:02x?}");
+                    assert_eq!(decode(&bytes), reference(&bytes), "{bytes:02x?}");
                 }
             }
         }
+    }
+
+    #[test]
+    fn test_errors_in_rfc_order() {
+        // Both nibbles reserved: the delta is reported first.
+        assert_eq!(decode(&[0xff]), Err(Error::ReservedDeltaNibble15));
+        // A reserved length nibble is reported before a missing delta extension.
+        assert_eq!(decode(&[0xdf]), Err(Error::ReservedLengthNibble15));
+        assert_eq!(decode(&[0xd0]), Err(Error::ExtendedFieldTruncated));
+        assert_eq!(decode(&[0x0e, 0x01]), Err(Error::ExtendedFieldTruncated));
+        assert_eq!(decode(&[0xdd, 0x00]), Err(Error::ExtendedFieldTruncated));
     }
 
     #[test]

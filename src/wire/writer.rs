@@ -23,7 +23,7 @@
 //!
 //! [`Message::parse`]: super::coap::Message::parse
 
-use super::coap::{Code, MessageType, MAX_TOKEN_LEN};
+use super::coap::{field, Code, MessageType, MAX_TOKEN_LEN};
 use super::option;
 use super::BufferTooSmall;
 
@@ -88,8 +88,11 @@ impl<'b> Writer<'b> {
             return Err(WriteError::EmptyMessageNotEmpty);
         }
         let mut w = Writer { buf, len: 0, last_option: 0, empty };
-        let [mid_hi, mid_lo] = message_id.to_be_bytes();
-        w.put(&[1 << 6 | (ty as u8) << 4 | token.len() as u8, code.byte(), mid_hi, mid_lo])?;
+        let mut header = [0; field::HEADER_LEN];
+        header[field::FIRST] = field::first(ty as u8, token.len() as u8);
+        header[field::CODE] = code.byte();
+        header[field::MESSAGE_ID].copy_from_slice(&message_id.to_be_bytes());
+        w.put(&header)?;
         w.put(token)?;
         Ok(w)
     }

@@ -1,7 +1,7 @@
 //! `doxm-gate explain`: would this device answer this datagram, and if not, why not?
 //!
-//! Runs one datagram through the same code the gate runs (wire parser, policy, and for unicast
-//! the discovery-endpoint router) for one device state given on the command line, and prints
+//! Runs one datagram through the same code the gate runs (wire parser and the policy's ladder,
+//! multicast or unicast) for one device state given on the command line, and prints
 //! one JSON object:
 //!
 //! ```text
@@ -18,7 +18,6 @@
 use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
-use doxm_gate::engine::unicast;
 use doxm_gate::policy::{Bridge, Delivery, DeviceFacts, Dos, Outcome, RequestFacts};
 use doxm_gate::wire::Message;
 use serde::Serialize;
@@ -102,13 +101,9 @@ fn explain(args: &ExplainArgs, datagram: &[u8]) -> Explained {
     };
     let delivery = if args.unicast { Delivery::Unicast } else { Delivery::Multicast };
     let request = RequestFacts::from_message(&msg, delivery);
-    let decision = match delivery {
-        Delivery::Multicast => doxm_gate::policy::decide(&request, &device),
-        Delivery::Unicast => {
-            let types: [Box<str>; 1] = [Box::from("oic.wk.d")];
-            unicast::route(&msg, &request, &device, &types).decision
-        }
-    };
+    // One ladder for both deliveries and every resource of the discovery endpoint: what the
+    // engine runs.
+    let decision = doxm_gate::policy::decide(&request, &device);
     let outcome = match decision.outcome {
         Outcome::Answer => "answer".to_owned(),
         Outcome::Respond(code) => code.to_string(),

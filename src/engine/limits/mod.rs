@@ -1,0 +1,25 @@
+//! What bounds the answers the gate sends (SPEC section 7), one bound per file, each named after
+//! what it bounds. An unsecured 45-byte multicast can trigger thousands of ~200-byte answers, so:
+//!
+//! - [`SourceLimiter`] (`source.rs`) bounds the **answer-producing requests of one source**: a
+//!   token bucket per source address, in a bounded table, so that one client (a looping OBT, a
+//!   script) cannot keep the fleet answering; it also records how much of the answer budget each
+//!   source's admitted answers still hold;
+//! - [`AnswerBudget`] (`budget.rs`) bounds the **answer bytes all requests together schedule
+//!   per second**: it turns the number and size of a request's answers into its leisure window,
+//!   stretching the window instead of bursting, holds a busy source to its share, and says how
+//!   many answers fit at all, so that the engine sheds the rest;
+//! - [`SendPacer`] (`pacer.rs`) bounds the **answer bytes that actually leave per second**,
+//!   where overlapping windows would briefly exceed the budget.
+//!
+//! All are pure: time is passed in, nothing reads a clock, and nothing allocates after
+//! construction. Which *addresses* may get answers at all is a different question, answered by
+//! [`super::source_address`].
+
+mod budget;
+mod pacer;
+mod source;
+
+pub use budget::AnswerBudget;
+pub use pacer::SendPacer;
+pub use source::SourceLimiter;
