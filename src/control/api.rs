@@ -29,12 +29,12 @@ use serde_json::json;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use super::board::Board;
 use super::metrics;
 use super::mutation::{Mutation, PatchBody, Rejection};
 use super::store::Store;
 use crate::fleet::file::{DeviceEntry, FleetFile};
 use crate::fleet::DeviceId;
+use crate::io::board::Board;
 use crate::policy;
 
 /// API settings.

@@ -8,8 +8,8 @@ use std::fmt::Write as _;
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
-use super::board::Published;
 use super::store::Store;
+use crate::io::board::Published;
 
 const QUANTILES: [f64; 4] = [0.5, 0.9, 0.99, 0.999];
 

@@ -5,12 +5,12 @@
 //! - [`journal`]: the append-only, checksummed, group-committed journal and its snapshots.
 //! - [`store`]: the fleet plus its journal: acknowledged means on disk.
 //! - [`api`]: the HTTP/JSON API on its own threads.
-//! - [`board`], [`metrics`]: figures published by the data path, rendered for `/metrics`.
+//! - [`metrics`]: the figures the data path publishes ([`crate::io::board`]), rendered for
+//!   `/metrics`.
 
 use serde::{Deserialize, Serialize};
 
 pub mod api;
-pub mod board;
 pub mod journal;
 pub mod metrics;
 pub mod mutation;

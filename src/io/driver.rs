@@ -19,10 +19,10 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use tracing::{debug, info, warn};
 
+use super::board::{Board, Published};
 use super::claim::{self, Claim};
 use super::net::{self, Interface};
 use super::sys::{self, Outgoing, Received, BATCH, DATAGRAM_MAX};
-use crate::control::board::{Board, Published};
 use crate::engine::endpoint::EndpointPlan;
 use crate::engine::{Engine, Meta, Transmit, Verdict};
 use crate::fleet::DeviceId;

@@ -7,7 +7,9 @@
 //! - [`net`]: interfaces, group sockets, device sockets, joins.
 //! - [`sys`]: `recvmmsg`/`sendmmsg` with `IPV6_PKTINFO`/`IP_PKTINFO` (the crate's only unsafe).
 //! - [`driver`]: the mio loop.
+//! - [`board`]: the figures the driver publishes for the control plane to read.
 
+pub mod board;
 pub mod claim;
 pub mod driver;
 pub mod net;

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use clap::Args;
 use doxm_gate::config::{EndpointMode, GateConfig};
 use doxm_gate::control::api::{self, ApiConfig};
-use doxm_gate::control::board::Board;
 use doxm_gate::control::mutation::Mutation;
 use doxm_gate::control::store::Store;
 use doxm_gate::control::RestartPolicy;
@@ -16,6 +15,7 @@ use doxm_gate::engine::endpoint::EndpointPlan;
 use doxm_gate::engine::Engine;
 use doxm_gate::fleet::file::{demo_fleet, FleetFile};
 use doxm_gate::fleet::Fleet;
+use doxm_gate::io::board::Board;
 use doxm_gate::io::Driver;
 use tracing::info;
 

@@ -1,5 +1,8 @@
 //! What the data path publishes for the control plane to report: counters and histograms.
 //!
+//! It lives with the driver that writes it, so that `control` reads `io` and `io` knows nothing
+//! of `control`.
+//!
 //! The driver thread owns the engine and updates its histograms without locks; twice a second
 //! it copies them here under a mutex that only the control plane's readers share. The data
 //! path never waits for the control plane.
@@ -9,8 +12,8 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use parking_lot::Mutex;
 
+use super::DriverStats;
 use crate::engine::Stats;
-use crate::io::DriverStats;
 
 /// The published figures.
 #[derive(Debug, Clone)]
