@@ -21,29 +21,9 @@ use std::time::Instant;
 
 use coap_lite::Packet;
 use criterion::{criterion_group, Criterion, Throughput};
-use doxm_gate::wire::ocf::{self, oxm, sct, Doxm, View};
+use doxm_gate::wire::fixtures::{real_doxm, OBT_REQUEST, OBT_TOKEN};
+use doxm_gate::wire::ocf::{self, Doxm, View};
 use doxm_gate::wire::{option, Code, Message, MessageType, Writer};
-use uuid::Uuid;
-
-/// SPEC section 4: a real NON GET /oic/sec/doxm?owned=FALSE from an OBT (45 bytes).
-const OBT_REQUEST_HEX: &str =
-    "5801f1cd61387b7099602b0bb36f69630373656304646f786d4b6f776e65643d46414c5345222710e206e30800";
-
-/// The token of the real OBT request, reused by the answers.
-const TOKEN: [u8; 8] = [0x61, 0x38, 0x7b, 0x70, 0x99, 0x60, 0x2b, 0x0b];
-
-/// The doxm of the device that sent the real answer of SPEC section 4.
-fn real_doxm() -> Doxm<'static> {
-    Doxm {
-        oxms: &[oxm::JUST_WORKS],
-        oxmsel: oxm::SELF,
-        sct: sct::PAIRWISE_PSK | sct::CERTIFICATE | sct::OSCORE | sct::OSCORE_GROUP_SERVER,
-        owned: false,
-        devowneruuid: Uuid::nil(),
-        deviceuuid: Uuid::parse_str("50e1a3ae-6a0c-4ac0-7b4f-d1d818ae3403").expect("uuid"),
-        rowneruuid: Uuid::nil(),
-    }
-}
 
 /// (b) NON GET /oic/sec/doxm?owned=FALSE with a 2-byte token: 4 + 2 + (4 + 4 + 5) + 12 = 31.
 fn short_doxm_request() -> Vec<u8> {
@@ -63,8 +43,8 @@ fn short_doxm_request() -> Vec<u8> {
 /// (plus Content-Format and No-Response to reach 7).
 fn res_request() -> Vec<u8> {
     let mut buf = [0u8; 128];
-    let mut w =
-        Writer::new(&mut buf, MessageType::Confirmable, Code::GET, 0xf1ce, &TOKEN).expect("header");
+    let mut w = Writer::new(&mut buf, MessageType::Confirmable, Code::GET, 0xf1ce, &OBT_TOKEN)
+        .expect("header");
     w.option(option::URI_PATH, b"oic").expect("opt");
     w.option(option::URI_PATH, b"res").expect("opt");
     w.uint_option(option::CONTENT_FORMAT, u32::from(ocf::CONTENT_FORMAT_OCF_CBOR)).expect("opt");
@@ -79,9 +59,14 @@ fn res_request() -> Vec<u8> {
 
 /// Encodes the whole doxm answer of SPEC section 4 into `buf`; returns its length.
 fn encode_answer(buf: &mut [u8], doxm: &Doxm<'_>) -> usize {
-    ocf::write_response(buf, MessageType::NonConfirmable, Code::CONTENT, 0x7e57, &TOKEN, |out| {
-        doxm.encode(View::Default, out)
-    })
+    ocf::write_response(
+        buf,
+        MessageType::NonConfirmable,
+        Code::CONTENT,
+        0x7e57,
+        &OBT_TOKEN,
+        |out| doxm.encode(View::Default, out),
+    )
     .expect("answer fits")
 }
 
@@ -118,7 +103,7 @@ fn deep_path_request() -> Vec<u8> {
         b"end",
     ];
     let mut buf = [0u8; 256];
-    let mut w = Writer::new(&mut buf, MessageType::Confirmable, Code::GET, 0x0102, &TOKEN[..4])
+    let mut w = Writer::new(&mut buf, MessageType::Confirmable, Code::GET, 0x0102, &OBT_TOKEN[..4])
         .expect("header");
     for segment in SEGMENTS {
         w.option(option::URI_PATH, segment).expect("opt");
@@ -162,7 +147,7 @@ fn walk_coap_lite(datagram: &[u8]) -> u64 {
 /// The five packets of the issue, by name.
 fn packets() -> [(&'static str, Vec<u8>); 5] {
     [
-        ("obt_request", hex::decode(OBT_REQUEST_HEX).expect("hex")),
+        ("obt_request", OBT_REQUEST.to_vec()),
         ("doxm_request_31b", short_doxm_request()),
         ("res_request_7opts", res_request()),
         ("doxm_response", doxm_response()),

@@ -55,10 +55,7 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 /// The real OBT request, `NON GET /oic/sec/doxm?owned=FALSE` with Accept 10000 and
 /// OCF-Accept-Content-Format-Version 2048, with the given Message ID and 8-byte token.
 fn discovery(mid: u16, token: u64) -> Vec<u8> {
-    let mut d = hex::decode(
-        "5801f1cd61387b7099602b0bb36f69630373656304646f786d4b6f776e65643d46414c5345222710e206e30800",
-    )
-    .unwrap();
+    let mut d = doxm_gate::wire::fixtures::OBT_REQUEST.to_vec();
     d[2..4].copy_from_slice(&mid.to_be_bytes());
     d[4..12].copy_from_slice(&token.to_be_bytes());
     d

@@ -6,18 +6,11 @@
 //! decoder must also consume every byte, so trailing garbage cannot hide.
 
 use ciborium::Value;
+use doxm_gate::wire::fixtures::{real_doxm, REAL_DOXM_PAYLOAD};
 use doxm_gate::wire::ocf::{self, oxm, sct, DeviceInfo, Doxm, Link, View};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use uuid::Uuid;
-
-/// SPEC section 4: the payload of a real doxm answer (180 bytes).
-const REAL_DOXM_PAYLOAD_HEX: &str = concat!(
-    "bf646f786d738100666f786d73656c0463736374190149656f776e6564f46c6465766f776e6572757569647824",
-    "30303030303030302d303030302d303030302d303030302d3030303030303030303030306a6465766963657575",
-    "6964782435306531613361652d366130632d346163302d376234662d6431643831386165333430336a726f776e",
-    "657275756964782430303030303030302d303030302d303030302d303030302d303030303030303030303030ff",
-);
 
 const NIL: &str = "00000000-0000-0000-0000-000000000000";
 const DEVICE: &str = "50e1a3ae-6a0c-4ac0-7b4f-d1d818ae3403";
@@ -95,19 +88,6 @@ fn encode_doxm(doxm: &Doxm<'_>, view: View) -> Vec<u8> {
 // doxm (SPEC section 4).
 // ---------------------------------------------------------------------------------------------
 
-fn real_doxm() -> Doxm<'static> {
-    Doxm {
-        oxms: &[oxm::JUST_WORKS],
-        oxmsel: oxm::SELF,
-        sct: sct::PAIRWISE_PSK | sct::CERTIFICATE | sct::OSCORE | sct::OSCORE_GROUP_SERVER,
-        owned: false,
-        devowneruuid: Uuid::nil(),
-        // Given in upper case: the encoding must still be lower case.
-        deviceuuid: Uuid::parse_str(&DEVICE.to_uppercase()).unwrap(),
-        rowneruuid: Uuid::nil(),
-    }
-}
-
 const DOXM_KEYS: [&str; 7] =
     ["oxms", "oxmsel", "sct", "owned", "devowneruuid", "deviceuuid", "rowneruuid"];
 
@@ -125,7 +105,7 @@ fn expected_real_doxm() -> Vec<(&'static str, Value)> {
 
 #[test]
 fn test_real_doxm_payload_decodes_to_expected() {
-    let real = hex::decode(REAL_DOXM_PAYLOAD_HEX).unwrap();
+    let real = REAL_DOXM_PAYLOAD.to_vec();
     let expected = map(expected_real_doxm());
     assert_eq!(decode(&real), expected, "the captured payload itself");
 

@@ -8,14 +8,12 @@ use doxm_gate::engine::endpoint::{EndpointPlan, LocalEndpoint};
 use doxm_gate::engine::{Config, Engine, EngineDrop, Meta, Transmit, Verdict};
 use doxm_gate::fleet::{DeviceId, DeviceRecord, Fleet, OnboardingState, StatePatch};
 use doxm_gate::policy::{Dos, Reason};
+use doxm_gate::wire::fixtures::OBT_REQUEST;
 use doxm_gate::wire::{option, Code, Message, MessageType, Writer};
 use uuid::Uuid;
 
 const RFOTM: OnboardingState = OnboardingState { dos: Dos::Rfotm, owned: false, doc_open: false };
 const RFNOP: OnboardingState = OnboardingState { dos: Dos::Rfnop, owned: true, doc_open: false };
-/// SPEC section 4: the real OBT request (NON GET /oic/sec/doxm?owned=FALSE, token 61387b70...).
-const OBT_REQUEST: &str =
-    "5801f1cd61387b7099602b0bb36f69630373656304646f786d4b6f776e65643d46414c5345222710e206e30800";
 
 fn uuid(n: u32) -> Uuid {
     Uuid::from_u128(0x50e1_a3ae_6a0c_4ac0_7b4f_0000_0000_0000 | u128::from(n))
@@ -123,7 +121,7 @@ fn obt_request_answered_by_exactly_the_eligible_devices() {
     let fleet = fleet(1_000, 10);
     let mut engine = Engine::new(config(), fleet.clone(), 1);
     let t0 = Instant::now();
-    let verdict = engine.handle(t0, &obt_v6(), &hex::decode(OBT_REQUEST).unwrap());
+    let verdict = engine.handle(t0, &obt_v6(), &OBT_REQUEST);
     assert_eq!(verdict, Verdict::Answering(100));
     let sent = drain(&mut engine, t0);
     assert_eq!(sent.len(), 100);
@@ -157,7 +155,7 @@ fn obt_request_answered_by_exactly_the_eligible_devices() {
 fn iotivity_lite_obt_v4_and_v6_copies_answered_once() {
     let mut engine = Engine::new(config(), fleet(50, 1), 2);
     let t0 = Instant::now();
-    let bytes = hex::decode(OBT_REQUEST).unwrap();
+    let bytes = OBT_REQUEST.to_vec();
     assert_eq!(engine.handle(t0, &obt_v6(), &bytes), Verdict::Answering(50));
     let later = t0 + Duration::from_millis(3);
     assert_eq!(engine.handle(later, &obt_v4(), &bytes), Verdict::Engine(EngineDrop::Duplicate));

@@ -76,3 +76,15 @@ fn files(dir: &Path) -> Vec<PathBuf> {
 fn hex(data: &[u8]) -> String {
     data.iter().take(512).map(|b| format!("{b:02x}")).collect()
 }
+
+/// The seeds that are real datagrams are the fixtures of `doxm_gate::wire::fixtures`, byte for
+/// byte (one definition; the seed files are its copies on disk for libFuzzer).
+#[test]
+fn real_datagram_seeds_are_the_fixtures() {
+    use doxm_gate::wire::fixtures::{OBT_REQUEST, OBT_RES_REQUEST, REAL_DOXM_PAYLOAD};
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/coap_parse");
+    let seed = |name: &str| fs::read(corpus.join(name)).expect("seed exists");
+    assert_eq!(seed("obt-request-doxm-owned-false"), OBT_REQUEST);
+    assert_eq!(seed("get-res-rt-doxm"), OBT_RES_REQUEST);
+    assert!(seed("doxm-response-180-byte-payload").ends_with(&REAL_DOXM_PAYLOAD));
+}

@@ -91,8 +91,8 @@ fn copies_and_junk() {
         assert_eq!(lab.raw(group, &[con, malformed, &res], 0.8), 0, "{group}");
     }
     // And the valid request itself does get answers (the sender works).
-    let obt = "5801f1cd61387b7099602b0bb36f69630373656304646f786d4b6f776e65643d46414c5345222710e206e30800";
-    assert_eq!(lab.raw("ff02::158", &[obt], 0.8), 2);
+    let obt = hex::encode(doxm_gate::wire::fixtures::OBT_REQUEST);
+    assert_eq!(lab.raw("ff02::158", &[obt.as_str()], 0.8), 2);
 }
 
 #[test]

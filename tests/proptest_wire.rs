@@ -582,10 +582,7 @@ proptest! {
 /// fixed inputs through the same checker so a regression in the checker itself shows.
 #[test]
 fn test_checker_on_fixed_inputs() {
-    let obt = hex::decode(
-        "5801f1cd61387b7099602b0bb36f69630373656304646f786d4b6f776e65643d46414c5345222710e206e30800",
-    )
-    .unwrap();
+    let obt = doxm_gate::wire::fixtures::OBT_REQUEST;
     check_datagram(&obt).unwrap();
     let msg = Message::parse(&obt).unwrap();
     let options: Vec<(u16, &[u8])> = msg.options().map(|o| (o.number, o.value)).collect();

@@ -1,61 +1,21 @@
-//! Byte-exact tests against the real captures of SPEC section 4: the 45-byte OBT request and the
-//! 180-byte doxm payload, plus the query spellings of the two real clients (SPEC section 1.1).
+//! Byte-exact tests against the real captures of SPEC section 4 (the 45-byte OBT request and the
+//! 180-byte doxm payload, defined once in `doxm_gate::wire::fixtures`), plus the query spellings
+//! of the two real clients (SPEC section 1.1).
 //!
 //! Expected values come from the SPEC text and from decoding the captures by hand (the layout of
 //! each vector is spelled out next to it) or with an independent CBOR decoder (ciborium).
 
 use ciborium::value::Value;
+use doxm_gate::wire::fixtures::{real_doxm, OBT_REQUEST, OBT_TOKEN, REAL_DOXM_PAYLOAD};
 use doxm_gate::wire::ocf::{self, Doxm, View};
 use doxm_gate::wire::query::{self, Filters, Owned};
 use doxm_gate::wire::{option, BufferTooSmall, Code, Message, MessageType, WriteError, Writer};
-use uuid::Uuid;
 
-/// SPEC section 4: a real NON GET from an OBT to 224.0.1.187:5683, 45 bytes.
-///
-/// ```text
-/// 58                         Ver 1, T 1 (NON), TKL 8
-/// 01                         0.01 GET
-/// f1cd                       Message ID 61901
-/// 61387b7099602b0b           token
-/// b3 6f6963                  Uri-Path (11) "oic"
-/// 03 736563                  Uri-Path (11) "sec"
-/// 04 646f786d                Uri-Path (11) "doxm"
-/// 4b 6f776e65643d46414c5345  Uri-Query (15) "owned=FALSE"
-/// 22 2710                    Accept (17) 10000
-/// e2 06e3 0800               2049 (17 + 1763 + 269) = 0x0800 (OCF 1.0.0)
-/// ```
-const OBT_REQUEST: &str = concat!(
-    "5801f1cd61387b7099602b0bb36f69630373656304646f786d4b6f776e65643d46414c5345222710e206e3",
-    "0800"
-);
-
-/// SPEC section 4: the payload of a real doxm answer, 180 bytes.
-const DOXM_PAYLOAD: &str = concat!(
-    "bf646f786d738100666f786d73656c0463736374190149656f776e6564f46c6465766f776e6572757569647824",
-    "30303030303030302d303030302d303030302d303030302d3030303030303030303030306a6465766963657575",
-    "6964782435306531613361652d366130632d346163302d376234662d6431643831386165333430336a726f776e",
-    "657275756964782430303030303030302d303030302d303030302d303030302d303030303030303030303030ff",
-);
-
-const OBT_TOKEN: [u8; 8] = [0x61, 0x38, 0x7b, 0x70, 0x99, 0x60, 0x2b, 0x0b];
 const DEVICE_UUID: &str = "50e1a3ae-6a0c-4ac0-7b4f-d1d818ae3403";
 const NIL_UUID: &str = "00000000-0000-0000-0000-000000000000";
 
 fn h(digits: &str) -> Vec<u8> {
     hex::decode(digits).expect("SPEC vector is hex")
-}
-
-/// The doxm of the device that sent the captured answer.
-fn real_doxm() -> Doxm<'static> {
-    Doxm {
-        oxms: &[0],
-        oxmsel: 4,
-        sct: 329,
-        owned: false,
-        devowneruuid: Uuid::nil(),
-        deviceuuid: Uuid::parse_str(DEVICE_UUID).expect("valid uuid"),
-        rowneruuid: Uuid::nil(),
-    }
 }
 
 /// The (key, value) pairs of a CBOR map, in encoded order.
@@ -77,12 +37,12 @@ fn int(i: i64) -> Value {
 
 #[test]
 fn obt_request_is_45_bytes() {
-    assert_eq!(h(OBT_REQUEST).len(), 45);
+    assert_eq!(OBT_REQUEST.to_vec().len(), 45);
 }
 
 #[test]
 fn obt_request_header_and_token() {
-    let bytes = h(OBT_REQUEST);
+    let bytes = OBT_REQUEST.to_vec();
     let msg = Message::parse(&bytes).expect("the real request parses");
     assert_eq!(msg.ty(), MessageType::NonConfirmable);
     assert_eq!(msg.code(), Code::GET);
@@ -93,7 +53,7 @@ fn obt_request_header_and_token() {
 
 #[test]
 fn obt_request_every_option_in_wire_order() {
-    let bytes = h(OBT_REQUEST);
+    let bytes = OBT_REQUEST.to_vec();
     let msg = Message::parse(&bytes).unwrap();
     let options: Vec<(u16, &[u8])> = msg.options().map(|o| (o.number, o.value)).collect();
     let expected: [(u16, &[u8]); 6] = [
@@ -109,7 +69,7 @@ fn obt_request_every_option_in_wire_order() {
 
 #[test]
 fn obt_request_typed_accessors() {
-    let bytes = h(OBT_REQUEST);
+    let bytes = OBT_REQUEST.to_vec();
     let msg = Message::parse(&bytes).unwrap();
     assert!(msg.path_is(&[b"oic", b"sec", b"doxm"]));
     assert_eq!(msg.uri_path().collect::<Vec<_>>(), [&b"oic"[..], b"sec", b"doxm"]);
@@ -134,7 +94,7 @@ fn obt_request_rebuilt_by_writer_is_byte_identical() {
     w.uint_option(option::ACCEPT, 10_000).unwrap();
     w.uint_option(option::OCF_ACCEPT_CONTENT_FORMAT_VERSION, 2048).unwrap();
     let len = w.finish();
-    assert_eq!(hex::encode(&buf[..len]), OBT_REQUEST);
+    assert_eq!(buf[..len], OBT_REQUEST);
 }
 
 #[test]
@@ -151,7 +111,7 @@ fn obt_request_writer_needs_exactly_45_bytes() {
     };
     let mut exact = [0u8; 45];
     assert_eq!(write(&mut exact), Ok(45));
-    assert_eq!(exact[..], h(OBT_REQUEST)[..]);
+    assert_eq!(exact[..], OBT_REQUEST.to_vec()[..]);
     let mut short = [0u8; 44];
     assert_eq!(write(&mut short), Err(WriteError::BufferTooSmall));
 }
@@ -162,7 +122,7 @@ fn obt_request_writer_needs_exactly_45_bytes() {
 fn real_doxm_payload_is_180_bytes_of_the_spec_fields() {
     // Checks the vector itself with an independent decoder, so the byte-exact tests below
     // compare our encoder with the SPEC field values.
-    let payload = h(DOXM_PAYLOAD);
+    let payload = REAL_DOXM_PAYLOAD.to_vec();
     assert_eq!(payload.len(), 180);
     assert_eq!(payload[0], 0xbf, "indefinite-length map");
     assert_eq!(payload[179], 0xff, "break");
@@ -184,7 +144,7 @@ fn real_doxm_payload_is_180_bytes_of_the_spec_fields() {
 fn doxm_encoder_matches_real_payload() {
     let mut buf = [0u8; Doxm::MAX_LEN];
     let len = real_doxm().encode(View::Default, &mut buf).unwrap();
-    assert_eq!(hex::encode(&buf[..len]), DOXM_PAYLOAD);
+    assert_eq!(buf[..len], REAL_DOXM_PAYLOAD);
 }
 
 #[test]
@@ -218,7 +178,7 @@ fn doxm_baseline_view_puts_rt_and_if_first() {
     assert_eq!(entries[0].1, Value::Array(vec![text("oic.r.doxm")]));
     assert_eq!(entries[1].1, Value::Array(vec![text("oic.if.rw"), text("oic.if.baseline")]));
     // The rest is the default view, byte for byte.
-    let default = h(DOXM_PAYLOAD);
+    let default = REAL_DOXM_PAYLOAD.to_vec();
     assert_eq!(buf[len - 179..len], default[1..]);
 }
 
@@ -226,7 +186,7 @@ fn doxm_baseline_view_puts_rt_and_if_first() {
 
 /// Writes the 2.05 answer to the OBT request with message ID `mid`.
 fn write_answer(buf: &mut [u8], mid: u16) -> Result<usize, WriteError> {
-    let request_bytes = h(OBT_REQUEST);
+    let request_bytes = OBT_REQUEST.to_vec();
     let request = Message::parse(&request_bytes).unwrap();
     ocf::write_response(
         buf,
@@ -243,7 +203,11 @@ fn doxm_answer_is_byte_exact() {
     // 58 (NON, TKL 8) 45 (2.05) 2bad (mid) token,
     // c2 2710 (Content-Format 12 = 10000),
     // e2 06ec 0800 (12 + 1772 + 269 = 2053 = 0x0800), ff, the 180-byte payload.
-    let expected = format!("58452bad{}c22710e206ec0800ff{DOXM_PAYLOAD}", hex::encode(OBT_TOKEN));
+    let expected = format!(
+        "58452bad{}c22710e206ec0800ff{}",
+        hex::encode(OBT_TOKEN),
+        hex::encode(REAL_DOXM_PAYLOAD)
+    );
     let mut buf = [0u8; 256];
     let len = write_answer(&mut buf, 0x2bad).unwrap();
     assert_eq!(len, 201);
@@ -264,7 +228,7 @@ fn doxm_answer_parses_back() {
     assert_eq!(answer.content_format(), Some(10_000));
     assert_eq!(answer.ocf_content_format_version(), Some(2048));
     assert_eq!(answer.first_unrecognised_critical(), None);
-    assert_eq!(answer.payload(), h(DOXM_PAYLOAD));
+    assert_eq!(answer.payload(), REAL_DOXM_PAYLOAD.to_vec());
 }
 
 #[test]
@@ -279,7 +243,7 @@ fn doxm_answer_buffer_one_byte_short() {
 
 #[test]
 fn iotivity_lite_obt_owned_false() {
-    let bytes = h(OBT_REQUEST);
+    let bytes = OBT_REQUEST.to_vec();
     let msg = Message::parse(&bytes).unwrap();
     let filters = Filters::parse(msg.uri_query());
     assert_eq!(filters.owned, Owned::False);

@@ -9,7 +9,8 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::hint::black_box;
 
-use doxm_gate::wire::ocf::{self, oxm, sct, DeviceInfo, Doxm, Link, View};
+use doxm_gate::wire::fixtures::{real_doxm, OBT_REQUEST, REAL_DOXM_PAYLOAD};
+use doxm_gate::wire::ocf::{self, DeviceInfo, Link, View};
 use doxm_gate::wire::query::{Filters, Owned};
 use doxm_gate::wire::{Code, Message, MessageType};
 use uuid::Uuid;
@@ -64,21 +65,6 @@ fn allocations<T>(f: impl FnOnce() -> T) -> (u64, T) {
     let after = ALLOCATIONS.with(Cell::get);
     (after - before, out)
 }
-
-/// SPEC section 4: the real 45-byte OBT request.
-static OBT_REQUEST: [u8; 45] = [
-    0x58, 0x01, 0xf1, 0xcd, 0x61, 0x38, 0x7b, 0x70, 0x99, 0x60, 0x2b, 0x0b, 0xb3, 0x6f, 0x69, 0x63,
-    0x03, 0x73, 0x65, 0x63, 0x04, 0x64, 0x6f, 0x78, 0x6d, 0x4b, 0x6f, 0x77, 0x6e, 0x65, 0x64, 0x3d,
-    0x46, 0x41, 0x4c, 0x53, 0x45, 0x22, 0x27, 0x10, 0xe2, 0x06, 0xe3, 0x08, 0x00,
-];
-
-/// SPEC section 4: the payload of the real doxm answer (180 bytes).
-const REAL_DOXM_PAYLOAD_HEX: &str = concat!(
-    "bf646f786d738100666f786d73656c0463736374190149656f776e6564f46c6465766f776e6572757569647824",
-    "30303030303030302d303030302d303030302d303030302d3030303030303030303030306a6465766963657575",
-    "6964782435306531613361652d366130632d346163302d376234662d6431643831386165333430336a726f776e",
-    "657275756964782430303030303030302d303030302d303030302d303030302d303030303030303030303030ff",
-);
 
 #[test]
 fn test_counter_counts() {
@@ -141,18 +127,6 @@ fn test_parse_obt_request_allocates_nothing() {
     assert_eq!(di, None);
 }
 
-fn real_doxm() -> Doxm<'static> {
-    Doxm {
-        oxms: &[oxm::JUST_WORKS],
-        oxmsel: oxm::SELF,
-        sct: sct::PAIRWISE_PSK | sct::CERTIFICATE | sct::OSCORE | sct::OSCORE_GROUP_SERVER,
-        owned: false,
-        devowneruuid: Uuid::nil(),
-        deviceuuid: Uuid::parse_str("50e1a3ae-6a0c-4ac0-7b4f-d1d818ae3403").unwrap(),
-        rowneruuid: Uuid::nil(),
-    }
-}
-
 /// Encoding the whole doxm answer (header, options, CBOR) into a stack buffer: no allocation.
 #[test]
 fn test_encode_doxm_answer_allocates_nothing() {
@@ -188,9 +162,8 @@ fn test_encode_doxm_answer_allocates_nothing() {
 
     // The work was real: a 201-byte answer around the real payload.
     assert_eq!(len, 4 + 8 + 3 + 5 + 1 + 180);
-    let payload = hex::decode(REAL_DOXM_PAYLOAD_HEX).unwrap();
     let msg = Message::parse(&buf[..len]).unwrap();
-    assert_eq!(msg.payload(), payload.as_slice());
+    assert_eq!(msg.payload(), REAL_DOXM_PAYLOAD);
     assert_eq!(msg.token(), token);
     assert!(baseline_len > len);
 }

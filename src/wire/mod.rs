@@ -10,6 +10,7 @@
 //! - [`query`]: `key[=value]` arguments of Uri-Query options and the filters a request carries.
 //! - [`cbor`]: a minimal, allocation-free CBOR encoder (RFC 8949 preferred serialisation).
 //! - [`ocf`]: the OCF representations the gate serves: doxm, `/oic/res` links and `/oic/d`.
+//! - [`fixtures`]: the real datagrams of the specification, for tests, benches and tools.
 //!
 //! # Contract
 //!
@@ -19,6 +20,7 @@
 
 pub mod cbor;
 pub mod coap;
+pub mod fixtures;
 pub mod ocf;
 pub mod option;
 pub mod query;

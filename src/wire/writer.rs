@@ -207,14 +207,15 @@ impl<'b> Writer<'b> {
 mod tests {
     use super::*;
     use crate::wire::coap::Message;
+    use crate::wire::fixtures::{OBT_REQUEST, OBT_TOKEN};
 
     #[test]
     fn test_emit_obt_request() {
         // SPEC section 4: the real 45-byte OBT request, rebuilt field by field.
         let mut buf = [0u8; 64];
-        let token = [0x61, 0x38, 0x7b, 0x70, 0x99, 0x60, 0x2b, 0x0b];
         let mut w =
-            Writer::new(&mut buf, MessageType::NonConfirmable, Code::GET, 0xf1cd, &token).unwrap();
+            Writer::new(&mut buf, MessageType::NonConfirmable, Code::GET, 0xf1cd, &OBT_TOKEN)
+                .unwrap();
         w.option(option::URI_PATH, b"oic").unwrap();
         w.option(option::URI_PATH, b"sec").unwrap();
         w.option(option::URI_PATH, b"doxm").unwrap();
@@ -222,10 +223,7 @@ mod tests {
         w.uint_option(option::ACCEPT, 10_000).unwrap();
         w.uint_option(option::OCF_ACCEPT_CONTENT_FORMAT_VERSION, 2048).unwrap();
         let len = w.finish();
-        assert_eq!(
-            hex::encode(&buf[..len]),
-            "5801f1cd61387b7099602b0bb36f69630373656304646f786d4b6f776e65643d46414c5345222710e206e30800"
-        );
+        assert_eq!(buf[..len], OBT_REQUEST);
     }
 
     #[test]
