@@ -10,8 +10,10 @@
 //! datagram and the device part only for devices the eligibility index yields:
 //!
 //! - [`screen`]: the pre-filters that depend only on the request (SPEC 1.1 steps 2 to 6);
+//! - [`target_check`]: the per-device part of pre-filter 5, whether the `di` and `deviceuuid`
+//!   filters name the device (a request that names one device is looked up, not enumerated);
 //! - [`eligibility`]: the per-device predicate `eligible(v)`;
-//! - [`decide`]: both together for one device, multicast or unicast, which is what `explain`
+//! - [`decide`]: all together for one device, multicast or unicast, which is what `explain`
 //!   prints and what the exhaustive test checks against an independent table.
 //!
 //! Fail closed: a device whose state is unknown is never eligible, and on unicast it does not
