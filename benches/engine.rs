@@ -13,6 +13,11 @@
 //! - `answer/<N>/E=<E>`: E eligible devices of N = 1M; one iteration handles the request
 //!   (candidates, budget, schedule) and drains every answer with `poll_transmit`, each encoded
 //!   into a 1500-byte buffer. **The reported time is per answer** (the iteration's time / E).
+//! - `targeted/<N>/E=<E>/<how>`: one discovery while E = 100k devices of N = 1M are eligible,
+//!   handled and drained: `untargeted` (`owned=FALSE`: all E answer), or naming one eligible
+//!   device by `deviceuuid` (OCF's doxm schema) or `di` (IoTivity-Lite), which only it answers.
+//!   The named device changes every iteration (1024 of the E, spread over the id range). A named
+//!   device is one UUID-index lookup, so its time does not grow with E or N. **Per request.**
 //! - `unicast/res/<N>`: a CON `GET /oic/res?rt=oic.r.doxm` to one device's endpoint, answered by
 //!   a piggybacked ACK carrying the doxm link (handle + `poll_transmit`).
 //!
@@ -43,6 +48,8 @@ use uuid::Uuid;
 
 /// The eligible counts of the answer path (clamped to the candidates of small test fleets).
 const ANSWER_COUNTS: [usize; 3] = [1, 100, 10_000];
+/// The eligible count of the targeted-discovery group (clamped likewise).
+const TARGETED_ELIGIBLE: usize = 100_000;
 /// Virtual time between two requests of the answer path: past the 2 s leisure window, so each
 /// request's answers are all due when it is drained.
 const ANSWER_STEP: Duration = Duration::from_secs(3);
@@ -60,6 +67,7 @@ fn main() {
     let mut c = Criterion::default().configure_from_args();
     bench_drop(&mut c, &fleets, &sizes);
     bench_answer(&mut c, &fleets, *sizes.last().expect("sizes"));
+    bench_targeted(&mut c, &fleets, *sizes.last().expect("sizes"));
     bench_unicast(&mut c, &fleets, &sizes);
     c.final_summary();
     if mode != Mode::List && env_usize("DOXM_BENCH_SUMMARY", 1) != 0 {
@@ -96,6 +104,22 @@ fn bench_answer(c: &mut Criterion, fleets: &Fleets, n: usize) {
                 start.elapsed() / e as u32
             });
         });
+        bench.finish();
+    }
+    group.finish();
+}
+
+fn bench_targeted(c: &mut Criterion, fleets: &Fleets, n: usize) {
+    let e = TARGETED_ELIGIBLE.min(candidates(n));
+    let mut group = c.benchmark_group(format!("targeted/{}/E={}", size_label(n), size_label(e)));
+    group.throughput(criterion::Throughput::Elements(1));
+    for how in Targeting::ALL {
+        if how == Targeting::Untargeted {
+            // Each iteration sends E answers: fewer samples, or one run takes minutes.
+            group.sample_size(10);
+        }
+        let mut bench = TargetedBench::new(fleets.get(n), e, how);
+        group.bench_function(how.label(), |b| b.iter(|| black_box(bench.once())));
         bench.finish();
     }
     group.finish();
@@ -194,6 +218,38 @@ fn summary(fleets: &Fleets, sizes: &[usize], mode: Mode) {
             per_answer(handle),
             per_answer(drain),
             per_answer(handle + drain)
+        );
+        bench.finish();
+    }
+
+    let e = TARGETED_ELIGIBLE.min(candidates(n));
+    println!();
+    println!(
+        "== targeted discovery: E = {} eligible of N = {}, own timed loop, per request ==",
+        size_label(e),
+        size_label(n)
+    );
+    println!(
+        "{:<12} {:>9} {:>8} {:>14} {:>14}",
+        "how", "requests", "answers", "handle ns", "total ns"
+    );
+    for how in Targeting::ALL {
+        let mut bench = TargetedBench::new(fleets.get(n), e, how);
+        let requests = if how == Targeting::Untargeted { 10 } else { total / 20 };
+        let (mut handle, mut all) = (Duration::ZERO, Duration::ZERO);
+        for _ in 0..requests {
+            let (h, t) = bench.once_timed();
+            handle += h;
+            all += t;
+        }
+        let per = |d: Duration| d.as_nanos() as f64 / requests as f64;
+        println!(
+            "{:<12} {:>9} {:>8} {:>14.1} {:>14.1}",
+            how.label(),
+            requests,
+            bench.answers,
+            per(handle),
+            per(all)
         );
         bench.finish();
     }
@@ -400,6 +456,133 @@ impl Drop for EligibleGuard {
         for &i in &self.devices {
             self.fleet.patch(&uuid(i), &open, None).expect("patch");
         }
+    }
+}
+
+/// How a discovery of the targeted group names its device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Targeting {
+    /// `owned=FALSE` alone: every eligible device answers.
+    Untargeted,
+    /// `owned=FALSE` and `deviceuuid=<an eligible device>`.
+    Deviceuuid,
+    /// `owned=FALSE` and `di=<an eligible device>`.
+    Di,
+}
+
+impl Targeting {
+    const ALL: [Targeting; 3] = [Targeting::Deviceuuid, Targeting::Di, Targeting::Untargeted];
+
+    fn label(self) -> &'static str {
+        match self {
+            Targeting::Untargeted => "untargeted",
+            Targeting::Deviceuuid => "deviceuuid",
+            Targeting::Di => "di",
+        }
+    }
+}
+
+/// Discoveries while E devices are eligible, each handled and drained (see `targeted/...`).
+struct TargetedBench {
+    engine: Engine,
+    /// One request per named device (one in all when untargeted).
+    requests: Vec<Vec<u8>>,
+    next: usize,
+    mid: u16,
+    meta: Meta,
+    now: Instant,
+    buf: Box<[u8; 1500]>,
+    /// Answers per request.
+    answers: usize,
+    eligible: EligibleGuard,
+}
+
+impl TargetedBench {
+    fn new(fleet: Arc<Fleet>, e: usize, how: Targeting) -> TargetedBench {
+        let eligible = EligibleGuard::new(fleet.clone(), e);
+        let doxm = ["oic", "sec", "doxm"];
+        let named = |key: &str| -> Vec<Vec<u8>> {
+            let step = (eligible.devices.len() / 1024).max(1);
+            let devices = eligible.devices.iter().step_by(step);
+            let query = |i: u32| format!("{key}={}", uuid(i).hyphenated());
+            devices
+                .map(|&i| request(MessageType::NonConfirmable, &doxm, &["owned=FALSE", &query(i)]))
+                .collect()
+        };
+        let (requests, answers) = match how {
+            Targeting::Untargeted => {
+                (vec![request(MessageType::NonConfirmable, &doxm, &["owned=FALSE"])], e)
+            }
+            Targeting::Deviceuuid => (named("deviceuuid"), 1),
+            Targeting::Di => (named("di"), 1),
+        };
+        let mut bench = TargetedBench {
+            engine: Engine::new(config(), fleet, 4),
+            requests,
+            next: 0,
+            mid: 0,
+            meta: obt_multicast(),
+            now: Instant::now(),
+            buf: Box::new([0; 1500]),
+            answers,
+            eligible,
+        };
+        for _ in 0..3 {
+            let (verdict, sent) = bench.handle_and_drain();
+            assert_eq!(verdict, Verdict::Answering(answers), "{how:?}");
+            assert_eq!(sent, answers, "{how:?}: every scheduled answer is sent");
+        }
+        bench
+    }
+
+    /// The next request (the next named device), with a fresh Message ID.
+    fn next_request(&mut self) -> usize {
+        let k = self.next;
+        self.next = (k + 1) % self.requests.len();
+        self.mid = self.mid.wrapping_add(1);
+        self.requests[k][2..4].copy_from_slice(&self.mid.to_be_bytes());
+        k
+    }
+
+    fn handle_and_drain(&mut self) -> (Verdict, usize) {
+        let k = self.next_request();
+        let now = self.now;
+        let verdict = self.engine.handle(now, &self.meta, &self.requests[k]);
+        let later = now + ANSWER_STEP;
+        let mut sent = 0;
+        while let Some(t) = self.engine.poll_transmit(later, &mut self.buf[..]) {
+            black_box(&self.buf[..t.len]);
+            sent += 1;
+        }
+        self.now = later;
+        (verdict, sent)
+    }
+
+    fn once(&mut self) -> usize {
+        self.handle_and_drain().1
+    }
+
+    /// One request: the handling alone, and handling plus draining.
+    fn once_timed(&mut self) -> (Duration, Duration) {
+        let k = self.next_request();
+        let now = self.now;
+        let start = Instant::now();
+        black_box(self.engine.handle(now, &self.meta, &self.requests[k]));
+        let handled = Instant::now();
+        let later = now + ANSWER_STEP;
+        while let Some(t) = self.engine.poll_transmit(later, &mut self.buf[..]) {
+            black_box(&self.buf[..t.len]);
+        }
+        let drained = Instant::now();
+        self.now = later;
+        (handled - start, drained - start)
+    }
+
+    /// Puts the fleet back to none eligible.
+    fn finish(self) {
+        assert_eq!(self.engine.pending_answers(), 0);
+        assert_eq!(self.engine.stats().answers_shed, 0, "nothing shed");
+        drop(self.eligible);
     }
 }
 

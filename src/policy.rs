@@ -10,8 +10,10 @@
 //! datagram and the device part only for devices the eligibility index yields:
 //!
 //! - [`screen`]: the pre-filters that depend only on the request (SPEC 1.1 steps 2 to 6);
+//! - [`target_check`]: the per-device part of pre-filter 5, whether the `di` and `deviceuuid`
+//!   filters name the device (a request that names one device is looked up, not enumerated);
 //! - [`eligibility`]: the per-device predicate `eligible(v)`;
-//! - [`decide`]: both together for one device, multicast or unicast, which is what `explain`
+//! - [`decide`]: all together for one device, multicast or unicast, which is what `explain`
 //!   prints and what the exhaustive test checks against an independent table.
 //!
 //! Fail closed: a device whose state is unknown is never eligible, and on unicast it does not
@@ -111,7 +113,7 @@ pub enum Bridge {
 /// What the rule needs to know about one device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeviceFacts {
-    /// The device UUID (what a multicast `di` filter is compared with).
+    /// The device UUID (what the multicast `di` and `deviceuuid` filters are compared with).
     pub uuid: Uuid,
     /// Whether the bridge has reported the device's state since start; unknown never answers.
     pub known: bool,
@@ -195,8 +197,13 @@ pub enum Reason {
     VersionTooOld,
     /// `if` other than `oic.if.rw` or `oic.if.baseline` (pre-filter 5).
     BadInterface,
-    /// A multicast `di` naming another device (pre-filter 5).
+    /// A multicast `di` naming another device, or not a hyphenated UUID (pre-filter 5).
     DiMismatch,
+    /// A multicast `deviceuuid` naming another device (pre-filter 5).
+    DeviceuuidMismatch,
+    /// A multicast `deviceuuid` that is empty or not a hyphenated UUID, so that it names no
+    /// device: every device ignores the request (pre-filter 5).
+    DeviceuuidInvalid,
     /// `owned` with a value other than true/false (pre-filter 5).
     OwnedInvalid,
     /// `owned=true`: owned devices are never in RFOTM, so the rule never lets them answer.
@@ -217,7 +224,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every variant, in declaration order.
-    pub const ALL: [Reason; 18] = [
+    pub const ALL: [Reason; 20] = [
         Reason::Ok,
         Reason::WrongType,
         Reason::ConMulticast,
@@ -228,6 +235,8 @@ impl Reason {
         Reason::VersionTooOld,
         Reason::BadInterface,
         Reason::DiMismatch,
+        Reason::DeviceuuidMismatch,
+        Reason::DeviceuuidInvalid,
         Reason::OwnedInvalid,
         Reason::OwnedTrue,
         Reason::NoResponse,
@@ -251,6 +260,8 @@ impl Reason {
             Reason::VersionTooOld => "version-too-old",
             Reason::BadInterface => "bad-interface",
             Reason::DiMismatch => "di-mismatch",
+            Reason::DeviceuuidMismatch => "deviceuuid-mismatch",
+            Reason::DeviceuuidInvalid => "deviceuuid-invalid",
             Reason::OwnedInvalid => "owned-invalid",
             Reason::OwnedTrue => "owned-true",
             Reason::NoResponse => "no-response",
@@ -323,9 +334,10 @@ pub fn eligibility(device: &DeviceFacts) -> Result<(), Reason> {
 
 /// The device-independent pre-filters of a multicast doxm discovery (SPEC 1.1 steps 2 to 6).
 ///
-/// `Ok` means "each eligible device whose UUID passes the `di` filter answers"; the engine then
-/// asks the eligibility index for those devices. `owned=true` and invalid `owned` values drop here:
-/// no device can answer them.
+/// `Ok` means "each eligible device whose UUID passes the `di` and `deviceuuid` filters
+/// answers" ([`target_check`]); the engine then asks the eligibility index (or, for a request
+/// that names a device, the UUID index) for those devices. `owned=true`, invalid `owned` values
+/// and a `deviceuuid` that is not a UUID drop here: no device can answer them.
 ///
 /// # Errors
 /// The reason the datagram is dropped for every device.
@@ -346,6 +358,9 @@ pub fn screen(request: &RequestFacts<'_>) -> Result<(), Reason> {
     }
     accept_check(request)?;
     interface_check(request)?;
+    if request.filters.deviceuuid.is_some_and(|text| named_uuid(text).is_none()) {
+        return Err(Reason::DeviceuuidInvalid);
+    }
     match request.filters.owned {
         Owned::Absent | Owned::False => {}
         Owned::True => return Err(Reason::OwnedTrue),
@@ -357,17 +372,42 @@ pub fn screen(request: &RequestFacts<'_>) -> Result<(), Reason> {
     Ok(())
 }
 
-/// Whether a multicast `di` filter lets device `uuid` answer: absent, or the same UUID text in
-/// any case (SPEC 1.1). Only the 36-character hyphenated form is a device's `di`; a value in
-/// another UUID spelling (simple, braced, `urn:uuid:`) or not a UUID matches no device.
-pub fn di_matches(di: Option<&[u8]>, uuid: &Uuid) -> bool {
-    match di {
-        None => true,
-        Some(text) => {
-            text.len() == uuid::fmt::Hyphenated::LENGTH
-                && Uuid::try_parse_ascii(text).is_ok_and(|di| di == *uuid)
-        }
+/// The device UUID a `di` or `deviceuuid` value names: the 36-character hyphenated UUID text,
+/// in any case (SPEC 1.1; the UUID pattern of OCF's schemas). Another UUID spelling (simple,
+/// braced, `urn:uuid:`), an empty value or other text names no device.
+pub fn named_uuid(text: &[u8]) -> Option<Uuid> {
+    if text.len() != uuid::fmt::Hyphenated::LENGTH {
+        return None;
     }
+    Uuid::try_parse_ascii(text).ok()
+}
+
+/// Whether a multicast `di` or `deviceuuid` filter lets device `uuid` answer: absent, or it
+/// names `uuid` ([`named_uuid`]).
+pub fn uuid_filter_matches(filter: Option<&[u8]>, uuid: &Uuid) -> bool {
+    filter.is_none_or(|text| named_uuid(text) == Some(*uuid))
+}
+
+/// Pre-filter 5 for one device of a multicast: `di` and `deviceuuid`, each if present, name
+/// `uuid`. Each is a filter of its own, so a request with both is answered only by a device
+/// that both name (`di` is checked first).
+///
+/// # Errors
+/// [`Reason::DiMismatch`] or [`Reason::DeviceuuidMismatch`].
+pub fn target_check(filters: &Filters<'_>, uuid: &Uuid) -> Result<(), Reason> {
+    if !uuid_filter_matches(filters.di, uuid) {
+        return Err(Reason::DiMismatch);
+    }
+    if !uuid_filter_matches(filters.deviceuuid, uuid) {
+        return Err(Reason::DeviceuuidMismatch);
+    }
+    Ok(())
+}
+
+/// The UUID text of a request that names one device (`di`, else `deviceuuid`): at most that
+/// device can answer, so the engine looks it up instead of walking the eligible set.
+pub fn target_text<'a>(filters: &Filters<'a>) -> Option<&'a [u8]> {
+    filters.di.or(filters.deviceuuid)
 }
 
 /// What device `device` does with a doxm request (SPEC section 1.1, both tables).
@@ -382,8 +422,8 @@ fn decide_multicast(request: &RequestFacts<'_>, device: &DeviceFacts) -> Decisio
     if let Err(reason) = screen(request) {
         return Decision::ignore(reason);
     }
-    if !di_matches(request.filters.di, &device.uuid) {
-        return Decision::ignore(Reason::DiMismatch);
+    if let Err(reason) = target_check(&request.filters, &device.uuid) {
+        return Decision::ignore(reason);
     }
     match eligibility(device) {
         Ok(()) => Decision::new(Outcome::Answer, Reason::Ok),

@@ -1,7 +1,8 @@
 //! A deterministic storm simulator: N devices, K clients, duplicate copies, a jumping clock.
 //!
 //! Drives one [`Engine`] with the traffic real clients send (the IoTivity-Lite OBT's v6 + v4
-//! copies, the plgd client's three IPv6 groups, an abusive repeater, a junk sender) and state
+//! copies, the plgd client's three IPv6 groups, an abusive repeater, a junk sender, an OBT that
+//! asks one device by `deviceuuid`) and state
 //! changes from the bridge in the middle of the storm. Time never sleeps: the clock jumps to the
 //! next client event or to the engine's [`Engine::poll_timeout`]. With the same [`Scenario`] the
 //! run, and so its [`Report`], is always the same, which makes the report a snapshot test and
@@ -31,6 +32,11 @@ pub enum ClientKind {
     Repeater,
     /// Sends malformed and wrong datagrams.
     Junk,
+    /// An OBT that asks for one device (by fleet index) with `deviceuuid` (issue 15), in the
+    /// IoTivity-Lite OBT's v6 + v4 copies. Its discoveries cycle through four queries:
+    /// `deviceuuid=<device>`; `DeviceUUID=<DEVICE>&di=<device>`; `deviceuuid=` (names nobody);
+    /// `deviceuuid=<the next device>`.
+    Targeted(u32),
 }
 
 impl ClientKind {
@@ -40,6 +46,7 @@ impl ClientKind {
             ClientKind::Plgd => "plgd",
             ClientKind::Repeater => "repeater",
             ClientKind::Junk => "junk",
+            ClientKind::Targeted(_) => "targeted",
         }
     }
 }
@@ -292,35 +299,52 @@ fn send(engine: &mut Engine, c: &mut ClientState, now: Instant, n: u32, client: 
     };
     match c.kind {
         ClientKind::IotivityLite => {
-            let bytes = discovery(mid, &token);
+            let bytes = discovery(mid, &token, &[]);
             deliver(engine, meta(c.v6, groups_v6[0]), &bytes, &token);
             deliver(engine, meta(c.v4, "224.0.1.187:5683"), &bytes, &token);
         }
         ClientKind::Plgd => {
             for (g, group) in groups_v6.iter().enumerate() {
                 let token = [token[0], token[1], token[2], g as u8];
-                deliver(engine, meta(c.v6, group), &discovery(mid, &token), &token);
+                deliver(engine, meta(c.v6, group), &discovery(mid, &token, &[]), &token);
             }
         }
         ClientKind::Repeater => {
-            deliver(engine, meta(c.v6, groups_v6[0]), &discovery(mid, &token), &token);
+            deliver(engine, meta(c.v6, groups_v6[0]), &discovery(mid, &token, &[]), &token);
         }
         ClientKind::Junk => {
             let junk: [&[u8]; 4] =
                 [&[0x50], &[0x4f, 0x01, 0, 1], &[0x58, 0x01, 0, 1], &[0x40, 0x01, 0, 1, 0xff]];
             deliver(engine, meta(c.v6, groups_v6[0]), junk[n as usize % junk.len()], &token);
         }
+        ClientKind::Targeted(device) => {
+            let named = sim_uuid(device).hyphenated().to_string();
+            let queries = match n % 4 {
+                0 => vec![format!("deviceuuid={named}")],
+                1 => vec![format!("DeviceUUID={}&di={named}", named.to_uppercase())],
+                2 => vec![String::from("deviceuuid=")],
+                _ => vec![format!("deviceuuid={}", sim_uuid(device.wrapping_add(1)).hyphenated())],
+            };
+            let queries: Vec<&str> = queries.iter().map(String::as_str).collect();
+            let bytes = discovery(mid, &token, &queries);
+            deliver(engine, meta(c.v6, groups_v6[0]), &bytes, &token);
+            deliver(engine, meta(c.v4, "224.0.1.187:5683"), &bytes, &token);
+        }
     }
 }
 
-fn discovery(mid: u16, token: &[u8]) -> Vec<u8> {
-    let mut buf = [0u8; 64];
+/// The OBT's discovery (`owned=FALSE`), with `extra` Uri-Query options after it.
+fn discovery(mid: u16, token: &[u8], extra: &[&str]) -> Vec<u8> {
+    let mut buf = [0u8; 192];
     let written = Writer::new(&mut buf, MessageType::NonConfirmable, Code::GET, mid, token)
         .and_then(|mut w| {
             for segment in ["oic", "sec", "doxm"] {
                 w.option(option::URI_PATH, segment.as_bytes())?;
             }
             w.option(option::URI_QUERY, b"owned=FALSE")?;
+            for query in extra {
+                w.option(option::URI_QUERY, query.as_bytes())?;
+            }
             w.uint_option(option::ACCEPT, 10_000)?;
             Ok(w.finish())
         });

@@ -653,3 +653,34 @@ fn usage_errors_exit_2() {
         assert!(stderr(&out).contains(message), "{args:?}: {}", stderr(&out));
     }
 }
+
+/// Issue 15: `--device UUID` adds `deviceuuid=UUID` (hyphenated, lower case, whatever spelling
+/// was given) as a Uri-Query option of its own; a value that is not a UUID is a usage error.
+#[test]
+fn device_sends_deviceuuid() {
+    let fake = Fake::start(localhost6(), devices(1), Noise::default());
+    let named = "deviceuuid=0d0c0000-0000-4000-8000-000000000001".as_bytes().to_vec();
+    let cases = [
+        (vec!["--device", "0d0c0000-0000-4000-8000-000000000001"], vec![b"owned=FALSE".to_vec()]),
+        (vec!["--device", "0D0C0000000040008000000000000001"], vec![b"owned=FALSE".to_vec()]),
+        (vec!["--device", "0d0c0000-0000-4000-8000-000000000001", "--owned", "none"], vec![]),
+    ];
+    let to = fake.to();
+    for (args, owned) in cases {
+        let before = fake.received().len();
+        let mut all = vec!["--to", to.as_str(), "--wait", "0.2"];
+        all.extend(&args);
+        let out = discover(&all);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+        let received = fake.received_when(|r| r.len() > before);
+        let request = Message::parse(&received[before].datagram).unwrap();
+        let got: Vec<Vec<u8>> = request.uri_query().map(<[u8]>::to_vec).collect();
+        let want: Vec<Vec<u8>> = owned.into_iter().chain([named.clone()]).collect();
+        assert_eq!(got, want, "{args:?}");
+        assert!(request.path_is(&[b"oic", b"sec", b"doxm"]));
+        assert_eq!(request.accept(), Some(10_000));
+    }
+    let out = discover(&["--to", &to, "--device", "lamp-1"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--device"), "{}", stderr(&out));
+}

@@ -526,3 +526,54 @@ fn unicast_doxm_codes_and_unknown_resources() {
     fleet.mark_all_unknown();
     assert_eq!(code(unicast(&mut engine, 0, &con(&["oic", "res"], &[]))), None);
 }
+
+/// Issue 15: `deviceuuid` (OCF's published doxm schema) filters a multicast discovery like
+/// `di`: one lookup in the UUID index, so only the named device answers, if it is eligible.
+#[test]
+fn deviceuuid_filter_names_one_device() {
+    // Even devices RFOTM, odd ones RFNOP.
+    let fleet = fleet(10, 2);
+    let cfg = Config { source_burst: 100.0, ..config() };
+    let mut engine = Engine::new(cfg, fleet.clone(), 15);
+    let t0 = Instant::now();
+    let mut mid = 500;
+    let mut send = |engine: &mut Engine, queries: &[&str]| {
+        mid += 1;
+        let verdict = engine.handle(t0, &obt_v6(), &doxm_request(mid, &mid.to_be_bytes(), queries));
+        let devices: Vec<u32> = drain(engine, t0).iter().map(|(_, t, _)| t.device.0).collect();
+        (verdict, devices)
+    };
+    let text = |n: u32| uuid(n).hyphenated().to_string();
+    let upper = format!("deviceuuid={}", text(4).to_uppercase());
+    assert_eq!(send(&mut engine, &["owned=FALSE", &upper]), (Verdict::Answering(1), vec![4]));
+    let key_case = format!("owned=FALSE&DeviceUUID={}", text(6));
+    assert_eq!(send(&mut engine, &[&key_case]), (Verdict::Answering(1), vec![6]));
+    // Not eligible, or not in the fleet: nobody answers.
+    let rfnop = format!("deviceuuid={}", text(5));
+    assert_eq!(send(&mut engine, &[&rfnop]), (Verdict::Engine(EngineDrop::NoEligible), vec![]));
+    let unknown = format!("deviceuuid={}", text(99));
+    assert_eq!(send(&mut engine, &[&unknown]), (Verdict::Engine(EngineDrop::NoEligible), vec![]));
+    // The first occurrence wins.
+    let first = format!("deviceuuid={}&deviceuuid={}", text(2), text(4));
+    assert_eq!(send(&mut engine, &[&first]), (Verdict::Answering(1), vec![2]));
+    // With `di` too, both must name the device.
+    let both = format!("di={}&deviceuuid={}", text(8), text(8).to_uppercase());
+    assert_eq!(send(&mut engine, &[&both]), (Verdict::Answering(1), vec![8]));
+    let differ = format!("di={}&deviceuuid={}", text(8), text(2));
+    assert_eq!(send(&mut engine, &[&differ]), (Verdict::Engine(EngineDrop::NoEligible), vec![]));
+    let bad_di = format!("di=xyz&deviceuuid={}", text(2));
+    assert_eq!(send(&mut engine, &[&bad_di]), (Verdict::Engine(EngineDrop::NoEligible), vec![]));
+    // An empty or non-UUID value names no device: dropped for all, under its own reason.
+    let simple = format!("deviceuuid={}", uuid(4).simple());
+    let invalid = Verdict::Policy(Reason::DeviceuuidInvalid);
+    for queries in [&["deviceuuid="][..], &["deviceuuid"], &["deviceuuid=xyz"], &[&simple]] {
+        assert_eq!(send(&mut engine, queries), (invalid, vec![]), "{queries:?}");
+    }
+    assert_eq!(engine.stats().get(invalid), 4);
+    assert_eq!(engine.stats().get(Verdict::Engine(EngineDrop::NoEligible)), 4);
+    // Unicast does not check it: device 0's endpoint answers a `deviceuuid` naming device 2.
+    let named_other = format!("deviceuuid={}", text(2));
+    let con = request(MessageType::Confirmable, 9, b"u", &["oic", "sec", "doxm"], &[&named_other]);
+    let reply = unicast(&mut engine, 0, &con).map(|(_, b)| Message::parse(&b).unwrap().code());
+    assert_eq!(reply, Some(Code::CONTENT));
+}

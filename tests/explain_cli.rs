@@ -76,3 +76,58 @@ fn malformed_and_bad_input() {
         explain(&["--hex", OBT_REQUEST, "--dos", "7", "--owned", "false", "--doc", "false"]);
     assert_eq!(code, 2, "dos out of range is a usage error");
 }
+
+/// A NON (or CON) GET /oic/sec/doxm with these Uri-Query options, as hex.
+fn doxm_hex(ty: doxm_gate::wire::MessageType, queries: &[&str]) -> String {
+    use doxm_gate::wire::{option, Code, Writer};
+    let mut buf = [0u8; 256];
+    let mut w = Writer::new(&mut buf, ty, Code::GET, 0xf1cd, b"tok").unwrap();
+    for segment in ["oic", "sec", "doxm"] {
+        w.option(option::URI_PATH, segment.as_bytes()).unwrap();
+    }
+    for q in queries {
+        w.option(option::URI_QUERY, q.as_bytes()).unwrap();
+    }
+    let len = w.finish();
+    buf[..len].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Issue 15: `deviceuuid` (OCF's doxm schema) against the device's `--uuid`.
+#[test]
+fn deviceuuid_query() {
+    use doxm_gate::wire::MessageType::{Confirmable, NonConfirmable};
+    let this = "deviceuuid=50E1A3AE-6A0C-4AC0-7B4F-D1D818AE3403"; // the default --uuid
+    let other = "deviceuuid=00000000-0000-0000-0000-000000000001";
+    let cases: [(&[&str], &[&str], &str); 6] = [
+        (&["owned=FALSE", this], &[], r#"{"outcome":"answer","reason":"ok"}"#),
+        (&["owned=FALSE", other], &[], r#"{"outcome":"ignore","reason":"deviceuuid-mismatch"}"#),
+        (
+            &["owned=FALSE", other],
+            &["--uuid", "00000000-0000-0000-0000-000000000001"],
+            r#"{"outcome":"answer","reason":"ok"}"#,
+        ),
+        (&["deviceuuid="], &[], r#"{"outcome":"ignore","reason":"deviceuuid-invalid"}"#),
+        // Both filters: each must name the device.
+        (
+            &["di=50e1a3ae-6a0c-4ac0-7b4f-d1d818ae3403", other],
+            &[],
+            r#"{"outcome":"ignore","reason":"deviceuuid-mismatch"}"#,
+        ),
+        // An eligible device is not enough: a DOC open still silences it.
+        (&[this], &["--doc", "true"], r#"{"outcome":"ignore","reason":"doc-open"}"#),
+    ];
+    for (queries, extra, want) in cases {
+        let hex = doxm_hex(NonConfirmable, queries);
+        let mut args = vec!["--hex", hex.as_str(), "--dos", "1", "--owned", "false"];
+        if !extra.contains(&"--doc") {
+            args.extend(["--doc", "false"]);
+        }
+        args.extend(extra);
+        assert_eq!(explain(&args), (0, want.to_owned()), "{queries:?} {extra:?}");
+    }
+    // Unicast does not check it.
+    let hex = doxm_hex(Confirmable, &["owned=FALSE", other]);
+    let args =
+        ["--hex", hex.as_str(), "--unicast", "--dos", "1", "--owned", "false", "--doc", "false"];
+    assert_eq!(explain(&args), (0, r#"{"outcome":"2.05","reason":"ok"}"#.to_owned()));
+}

@@ -1,5 +1,6 @@
-//! Every combination of delivery, `owned` query, `dos.s`, `owned`, DOC, bridge and state-known,
-//! checked against the tables of SPEC section 1.1 written out here independently of the code.
+//! Every combination of delivery, `owned` query, `di`/`deviceuuid` query, `dos.s`, `owned`, DOC,
+//! bridge and state-known, checked against the tables of SPEC section 1.1 written out here
+//! independently of the code.
 //!
 //! Each request is a real datagram built with the writer and parsed back, so the test also covers
 //! the wire -> policy path (query splitting, case, first occurrence wins).
@@ -43,25 +44,94 @@ impl OwnedQuery {
     }
 }
 
-fn datagram(ty: MessageType, query: OwnedQuery, buf: &mut [u8]) -> usize {
+/// The device every request of the exhaustive test is decided for.
+const THIS: &str = "50e1a3ae-6a0c-4ac0-7b4f-d1d818ae3403";
+
+/// What pre-filter 5 makes of a multicast's `di` and `deviceuuid` for the device [`THIS`]
+/// (SPEC 1.1; unicast checks neither).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Target {
+    /// Every filter present names the device (or none is present).
+    Passes,
+    /// `deviceuuid` is empty or not a hyphenated UUID: no device is named, every one ignores.
+    DeviceuuidInvalid,
+    /// `di` names another device.
+    DiOther,
+    /// `deviceuuid` names another device (and `di`, if present, this one).
+    DeviceuuidOther,
+}
+
+/// Another device's UUID.
+const OTHER: &str = "00000000-0000-0000-0000-000000000001";
+
+/// The `di` / `deviceuuid` query variants: the Uri-Query options that carry them, and what
+/// they are for [`THIS`], decided by reading SPEC 1.1 and 2 (not by the parser).
+fn targets() -> Vec<(&'static str, Vec<String>, Target)> {
+    let upper = THIS.to_uppercase();
+    let simple = THIS.replace('-', "");
+    vec![
+        ("none", vec![], Target::Passes),
+        ("di this", vec![format!("di={THIS}")], Target::Passes),
+        ("deviceuuid THIS", vec![format!("deviceuuid={upper}")], Target::Passes),
+        ("DeviceUUID key case", vec![format!("DeviceUUID={THIS}")], Target::Passes),
+        ("deviceuuid other", vec![format!("deviceuuid={OTHER}")], Target::DeviceuuidOther),
+        ("deviceuuid=", vec!["deviceuuid=".into()], Target::DeviceuuidInvalid),
+        ("deviceuuid without =", vec!["deviceuuid".into()], Target::DeviceuuidInvalid),
+        ("deviceuuid simple", vec![format!("deviceuuid={simple}")], Target::DeviceuuidInvalid),
+        (
+            "first deviceuuid wins",
+            vec![format!("deviceuuid={OTHER}&deviceuuid={THIS}")],
+            Target::DeviceuuidOther,
+        ),
+        ("di and deviceuuid this", vec![format!("di={THIS}&deviceuuid={upper}")], Target::Passes),
+        (
+            "di this, deviceuuid other",
+            vec![format!("di={THIS}"), format!("deviceuuid={OTHER}")],
+            Target::DeviceuuidOther,
+        ),
+        (
+            "di other, deviceuuid this",
+            vec![format!("deviceuuid={THIS}"), format!("di={OTHER}")],
+            Target::DiOther,
+        ),
+        (
+            "di other, deviceuuid invalid",
+            vec![format!("di={OTHER}&deviceuuid=xyz")],
+            Target::DeviceuuidInvalid,
+        ),
+    ]
+}
+
+fn datagram(ty: MessageType, query: OwnedQuery, target: &[String], buf: &mut [u8]) -> usize {
     let mut w = Writer::new(buf, ty, Code::GET, 0x1234, b"tok").unwrap();
     for segment in ["oic", "sec", "doxm"] {
         w.option(option::URI_PATH, segment.as_bytes()).unwrap();
     }
-    for q in query.options() {
+    for q in query.options().iter().copied().chain(target.iter().map(String::as_str)) {
         w.option(option::URI_QUERY, q.as_bytes()).unwrap();
     }
     w.uint_option(option::ACCEPT, 10_000).unwrap();
     w.finish()
 }
 
-/// SPEC 1.1, multicast rows, for a request that passes every other pre-filter.
-fn expected_multicast(q: OwnedQuery, d: &DeviceFacts) -> (Outcome, Reason) {
+/// SPEC 1.1, multicast rows, for a request that passes every other pre-filter. Pre-filter 5
+/// in SPEC order (`di`/`deviceuuid` before `owned`) for what the request alone decides (a
+/// `deviceuuid` that names no device); whether a valid UUID names *this* device is the one
+/// device-dependent part of pre-filter 5, checked after the request's own checks.
+fn expected_multicast(q: OwnedQuery, t: Target, d: &DeviceFacts) -> (Outcome, Reason) {
     use OwnedQuery as Q;
+    if t == Target::DeviceuuidInvalid {
+        return (Outcome::Ignore, Reason::DeviceuuidInvalid);
+    }
     match q {
         Q::True | Q::DuplicatedTrueFirst => return (Outcome::Ignore, Reason::OwnedTrue),
         Q::Invalid => return (Outcome::Ignore, Reason::OwnedInvalid),
         Q::Absent | Q::False | Q::DuplicatedFalseFirst => {}
+    }
+    match t {
+        Target::DiOther => return (Outcome::Ignore, Reason::DiMismatch),
+        Target::DeviceuuidOther => return (Outcome::Ignore, Reason::DeviceuuidMismatch),
+        Target::Passes | Target::DeviceuuidInvalid => {}
     }
     // eligible(v), condition by condition.
     let reason = if !d.known {
@@ -80,7 +150,7 @@ fn expected_multicast(q: OwnedQuery, d: &DeviceFacts) -> (Outcome, Reason) {
     (Outcome::Ignore, reason)
 }
 
-/// SPEC 1.1, unicast rows.
+/// SPEC 1.1, unicast rows (`di` and `deviceuuid` are not checked on unicast).
 fn expected_unicast(q: OwnedQuery, d: &DeviceFacts) -> (Outcome, Reason) {
     use OwnedQuery as Q;
     // "state unknown, or its bridge unowned: nothing at all".
@@ -113,7 +183,9 @@ fn expected_unicast(q: OwnedQuery, d: &DeviceFacts) -> (Outcome, Reason) {
 
 #[test]
 fn every_combination_matches_the_spec_table() {
-    let uuid = Uuid::parse_str("50e1a3ae-6a0c-4ac0-7b4f-d1d818ae3403").unwrap();
+    let uuid = Uuid::parse_str(THIS).unwrap();
+    let targets = targets();
+    assert_eq!(targets.len(), 13);
     let mut checked = 0;
     let mut answers = 0;
     for delivery in [Delivery::Multicast, Delivery::Unicast] {
@@ -123,9 +195,12 @@ fn every_combination_matches_the_spec_table() {
             Delivery::Unicast => &[MessageType::NonConfirmable, MessageType::Confirmable],
         };
         for &ty in types {
-            for query in OwnedQuery::ALL {
-                let mut buf = [0u8; 96];
-                let len = datagram(ty, query, &mut buf);
+            for (query, (target_name, target, t)) in OwnedQuery::ALL
+                .into_iter()
+                .flat_map(|q| targets.iter().map(move |target| (q, target)))
+            {
+                let mut buf = [0u8; 256];
+                let len = datagram(ty, query, target, &mut buf);
                 let msg = Message::parse(&buf[..len]).unwrap();
                 let request = policy::RequestFacts::from_message(&msg, delivery);
                 for dos in Dos::ALL {
@@ -136,14 +211,17 @@ fn every_combination_matches_the_spec_table() {
                                     let device =
                                         DeviceFacts { uuid, known, dos, owned, doc_open, bridge };
                                     let want = match delivery {
-                                        Delivery::Multicast => expected_multicast(query, &device),
+                                        Delivery::Multicast => {
+                                            expected_multicast(query, *t, &device)
+                                        }
                                         Delivery::Unicast => expected_unicast(query, &device),
                                     };
                                     let got = policy::decide(&request, &device);
                                     assert_eq!(
                                         (got.outcome, got.reason),
                                         want,
-                                        "{delivery:?} {ty:?} {query:?} {device:?}"
+                                        "{delivery:?} {ty:?} {query:?} {target_name} \
+                                         {device:?}"
                                     );
                                     checked += 1;
                                     answers += usize::from(matches!(
@@ -158,11 +236,15 @@ fn every_combination_matches_the_spec_table() {
             }
         }
     }
-    // 3 request types x 6 queries x 5 dos x 2 owned x 2 doc x 3 bridges x 2 known.
-    assert_eq!(checked, 3 * 6 * 5 * 2 * 2 * 3 * 2);
+    // 3 request types x 6 owned x 13 target queries x 5 dos x 2 owned x 2 doc x 3 bridges x 2
+    // known.
+    assert_eq!(checked, 3 * 6 * 13 * 5 * 2 * 2 * 3 * 2);
     // Eligible = known, RFOTM, unowned, no DOC, bridge none/owned: 2 devices per request,
-    // answered for the 3 passing queries of each of the 3 request types.
-    assert_eq!(answers, 2 * 3 * 3);
+    // answered for the 3 passing `owned` queries with, on multicast (1 request type), the 5
+    // target queries that pass, and on unicast (2 request types) all 13.
+    let passing_targets = targets.iter().filter(|(_, _, t)| *t == Target::Passes).count();
+    assert_eq!(passing_targets, 5);
+    assert_eq!(answers, 2 * 3 * (passing_targets + 2 * 13));
 }
 
 /// Helper: decide for an eligible device and a request built from raw options.
@@ -313,6 +395,46 @@ fn pre_filters_on_both_deliveries() {
             ignore(Reason::DiMismatch),
         ),
         ("di not a uuid", M, Non, Code::GET, with(&[(15, b"di=xyz")]), ignore(Reason::DiMismatch)),
+        (
+            "deviceuuid this device, upper case",
+            M,
+            Non,
+            Code::GET,
+            with(&[(15, b"deviceuuid=50E1A3AE-6A0C-4AC0-7B4F-D1D818AE3403")]),
+            (Outcome::Answer, Reason::Ok),
+        ),
+        (
+            "deviceuuid other device",
+            M,
+            Non,
+            Code::GET,
+            with(&[(15, b"deviceuuid=00000000-0000-0000-0000-000000000001")]),
+            ignore(Reason::DeviceuuidMismatch),
+        ),
+        (
+            "deviceuuid not a uuid",
+            M,
+            Non,
+            Code::GET,
+            with(&[(15, b"deviceuuid=xyz")]),
+            ignore(Reason::DeviceuuidInvalid),
+        ),
+        (
+            "deviceuuid invalid before No-Response",
+            M,
+            Non,
+            Code::GET,
+            with(&[(15, b"deviceuuid="), (258, &[2])]),
+            ignore(Reason::DeviceuuidInvalid),
+        ),
+        (
+            "deviceuuid after a bad if",
+            M,
+            Non,
+            Code::GET,
+            with(&[(15, b"if=x&deviceuuid=")]),
+            ignore(Reason::BadInterface),
+        ),
         ("No-Response 2", M, Non, Code::GET, with(&[(258, &[2])]), ignore(Reason::NoResponse)),
         ("No-Response 26", M, Non, Code::GET, with(&[(258, &[26])]), ignore(Reason::NoResponse)),
         (
@@ -387,6 +509,14 @@ fn pre_filters_on_both_deliveries() {
             Con,
             Code::GET,
             with(&[(15, b"di=xyz")]),
+            respond(Code::CONTENT, Reason::Ok),
+        ),
+        (
+            "unicast deviceuuid not checked",
+            U,
+            Non,
+            Code::GET,
+            with(&[(15, b"deviceuuid=xyz&owned=FALSE")]),
             respond(Code::CONTENT, Reason::Ok),
         ),
         (

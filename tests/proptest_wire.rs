@@ -394,13 +394,14 @@ fn check_datagram(bytes: &[u8]) -> Result<(), TestCaseError> {
 struct ModelFilters {
     owned: Owned,
     di: Option<Vec<u8>>,
+    deviceuuid: Option<Vec<u8>>,
     interface: Option<Vec<u8>>,
     rt: Option<Vec<u8>>,
 }
 
 fn model_filters(values: &[Vec<u8>]) -> ModelFilters {
     let mut owned = None;
-    let (mut di, mut interface, mut rt) = (None, None, None);
+    let (mut di, mut deviceuuid, mut interface, mut rt) = (None, None, None, None);
     for value in values {
         for arg in value.split(|&b| b == b'&') {
             let (key, value) = match arg.iter().position(|&b| b == b'=') {
@@ -417,21 +418,40 @@ fn model_filters(values: &[Vec<u8>]) -> ModelFilters {
                     });
                 }
                 b"di" if di.is_none() => di = Some(literal),
+                b"deviceuuid" if deviceuuid.is_none() => deviceuuid = Some(literal),
                 b"if" if interface.is_none() => interface = Some(literal),
                 b"rt" if rt.is_none() => rt = Some(literal),
                 _ => {}
             }
         }
     }
-    ModelFilters { owned: owned.unwrap_or(Owned::Absent), di, interface, rt }
+    ModelFilters { owned: owned.unwrap_or(Owned::Absent), di, deviceuuid, interface, rt }
 }
 
 /// Query values as real clients build them: `key[=value]` arguments joined by `&`, with keys
 /// and values in any case; sometimes with empty arguments, stray separators or raw bytes.
 fn query_value() -> impl Strategy<Value = Vec<u8>> {
     let key = select(vec![
-        "owned", "OWNED", "Owned", "oWnEd", "di", "DI", "Di", "if", "IF", "rt", "Rt", "", "x",
-        "ownedx", "owned ", "\u{e9}",
+        "owned",
+        "OWNED",
+        "Owned",
+        "oWnEd",
+        "di",
+        "DI",
+        "Di",
+        "if",
+        "IF",
+        "rt",
+        "Rt",
+        "",
+        "x",
+        "ownedx",
+        "owned ",
+        "\u{e9}",
+        "deviceuuid",
+        "DeviceUUID",
+        "deviceuuidx",
+        "device",
     ]);
     let value = select(vec![
         "true",
@@ -452,6 +472,7 @@ fn query_value() -> impl Strategy<Value = Vec<u8>> {
         "a=b",
         " false",
         "6E4B",
+        "50e1a3ae-6a0c-4ac0-7b4f-d1d818ae3403",
     ]);
     let arg = prop_oneof![
         6 => (key, proptest::option::of(value)).prop_map(|(k, v)| match v {
@@ -556,6 +577,7 @@ proptest! {
         let got = ModelFilters {
             owned: filters.owned,
             di: filters.di.map(<[u8]>::to_vec),
+            deviceuuid: filters.deviceuuid.map(<[u8]>::to_vec),
             interface: filters.interface.map(<[u8]>::to_vec),
             rt: filters.rt.map(<[u8]>::to_vec),
         };

@@ -19,6 +19,8 @@ fn scenario() -> Scenario {
             Client { kind: ClientKind::Plgd, first: ms(700), count: 1, every: ms(1) },
             Client { kind: ClientKind::Repeater, first: ms(100), count: 40, every: ms(50) },
             Client { kind: ClientKind::Junk, first: ms(0), count: 200, every: ms(10) },
+            // Asks device 100 (eligible: 100 % 50 == 0) by deviceuuid, every 500 ms.
+            Client { kind: ClientKind::Targeted(100), first: ms(200), count: 8, every: ms(500) },
         ],
         flips: vec![
             Flip { at: ms(300), device: 0, doc_open: true },
@@ -50,6 +52,15 @@ fn storm_invariants() {
     let (_, repeater) = &report.clients[2];
     // 40 requests over 2 s at 1/s with a burst of 5: at most 5 + 2 are answered.
     assert!(repeater.answers <= 7 * 100, "the per-source bucket bounds the repeater");
+    // deviceuuid (issue 15): of its 8 discoveries, 4 name device 100 (alone, or with di), and
+    // only it answers them, once each; 2 name nobody (`deviceuuid=`: both copies of each are
+    // dropped by the policy, before dedup, under their own reason); 2 name device 101, which is
+    // not eligible (the v4 copy is a duplicate).
+    let (kind, targeted) = &report.clients[4];
+    assert_eq!(*kind, ClientKind::Targeted(100));
+    assert_eq!((targeted.answers, targeted.devices), (4, 1), "{targeted:?}");
+    assert_eq!(report.verdicts.get("policy/deviceuuid-invalid"), Some(&4), "{report}");
+    assert_eq!(report.verdicts.get("engine/no-eligible"), Some(&2), "{report}");
     // The pacer holds the byte rate: at most rate x (1 s + 50 ms burst) in any second.
     assert!(report.peak_bytes_per_second <= 50_000 * 105 / 100, "{}", report.peak_bytes_per_second);
 }

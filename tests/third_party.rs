@@ -737,3 +737,85 @@ fn identical_copies_are_answered_once() {
     assert_eq!(uuids(&lines), want);
     assert_eq!(lines.len(), want.len());
 }
+
+// ---- 4. deviceuuid (issue 15) -------------------------------------------------------------
+
+/// The `deviceuuid` query of OCF's published doxm schema: aiocoap (and libcoap, when installed)
+/// ask one device by it on ff02::158 and 224.0.1.187, and exactly that device answers, once,
+/// from its own endpoint; a device that may not answer, another device, an empty or non-UUID
+/// value get nothing; `discover --device` agrees; and the gate counts the values that name no
+/// device under their own reason.
+#[test]
+fn deviceuuid_names_exactly_one_device() {
+    let Some(lab) = lab_for("u", &["aiocoap"]) else { return };
+    let fleet = mixed_fleet();
+    let path = lab.write_fleet(&fleet);
+    let control = "10.200.0.1:8683";
+    let port_base = PORT_BASE.to_string();
+    let gate = lab.gate(&gate_args(&path, &["--control", control, "--port-base", &port_base]));
+    // S3: a stand-alone device in RFOTM. A2 has a DOC open; B1 is a VOD of the unowned bridge.
+    let (s3, a1, a2, b1) = (mixed_uuid(14), mixed_uuid(1), mixed_uuid(2), mixed_uuid(10));
+    let eligible = eligible_uuids(&fleet);
+    assert!(eligible.contains(&s3) && eligible.contains(&a1), "{eligible:?}");
+    assert!(!eligible.contains(&a2) && !eligible.contains(&b1), "{eligible:?}");
+    let only_s3: BTreeSet<String> = [s3.clone()].into();
+    let none = BTreeSet::new();
+    let q = |text: String| vec!["--query".to_owned(), text];
+    // (case, aiocoap --query options, the devices that must answer)
+    let cases: Vec<(&str, Vec<String>, &BTreeSet<String>)> = vec![
+        ("deviceuuid", [q("owned=FALSE".into()), q(format!("deviceuuid={s3}"))].concat(), &only_s3),
+        ("DeviceUUID upper case", q(format!("DeviceUUID={}", s3.to_uppercase())), &only_s3),
+        ("with di", q(format!("owned=FALSE&di={s3}&deviceuuid={s3}")), &only_s3),
+        ("di names another", q(format!("di={a1}&deviceuuid={s3}")), &none),
+        ("DOC open", q(format!("deviceuuid={a2}")), &none),
+        ("VOD of an unowned bridge", q(format!("deviceuuid={b1}")), &none),
+        ("empty", q("owned=FALSE&deviceuuid=".into()), &none),
+        ("not a UUID", q(format!("deviceuuid={}", s3.replace('-', ""))), &none),
+    ];
+    for group in ["ff02::158", "224.0.1.187"] {
+        let eps = endpoints(&lab, &fleet, group, false);
+        let children: Vec<_> = cases
+            .iter()
+            .map(|(_, query, _)| {
+                let mut args = vec!["--group", group, "--wait", "1.2"];
+                args.extend(query.iter().map(String::as_str));
+                aiocoap_spawn(&lab, &args)
+            })
+            .collect();
+        for ((case, _, expect), child) in cases.iter().zip(children) {
+            let lines = json_lines(&finish(child, case));
+            for line in &lines {
+                assert_answer_shape(line, None);
+            }
+            assert_exact(&format!("{case} on {group}"), &uuid_source(&lines), expect, &eps);
+        }
+    }
+    // Our probe: the IoTivity-Lite OBT's two copies with `deviceuuid=S3`, answered once.
+    let (lines, status) = lab.discover(&["--group", "all", "--device", &s3, "--wait", "1"]);
+    assert_eq!(status, 0);
+    assert_eq!(uuids(&lines), only_s3, "{}", gate.log());
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    // The two values that name no device, on two groups: policy/deviceuuid-invalid.
+    let (status, body) = lab.api(control, "GET", "/v1/stats", "");
+    assert_eq!(status, 200, "{body}");
+    let stats: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(stats["verdicts"]["policy/deviceuuid-invalid"], 4, "{body}");
+    // libcoap agrees (when it is installed too). Its coap-client encodes the URI's options into
+    // a 100-byte buffer and silently drops what does not fit (`owned=FALSE` with both UUIDs
+    // loses the last), so the query with two UUIDs leaves `owned` out.
+    if have("libcoap") {
+        let eps = endpoints(&lab, &fleet, "ff02::158", false);
+        for (query, expect) in [
+            (format!("?owned=FALSE&deviceuuid={s3}"), &only_s3),
+            (format!("?deviceuuid={a1}&di={s3}"), &none),
+            (format!("?di={s3}&DEVICEUUID={}", s3.to_uppercase()), &only_s3),
+            ("?owned=FALSE&deviceuuid=".to_owned(), &none),
+        ] {
+            let answers: Vec<_> = libcoap(&lab, "ff02::158", &query, 1)
+                .into_iter()
+                .map(|a| (a.deviceuuid, a.source))
+                .collect();
+            assert_exact(&format!("libcoap {query:?}"), &answers, expect, &eps);
+        }
+    }
+}

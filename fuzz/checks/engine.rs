@@ -8,7 +8,8 @@
 //! (sources that cannot be genuine), and asserts on every datagram the engine sends:
 //!
 //! 1. a multicast answer names (in its CBOR `deviceuuid`) a device that is eligible when the
-//!    answer leaves **and** was eligible, and passed the `di` filter, when the request arrived;
+//!    answer leaves **and** was eligible, and passed the `di` and `deviceuuid` filters (each
+//!    naming it, hyphenated UUID text in any case), when the request arrived;
 //!    it is NON 2.05 with the request's token, CF 10000, `owned: false`, sent to the request's
 //!    source from the device's own endpoint (port `base + id`);
 //! 2. a device answers an exchange at most once: no two answers of one device to one request,
@@ -17,7 +18,8 @@
 //!    mapped addresses unmapped, and port);
 //! 3. no answer, and not even a scheduled one, to a multicast request the rule ignores for every
 //!    device: not NON, not GET, Uri-Path not exactly `oic/sec/doxm`, an unrecognised critical
-//!    option, Accept or OCF-Accept-Content-Format-Version refused, a bad `if`, `owned` true or
+//!    option, Accept or OCF-Accept-Content-Format-Version refused, a bad `if`, a `deviceuuid`
+//!    that is not hyphenated UUID text (empty, another spelling, not a UUID), `owned` true or
 //!    invalid, No-Response bit 2, or a source that cannot be genuine (multicast, unspecified,
 //!    broadcast; on `ff02::158` a source that is not link-local);
 //! 4. nothing at all in reply to a malformed datagram, and never anything but NON 2.05 to a
@@ -34,7 +36,8 @@
 //!    (`2 L` when the pacer held it: see `STRICT_WINDOW_END`).
 //!
 //! Also: the engine never panics; after a drain, [`Engine::poll_timeout`] is in the future;
-//! `Verdict::Answering(k)`: `k` is at most the number of devices eligible (and named by `di`)
+//! `Verdict::Answering(k)`: `k` is at most the number of devices eligible (and named by `di`
+//! and `deviceuuid`)
 //! at arrival, and at most `k` answers leave;
 //! `Verdict::Responding` means exactly one response; fleet changes succeed exactly when the
 //! model says they should; at the end every answer has left and the engine's counters agree
@@ -65,7 +68,7 @@
 //!         seed:u8     the engine's seed
 //!         state:u8 x devices (see `state byte`); bit 6 set: not registered at start
 //! events, until the input ends (at most 1000), each an op byte, kind = op % 16:
-//!   0-4   multicast discovery: ty mid tok grp path q di [dev] opts   (see `Discovery::read`)
+//!   0-4   multicast discovery: ty mid tok grp path q di [dev] [dev] opts (`Discovery::read`)
 //!   5     copy of the last discovery: grp [bit 6: fresh token (plgd), else same (IoTivity)]
 //!   6     raw datagram: dst len bytes; dst bits 0-1 {ff02::158, 224.0.1.187, device endpoint
 //!         v6, v4}, bits 2-7 endpoint slot
@@ -101,7 +104,8 @@
 //! bridge is owned; bridge removed and re-registered; `mark_all_unknown`),
 //! `unicast-obt-follow-up` (`/oic/res?rt=oic.r.doxm`, `/oic/d`, error codes, empty ACK),
 //! `filters-and-odd-sources` (one request per pre-filter and source rule), `limits-shed-and-rate`
-//! (the smallest limits), `budget-stretch` and `junk`.
+//! (the smallest limits), `budget-stretch`, `junk` and `deviceuuid-names-one-device` (issue 15:
+//! `deviceuuid` in each form, alone and with `di`, to eligible, RFNOP and unknown devices).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::sync::Arc;
@@ -467,12 +471,14 @@ impl Run {
                 || msg.accept().is_some_and(|a| a != 10_000)
                 || msg.ocf_accept_content_format_version().is_some_and(|v| v < 2_048)
                 || !interface_ok
+                || filters.deviceuuid.is_some_and(|v| !hyphenated_uuid_text(v))
                 || !matches!(filters.owned, Owned::Absent | Owned::False)
                 || msg.no_response().is_some_and(|v| v & 2 != 0)
                 || bad_source;
             if !r.ignore {
                 for (i, device) in self.model.devices.iter().enumerate() {
-                    if !self.model.eligible(i) {
+                    let named = |v: &[u8]| v.eq_ignore_ascii_case(device.text.as_bytes());
+                    if !self.model.eligible(i) || !filters.deviceuuid.is_none_or(named) {
                         continue;
                     }
                     match filters.di {
@@ -756,6 +762,10 @@ struct Discovery {
     interface: Option<&'static str>,
     extra: Vec<&'static str>,
     di: Option<(u8, usize)>,
+    /// `deviceuuid` comes before `di` in the query.
+    deviceuuid_first: bool,
+    /// `deviceuuid`: the form (as `di`'s, but 5 is empty) and the device it names.
+    deviceuuid: Option<(u8, usize)>,
     accept: Option<&'static [u8]>,
     accept_twice: bool,
     no_response: Option<&'static [u8]>,
@@ -806,7 +816,7 @@ const ACCEPT: [Option<&[u8]>; 8] = [
 ];
 
 impl Discovery {
-    /// `ty mid tok grp path q di [dev] opts`:
+    /// `ty mid tok grp path q di [dev] [dev] opts`:
     ///
     /// ```text
     /// ty    bits 0-1 {NON, NON, CON, ACK (bit 2: RST)}; bit 3 POST instead of GET
@@ -817,8 +827,10 @@ impl Discovery {
     /// path  bits 0-2 PATHS; bit 3 Uri-Host; bit 4 option 2052; bit 5 Content-Format;
     ///       bit 6 split queries; bit 7 Accept twice
     /// q     bits 0-2 OWNED; bits 3-5 INTERFACES; bit 6 then `owned=TRUE`; bit 7 `rt=oic.r.doxm`
-    /// di    bits 0-2 {none, none, lower, UPPER, simple, braced, unknown UUID, not a UUID};
-    ///       a device byte follows for the forms that name a device (2-5)
+    /// di    bits 0-2 `di` {none, none, lower, UPPER, simple, braced, unknown UUID, not a UUID};
+    ///       bits 3-5 `deviceuuid` {none, none, lower, UPPER, simple, empty, unknown UUID, not
+    ///       a UUID}, after `di` in the query (bit 6: before it); a device byte follows for each
+    ///       form that names a device (2-5 for `di`, then 2-4 for `deviceuuid`)
     /// opts  bits 0-2 NO_RESPONSE; bits 3-5 ACCEPT; bits 6-7 version {none, 2048, 2047, 2049}
     /// ```
     fn read(input: &mut Bytes<'_>, devices: usize) -> Discovery {
@@ -840,11 +852,16 @@ impl Discovery {
         let grp = input.u8();
         let path = input.u8();
         let q = input.u8();
-        let di = input.u8();
-        let di = match di & 7 {
+        let forms = input.u8();
+        let di = match forms & 7 {
             form @ 2..=5 => Some((form, usize::from(input.u8()) % devices)),
             form => Some((form, 0)).filter(|_| form >= 6),
         };
+        let deviceuuid = match forms >> 3 & 7 {
+            form @ 2..=4 => Some((form, usize::from(input.u8()) % devices)),
+            form => Some((form, 0)).filter(|_| form >= 5),
+        };
+        let deviceuuid_first = forms & 0x40 != 0;
         let opts = input.u8();
         let mut extra = Vec::new();
         if q & 0x40 != 0 {
@@ -875,6 +892,8 @@ impl Discovery {
             interface: INTERFACES[usize::from(q >> 3 & 7)],
             extra,
             di,
+            deviceuuid,
+            deviceuuid_first,
             no_response: NO_RESPONSE[usize::from(opts & 7)],
             accept: ACCEPT[usize::from(opts >> 3 & 7)],
             version: [None, Some(2_048), Some(2_047), Some(2_049)][usize::from(opts >> 6)],
@@ -893,9 +912,26 @@ impl Discovery {
                 _ => String::from("di=not-a-uuid"),
             }
         });
+        let deviceuuid = self.deviceuuid.map(|(form, i)| {
+            let uuid = devices[i].uuid;
+            match form {
+                2 => format!("deviceuuid={}", uuid.hyphenated()),
+                3 => format!("DeviceUUID={}", uuid.hyphenated().to_string().to_uppercase()),
+                4 => format!("deviceuuid={}", uuid.simple()),
+                5 => String::from("deviceuuid="),
+                6 => format!("deviceuuid={}", device_uuid(0xbeef)),
+                _ => String::from("deviceuuid=not-a-uuid"),
+            }
+        });
         let mut queries: Vec<&str> = Vec::new();
         queries.extend(self.owned);
+        if self.deviceuuid_first {
+            queries.extend(deviceuuid.as_deref());
+        }
         queries.extend(di.as_deref());
+        if !self.deviceuuid_first {
+            queries.extend(deviceuuid.as_deref());
+        }
         queries.extend(self.interface);
         queries.extend(&self.extra);
         let joined = queries.join("&");
@@ -1069,6 +1105,16 @@ const SOURCES_V4: [Source; 16] = [
     // The OBT's IPv4 source as a dual-stack socket reports it: the same endpoint.
     (|| parse("[::ffff:192.0.2.10]:49153"), false),
 ];
+
+/// Whether `value` is UUID text in the hyphenated 8-4-4-4-12 form (hex digits in any case),
+/// the only form a `deviceuuid` (or `di`) names a device in (SPEC 1.1).
+fn hyphenated_uuid_text(value: &[u8]) -> bool {
+    value.len() == 36
+        && value.iter().enumerate().all(|(at, &b)| match at {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        })
+}
 
 /// Whether `di` is another spelling of the UUID whose hyphenated form is `text`: without
 /// hyphens, in braces, or as a `urn:uuid:` URN, in any case.

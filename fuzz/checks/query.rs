@@ -65,5 +65,11 @@ fn reference_filters<'a>(args: &[Arg<'a>]) -> Filters<'a> {
             _ => Owned::Invalid,
         },
     };
-    Filters { owned, di: value("di"), interface: value("if"), rt: value("rt") }
+    Filters {
+        owned,
+        di: value("di"),
+        deviceuuid: value("deviceuuid"),
+        interface: value("if"),
+        rt: value("rt"),
+    }
 }

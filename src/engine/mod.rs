@@ -14,7 +14,8 @@
 //!     |    dedup ............................... copies of one exchange -> drop
 //!     |    eligible count == 0 ................. drop in O(1)
 //!     |    SourceLimiter ....................... per-source token bucket
-//!     |    fleet eligibility index (+ di) ...... O(eligible) candidates, each re-checked
+//!     |    fleet eligibility index ............. O(eligible) candidates, each re-checked;
+//!     |      or UUID index (di, deviceuuid) .... O(1): the one device a request names
 //!     |    AnswerBudget ........................ leisure L = max(default, bytes / rate),
 //!     |                                          a busy source held to its share
 //!     |    Schedule ............................ one paced stream per request, bounded
@@ -346,11 +347,15 @@ impl Engine {
                 push_if_eligible(&mut owed, id, self.fleet.word(id));
             }
         };
-        match request.filters.di {
-            Some(di) => {
-                let device = Uuid::try_parse_ascii(di).ok().and_then(|u| self.fleet.lookup(&u));
+        // A request that names a device (`di`, `deviceuuid`) costs one UUID-index lookup, not a
+        // walk of the eligible set; the slot's UUID is re-read, as the slot may have been reused.
+        match policy::target_text(&request.filters) {
+            Some(text) => {
+                let device = policy::named_uuid(text).and_then(|u| self.fleet.lookup(&u));
                 if let Some(id) = device.filter(|&id| {
-                    self.fleet.uuid_of(id).is_some_and(|u| policy::di_matches(Some(di), &u))
+                    self.fleet
+                        .uuid_of(id)
+                        .is_some_and(|u| policy::target_check(&request.filters, &u).is_ok())
                 }) {
                     push(id);
                 }

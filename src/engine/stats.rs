@@ -15,7 +15,7 @@ pub enum EngineDrop {
     Duplicate,
     /// The source passed its rate of answer-producing requests.
     RateLimited,
-    /// No device is eligible (or the `di` device is not).
+    /// No device is eligible (or none that `di` and `deviceuuid` name is).
     NoEligible,
     /// The endpoint plan gives devices no endpoint in the request's IP family.
     NoEndpointForFamily,

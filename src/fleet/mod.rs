@@ -4,7 +4,8 @@
 //! - [`state`]: the packed per-device hot state ([`StateWord`]), one atomic load per decision.
 //! - [`record`]: the descriptive fields ([`DeviceRecord`]), swapped whole, RCU-style.
 //! - [`index`]: the eligibility index, O(eligible) enumeration (SPEC section 6).
-//! - [`uuid_index`]: UUID -> id lookups for `di` filters and the control plane.
+//! - [`uuid_index`]: UUID -> id lookups for the `di` and `deviceuuid` filters and the control
+//!   plane.
 //! - [`mod@file`]: fleet files (TOML/JSON) and the built-in demo fleet.
 
 #[cfg(feature = "daemon")]

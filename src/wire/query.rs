@@ -10,10 +10,11 @@
 //! ```
 //! use doxm_gate::wire::query::{Filters, Owned};
 //!
-//! let values: [&[u8]; 2] = [b"owned=FALSE&di=6e4b", b"owned=true"];
+//! let values: [&[u8]; 2] = [b"owned=FALSE&di=6e4b", b"owned=true&DeviceUUID=6e4b"];
 //! let filters = Filters::parse(values);
 //! assert_eq!(filters.owned, Owned::False); // the first `owned` wins
 //! assert_eq!(filters.di, Some(&b"6e4b"[..]));
+//! assert_eq!(filters.deviceuuid, Some(&b"6e4b"[..])); // keys in any case
 //! ```
 
 use nom::bytes::complete::{tag, take_till};
@@ -125,8 +126,12 @@ impl Owned {
 pub struct Filters<'a> {
     /// `owned`: which devices a doxm discovery asks for.
     pub owned: Owned,
-    /// `di`: the device UUID a multicast request is addressed to (compared case-insensitively).
+    /// `di`: the device UUID a multicast request is addressed to (compared case-insensitively);
+    /// IoTivity-Lite's spelling.
     pub di: Option<&'a [u8]>,
+    /// `deviceuuid`: the same filter under the name of OCF's published `oic.sec.doxm` schema
+    /// (swagger2.0, 2020-10-19). Each of `di` and `deviceuuid` filters on its own.
+    pub deviceuuid: Option<&'a [u8]>,
     /// `if`: the interface (`oic.if.rw`, `oic.if.baseline`, ...), compared exactly.
     pub interface: Option<&'a [u8]>,
     /// `rt`: the resource type that `/oic/res` links must have.
@@ -136,7 +141,8 @@ pub struct Filters<'a> {
 impl<'a> Filters<'a> {
     /// Reads the filters from the Uri-Query option values of one request.
     pub fn parse<I: IntoIterator<Item = &'a [u8]>>(values: I) -> Filters<'a> {
-        let mut filters = Filters { owned: Owned::Absent, di: None, interface: None, rt: None };
+        let mut filters =
+            Filters { owned: Owned::Absent, di: None, deviceuuid: None, interface: None, rt: None };
         for arg in args(values) {
             let value = arg.value.unwrap_or_default();
             if arg.key_is("owned") {
@@ -145,6 +151,8 @@ impl<'a> Filters<'a> {
                 }
             } else if arg.key_is("di") {
                 filters.di.get_or_insert(value);
+            } else if arg.key_is("deviceuuid") {
+                filters.deviceuuid.get_or_insert(value);
             } else if arg.key_is("if") {
                 filters.interface.get_or_insert(value);
             } else if arg.key_is("rt") {
@@ -223,5 +231,17 @@ mod tests {
         assert_eq!(f.interface, Some(&b"oic.if.baseline"[..]));
         assert_eq!(f.owned, Owned::Absent);
         assert_eq!(parse(&["di"]).di, Some(&b""[..]));
+    }
+
+    #[test]
+    fn test_deviceuuid() {
+        let f = parse(&["owned=FALSE", "DeviceUUID=50E1A3AE-6A0C-4AC0-7B4F-D1D818AE3403"]);
+        assert_eq!(f.deviceuuid, Some(&b"50E1A3AE-6A0C-4AC0-7B4F-D1D818AE3403"[..]));
+        assert_eq!(f.di, None, "deviceuuid is not di");
+        assert_eq!(parse(&["deviceuuid=a&deviceuuid=b"]).deviceuuid, Some(&b"a"[..]));
+        assert_eq!(parse(&["deviceuuid", "deviceuuid=b"]).deviceuuid, Some(&b""[..]));
+        assert_eq!(parse(&["deviceuuidx=a&xdeviceuuid=b"]).deviceuuid, None);
+        let both = parse(&["di=x&deviceuuid=y"]);
+        assert_eq!((both.di, both.deviceuuid), (Some(&b"x"[..]), Some(&b"y"[..])));
     }
 }

@@ -11,7 +11,9 @@
 //! The request is the IoTivity-Lite OBT's, byte for byte in shape (SPEC section 4): NON GET
 //! `/oic/sec/doxm?owned=FALSE`, Accept 10000, OCF-Accept-Content-Format-Version 2048, a fresh
 //! 8-byte token and Message ID. `--group all` (the default) sends it to ff02::158 and
-//! 224.0.1.187 with the *same* token and Message ID, as that OBT does, once per interface. Every
+//! 224.0.1.187 with the *same* token and Message ID, as that OBT does, once per interface.
+//! `--device UUID` adds a second Uri-Query option, `deviceuuid=UUID` (the query parameter of
+//! OCF's published `oic.sec.doxm` schema), so that only that device answers. Every
 //! 2.05 with our token that arrives within `--wait` is an answer; the same device answering
 //! twice from the same endpoint is reported once (SPEC section 1.1 says a gate answers an
 //! exchange once; a second endpoint for one device is printed, with a warning).
@@ -59,6 +61,10 @@ pub struct DiscoverArgs {
     /// none no query at all.
     #[arg(long, value_enum, default_value = "false")]
     owned: OwnedArg,
+    /// Ask one device: adds the query `deviceuuid=UUID` (OCF's doxm schema; sent as hyphenated
+    /// lower-case text), so that only the device with this UUID answers, if it may.
+    #[arg(long, value_name = "UUID")]
+    device: Option<Uuid>,
     /// How long to collect answers, in seconds (fractions allowed, e.g. 0.5).
     #[arg(long, value_name = "SECS", default_value = "3", value_parser = parse_wait)]
     wait: Duration,
@@ -181,7 +187,7 @@ impl Setup {
             Probe::open(need_v6).map_err(|err| format!("cannot open a UDP socket: {err}"))?;
         let mut ids = Ids::new();
         let token = ids.token();
-        let datagram = discovery_request(args.owned, ids.mid(), &token)
+        let datagram = discovery_request(args.owned, args.device, ids.mid(), &token)
             .map_err(|err| format!("cannot encode the request: {err}"))?;
         Ok(Setup {
             probe,
@@ -193,9 +199,15 @@ impl Setup {
     }
 }
 
-/// NON GET `/oic/sec/doxm[?owned=FALSE|TRUE]`, Accept 10000, 2049 = 2048 (SPEC section 4).
-fn discovery_request(owned: OwnedArg, mid: u16, token: &[u8]) -> Result<Vec<u8>, WriteError> {
-    let mut buf = [0u8; 64];
+/// NON GET `/oic/sec/doxm[?owned=FALSE|TRUE][&deviceuuid=UUID]` (one Uri-Query option each),
+/// Accept 10000, 2049 = 2048 (SPEC section 4).
+fn discovery_request(
+    owned: OwnedArg,
+    device: Option<Uuid>,
+    mid: u16,
+    token: &[u8],
+) -> Result<Vec<u8>, WriteError> {
+    let mut buf = [0u8; 128];
     let mut w = Writer::new(&mut buf, MessageType::NonConfirmable, Code::GET, mid, token)?;
     w.option(option::URI_PATH, b"oic")?;
     w.option(option::URI_PATH, b"sec")?;
@@ -205,6 +217,12 @@ fn discovery_request(owned: OwnedArg, mid: u16, token: &[u8]) -> Result<Vec<u8>,
         OwnedArg::True => w.option(option::URI_QUERY, b"owned=TRUE")?,
         OwnedArg::Absent => &mut w,
     };
+    if let Some(device) = device {
+        let mut text = [0u8; 11 + uuid::fmt::Hyphenated::LENGTH];
+        text[..11].copy_from_slice(b"deviceuuid=");
+        device.hyphenated().encode_lower(&mut text[11..]);
+        w.option(option::URI_QUERY, &text)?;
+    }
     w.uint_option(option::ACCEPT, u32::from(CONTENT_FORMAT_OCF_CBOR))?;
     w.uint_option(option::OCF_ACCEPT_CONTENT_FORMAT_VERSION, u32::from(OCF_VERSION_1_0_0))?;
     let len = w.finish();
@@ -502,7 +520,7 @@ mod tests {
     fn test_request_matches_the_obt() {
         // SPEC section 4: the real OBT request, rebuilt with its token and Message ID.
         let token = [0x61, 0x38, 0x7b, 0x70, 0x99, 0x60, 0x2b, 0x0b];
-        let datagram = discovery_request(OwnedArg::False, 0xf1cd, &token).unwrap();
+        let datagram = discovery_request(OwnedArg::False, None, 0xf1cd, &token).unwrap();
         assert_eq!(
             hex::encode(datagram),
             "5801f1cd61387b7099602b0bb36f69630373656304646f786d4b6f776e65643d46414c5345222710e206e30800"
@@ -511,16 +529,20 @@ mod tests {
 
     #[test]
     fn test_request_owned_variants() {
-        let queries = |owned| {
-            let datagram = discovery_request(owned, 1, b"12345678").unwrap();
+        let queries = |owned, device| {
+            let datagram = discovery_request(owned, device, 1, b"12345678").unwrap();
             let msg = Message::parse(&datagram).unwrap();
             assert!(msg.path_is(&[b"oic", b"sec", b"doxm"]));
             assert_eq!(msg.accept(), Some(10_000));
             assert_eq!(msg.ocf_accept_content_format_version(), Some(2048));
             msg.uri_query().map(<[u8]>::to_vec).collect::<Vec<_>>()
         };
-        assert_eq!(queries(OwnedArg::True), [b"owned=TRUE".to_vec()]);
-        assert!(queries(OwnedArg::Absent).is_empty());
+        assert_eq!(queries(OwnedArg::True, None), [b"owned=TRUE".to_vec()]);
+        assert!(queries(OwnedArg::Absent, None).is_empty());
+        let device = Uuid::parse_str("50E1A3AE6A0C4AC07B4FD1D818AE3403").ok();
+        let named = b"deviceuuid=50e1a3ae-6a0c-4ac0-7b4f-d1d818ae3403".to_vec();
+        assert_eq!(queries(OwnedArg::False, device), [b"owned=FALSE".to_vec(), named.clone()]);
+        assert_eq!(queries(OwnedArg::Absent, device), [named]);
     }
 
     #[test]

@@ -49,7 +49,7 @@ pub struct ExplainArgs {
     /// Whether the bridge has reported the device's state (an unknown state never answers).
     #[arg(long, action = clap::ArgAction::Set, default_value = "true")]
     known: bool,
-    /// The device UUID (what a `di` query is compared with).
+    /// The device UUID (what the `di` and `deviceuuid` queries are compared with).
     #[arg(long, default_value = "50e1a3ae-6a0c-4ac0-7b4f-d1d818ae3403")]
     uuid: Uuid,
 }
