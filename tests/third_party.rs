@@ -747,7 +747,7 @@ fn identical_copies_are_answered_once() {
 /// device under their own reason.
 #[test]
 fn deviceuuid_names_exactly_one_device() {
-    let Some(lab) = lab_for("u", &["aiocoap"]) else { return };
+    let Some(lab) = lab_for("v", Net::Dual, &["aiocoap", "libcoap"]) else { return };
     let fleet = mixed_fleet();
     let path = lab.write_fleet(&fleet);
     let control = "10.200.0.1:8683";
