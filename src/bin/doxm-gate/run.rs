@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Args;
-use doxm_gate::config::{EndpointMode, GateConfig};
+use doxm_gate::config::{EndpointMode, GateConfig, LogFormat, LogLevel};
 use doxm_gate::control::api::{self, ApiConfig};
 use doxm_gate::control::board::Board;
 use doxm_gate::control::mutation::Mutation;
@@ -20,6 +20,9 @@ use doxm_gate::io::Driver;
 use tracing::info;
 
 /// Options of `run`: a configuration file, and a flag for every key of it (flags win).
+///
+/// The flags have no clap defaults, so that a flag left out keeps the configuration file's value;
+/// the `[default: ..]` in their help is `GateConfig::default()` (a test keeps the two equal).
 #[derive(Debug, Args, Default)]
 pub struct RunArgs {
     /// The configuration file (TOML).
@@ -28,19 +31,24 @@ pub struct RunArgs {
     /// Serve this interface (repeat for several); default: every interface up, not loopback.
     #[arg(long = "iface")]
     interfaces: Vec<String>,
-    /// Join this group (repeat for several); default: ff02::158, ff03::158, ff05::158, 224.0.1.187.
+    /// Join this group (repeat for several) [default: ff02::158, ff03::158, ff05::158, 224.0.1.187]
     #[arg(long = "group")]
     groups: Vec<IpAddr>,
-    /// The CoAP port of the groups (and of the devices in address mode).
+    /// The CoAP port of the groups (and of the devices in address mode) [default: 5683]
     #[arg(long)]
     port: Option<u16>,
     /// The fleet file (TOML, or JSON when named *.json).
     #[arg(long)]
     fleet: Option<PathBuf>,
-    /// Log level: error, warn, info, debug, trace (RUST_LOG overrides).
+    /// Log filter: error, warn, info, debug, trace or off, or directives such as
+    /// warn,doxm_gate::control=debug (RUST_LOG, when set, replaces it) [default: info]
     #[arg(long)]
-    log_level: Option<String>,
-    /// The control API's address, IP:PORT (default 127.0.0.1:8683; "" disables it).
+    log_level: Option<LogLevel>,
+    /// Log lines as text (coloured only on a terminal, never with NO_COLOR set) or as one JSON
+    /// object a line [default: text]
+    #[arg(long, value_parser = ["text", "json"])]
+    log_format: Option<String>,
+    /// The control API's address, IP:PORT; "" disables it [default: 127.0.0.1:8683]
     #[arg(long)]
     control: Option<String>,
     /// The bearer token the control API requires (also DOXM_GATE_TOKEN).
@@ -49,16 +57,18 @@ pub struct RunArgs {
     /// Journal acknowledged fleet changes in this directory (durable across crashes).
     #[arg(long)]
     state_dir: Option<PathBuf>,
-    /// After a restart: fail-closed (states unknown until re-reported) or resume.
+    /// After a restart: fail-closed (states unknown until re-reported) or resume
+    /// [default: fail-closed]
     #[arg(long, value_parser = ["fail-closed", "resume"])]
     restart_policy: Option<String>,
-    /// Endpoint mode: port (a port per device) or address (an address per device).
+    /// Endpoint mode: port (a port per device) or address (an address per device)
+    /// [default: port]
     #[arg(long, value_parser = ["port", "address"])]
     mode: Option<String>,
-    /// Port mode: the port of device 0.
+    /// Port mode: the port of device 0 [default: 40000]
     #[arg(long)]
     port_base: Option<u16>,
-    /// Port mode: how many device ports to open.
+    /// Port mode: how many device ports to open [default: 1024; demo: 1001]
     #[arg(long)]
     port_count: Option<u16>,
     /// Address mode: the IPv6 prefix routed to the host, e.g. fd00:d0c::/64.
@@ -67,25 +77,26 @@ pub struct RunArgs {
     /// Address mode: the IPv4 prefix routed to the host, e.g. 10.77.0.0/16.
     #[arg(long)]
     v4_prefix: Option<String>,
-    /// Default leisure window in milliseconds (RFC 7252 s8.2).
+    /// Default leisure window in milliseconds (RFC 7252 s8.2) [default: 2000]
     #[arg(long)]
     leisure_ms: Option<u64>,
-    /// Longest stretched leisure window in milliseconds.
+    /// Longest stretched leisure window in milliseconds [default: 60000]
     #[arg(long)]
     max_window_ms: Option<u64>,
-    /// Budget time one source may hold while its earlier answers are pending, in milliseconds.
+    /// Budget time one source may hold while its earlier answers are pending, in milliseconds
+    /// [default: 10000]
     #[arg(long)]
     source_window_ms: Option<u64>,
-    /// Global budget for answers, bytes per second.
+    /// Global budget for answers, bytes per second [default: 2000000]
     #[arg(long)]
     answer_rate_bytes: Option<u64>,
-    /// Answer-producing requests per second per source.
+    /// Answer-producing requests per second per source [default: 1]
     #[arg(long)]
     source_rate: Option<f64>,
-    /// Burst of answer-producing requests per source.
+    /// Burst of answer-producing requests per source [default: 5]
     #[arg(long)]
     source_burst: Option<f64>,
-    /// Bound on pending answers.
+    /// Bound on pending answers [default: 2000000]
     #[arg(long)]
     max_pending_answers: Option<usize>,
 }
@@ -108,6 +119,9 @@ impl RunArgs {
             c.fleet.clone_from(&self.fleet);
         }
         set(&mut c.log_level, self.log_level.clone());
+        if let Some(format) = &self.log_format {
+            c.log_format = if format == "json" { LogFormat::Json } else { LogFormat::Text };
+        }
         set(&mut c.control, self.control.clone());
         if self.control_token.is_some() {
             c.control_token.clone_from(&self.control_token);
@@ -148,11 +162,28 @@ fn set<T>(slot: &mut T, value: Option<T>) {
     }
 }
 
-fn init_logs(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let _ =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+/// Logs to stderr: `RUST_LOG` (when set and not empty) or the configured filter, as text or
+/// JSON. Text is coloured only when stderr is a terminal and `NO_COLOR` is unset or empty
+/// (<https://no-color.org>), so that files, pipes and journald get no escape codes.
+fn init_logs(level: &LogLevel, format: LogFormat) -> Result<(), String> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(directives) if !directives.is_empty() => {
+            tracing_subscriber::EnvFilter::try_new(&directives)
+                .map_err(|e| format!("RUST_LOG={directives:?} is not a log filter: {e}"))?
+        }
+        _ => level.filter(),
+    };
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => logs.with_ansi(colour_logs()).try_init(),
+        LogFormat::Json => logs.json().try_init(),
+    };
+    Ok(())
+}
+
+fn colour_logs() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// `doxm-gate run`.
@@ -185,7 +216,9 @@ pub fn demo(args: &RunArgs) -> ExitCode {
 }
 
 fn serve(config: &GateConfig, fleet_file: &FleetFile, demo: Option<()>) -> ExitCode {
-    init_logs(&config.log_level);
+    if let Err(e) = init_logs(&config.log_level, config.log_format) {
+        return fail(&e);
+    }
     let engine_config = match config.engine() {
         Ok(c) => c,
         Err(e) => return fail(&e.to_string()),
