@@ -159,3 +159,32 @@ fn issue_10_help_shows_the_defaults() {
         }
     }
 }
+
+// ---- Item 3: two entries of one UUID are refused, naming both ----
+
+/// A fleet file of `n` devices in which the last one repeats the UUID of device 1.
+fn fleet_with_a_repeated_uuid(n: usize) -> String {
+    let uuid = |i: usize| format!("5a110000-0000-4000-8000-{i:012x}");
+    (0..n)
+        .map(|i| {
+            let u = if i == n - 1 { uuid(1) } else { uuid(i) };
+            format!("[[device]]\nuuid = \"{u}\"\nname = \"lamp {i}\"\ndos = 1\n\n")
+        })
+        .collect()
+}
+
+#[test]
+fn issue_10_repeated_uuid_in_a_fleet_file_is_refused() {
+    let fleet = temp_file("twice.toml", &fleet_with_a_repeated_uuid(8));
+    let want = "device[1] and device[7] have the same uuid 5a110000-0000-4000-8000-000000000001";
+    for args in [
+        vec!["run", "--control", "", "--fleet", fleet.to_str().unwrap()],
+        // Refused before the gate is called: nothing listens on port 9.
+        vec!["fleet", "import", "--control", "127.0.0.1:9", fleet.to_str().unwrap()],
+    ] {
+        let out = output(&args);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(stderr(&out).contains(want), "{args:?}: {}", stderr(&out));
+        assert!(!stderr(&out).contains("imported"), "{args:?}: {}", stderr(&out));
+    }
+}
