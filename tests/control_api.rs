@@ -354,7 +354,8 @@ fn batch_100k_devices_in_one_call() {
     let last = gate.device(&uuid(5, N - 1)).expect("the last device");
     assert_eq!((last.revision, last.device.name.as_str()), (1, "lamp 99999"));
 
-    // A second batch of 1,000 with the last entry bad: refused, naming "[999]", nothing applied.
+    // A second batch of 1,000 with the last entry bad: refused, naming "upserts[999].dos",
+    // nothing applied.
     let mut more: Vec<Value> = (0..1_000u64)
         .map(|i| json!({"uuid": uuid(6, i), "name": format!("more {i}"), "dos": 1}))
         .collect();
@@ -362,7 +363,7 @@ fn batch_100k_devices_in_one_call() {
     let reply = gate.call("POST", "/v1/devices:batch", Some(&to_json(&json!({"upserts": more}))));
     assert_eq!(reply.status, 400, "{reply:?}");
     let (field, reason) = reply.error();
-    assert_eq!(field, "[999].dos", "{reason}");
+    assert_eq!(field, "upserts[999].dos", "{reason}");
     assert_eq!(gate.device_count(), N);
     assert!(gate.device(&uuid(6, 0)).is_none());
 }
@@ -384,36 +385,48 @@ fn batch_is_all_or_nothing() {
     let mut cases: Vec<(&str, Value, &str)> = Vec::new();
     let mut bad_dos = fresh(1_000);
     bad_dos[999]["dos"] = json!(7);
-    cases.push(("dos 7 at the end of 1,000", json!({"upserts": bad_dos}), "[999]"));
+    cases.push(("dos 7 at the end of 1,000", json!({"upserts": bad_dos}), "upserts[999].dos"));
     let mut bad_eps = fresh(1_000);
     bad_eps[500]["eps"] = json!(["http://x"]);
-    cases.push(("bad eps in the middle", json!({"upserts": bad_eps}), "[500]"));
+    cases.push(("bad eps in the middle", json!({"upserts": bad_eps}), "upserts[500].eps"));
     let mut bad_owned = fresh(10);
     bad_owned[0]["owned"] = json!(true);
-    cases.push(("owned in RFOTM first", json!({"upserts": bad_owned}), "[0]"));
+    cases.push(("owned in RFOTM first", json!({"upserts": bad_owned}), "upserts[0].owned"));
     cases.push((
         "a patch of an unknown device after good upserts",
         json!({"upserts": fresh(5), "patches": [{"uuid": uuid(9, 1), "dos": 3}]}),
-        "[5]",
+        "patches[0].uuid",
     ));
     cases.push((
         "an inconsistent patch after good ones",
         json!({"patches": [{"uuid": uuid(7, 0), "dos": 3, "owned": true},
                            {"uuid": uuid(7, 1), "owned": true}]}),
-        "[1]",
+        "patches[1].owned",
     ));
-    cases.push(("deleting a device twice", json!({"deletes": [uuid(7, 2), uuid(7, 2)]}), "[1]"));
     cases.push((
-        "patching a device deleted earlier in the batch",
-        json!({"deletes": [uuid(7, 3)], "patches": [{"uuid": uuid(7, 3), "dos": 3}]}),
-        "[0]",
+        "deleting a device twice",
+        json!({"deletes": [uuid(7, 2), uuid(7, 2)]}),
+        "deletes[1]",
     ));
+    // Patches come before deletes in a batch: the patch is checked first (RFNOP unowned).
+    cases.push((
+        "a bad patch of a device the batch also deletes",
+        json!({"deletes": [uuid(7, 3)], "patches": [{"uuid": uuid(7, 3), "dos": 3}]}),
+        "patches[0].owned",
+    ));
+    let mut twice = fresh(8);
+    twice[7]["uuid"] = twice[3]["uuid"].clone();
+    cases.push(("two upserts of one device", json!({"upserts": twice}), "upserts[7].uuid"));
     let mut bad_uuid = fresh(100);
     bad_uuid[99]["uuid"] = json!("not-a-uuid");
-    cases.push(("a bad UUID in the last entry", json!({"upserts": bad_uuid}), ""));
+    cases.push(("a bad UUID in the last entry", json!({"upserts": bad_uuid}), "upserts[99].uuid"));
     let mut unknown = fresh(100);
     unknown[42]["colour"] = json!("red");
-    cases.push(("an unknown field in one entry", json!({"upserts": unknown}), "colour"));
+    cases.push((
+        "an unknown field in one entry",
+        json!({"upserts": unknown}),
+        "upserts[42].colour",
+    ));
     cases.push(("an unknown top-level key", json!({"upsert": fresh(1)}), "upsert"));
     cases.push(("an empty batch", json!({}), "body"));
     // 20 good new devices do not fit a fleet of 16 (10 present): 507, none of them applied.
@@ -426,7 +439,11 @@ fn batch_is_all_or_nothing() {
             "{what}: {reply:?}"
         );
         let (got, reason) = reply.error();
-        assert!(got.contains(field), "{what}: field {got:?} (reason {reason}) should name {field}");
+        assert_eq!(got, field, "{what}: {reason}");
+        if what == "two upserts of one device" {
+            let want = format!("upserts[3] and upserts[7] have the same uuid {}", uuid(8, 3));
+            assert_eq!(reason, want);
+        }
         assert_eq!(fingerprint(&gate), before, "{what}: the fleet changed");
     }
 
@@ -643,9 +660,10 @@ fn send(gate: &Gate, case: &Bad) -> Reply {
         .unwrap_or_else(|e| panic!("{}: no reply: {e}", case.what))
 }
 
-/// Whether `field` is `want` (a batch may prefix `[i].`); an empty `want` accepts any field.
+/// Whether `field` is exactly `want` (not `colour.colour` for `colour`); an empty `want`
+/// accepts any field.
 fn names_exactly(field: &str, want: &str) -> bool {
-    want.is_empty() || field == want || field.strip_suffix(want).is_some_and(|p| p.ends_with('.'))
+    want.is_empty() || field == want
 }
 
 #[test]
