@@ -188,3 +188,29 @@ fn issue_10_repeated_uuid_in_a_fleet_file_is_refused() {
         assert!(!stderr(&out).contains("imported"), "{args:?}: {}", stderr(&out));
     }
 }
+
+// ---- Item 5: say which interface does not exist, and name a URL once ----
+
+#[test]
+fn issue_10_unknown_interface_is_named_with_the_ones_that_exist() {
+    for command in ["demo", "run"] {
+        let out = output(&[command, "--iface", "nosuch0", "--control", ""]);
+        assert_eq!(out.status.code(), Some(2), "{command}");
+        let text = stderr(&out);
+        assert!(text.contains("no interface named \"nosuch0\""), "{command}: {text}");
+        // Loopback has an address on every machine these tests run on.
+        let listed = text.split("the interfaces with an address are: ").nth(1).unwrap_or("");
+        assert!(listed.split(", ").any(|name| name.trim() == "lo"), "{command}: {text}");
+        assert!(!text.contains("name it with --iface"), "{command}: {text}");
+    }
+}
+
+#[test]
+fn issue_10_stats_names_its_url_once() {
+    // Nothing listens on port 9 of loopback (discard; not run by test machines).
+    let out = output(&["stats", "--control", "127.0.0.1:9"]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stderr(&out);
+    assert_eq!(text.matches("http://127.0.0.1:9/v1/stats").count(), 1, "{text}");
+    assert!(text.contains("is a gate running with its control API on 127.0.0.1:9?"), "{text}");
+}

@@ -219,6 +219,9 @@ fn serve(config: &GateConfig, fleet_file: &FleetFile, demo: Option<()>) -> ExitC
     if let Err(e) = init_logs(&config.log_level, config.log_format) {
         return fail(&e);
     }
+    if let Err(e) = check_interfaces(&config.interfaces) {
+        return fail(&e);
+    }
     let engine_config = match config.engine() {
         Ok(c) => c,
         Err(e) => return fail(&e.to_string()),
@@ -323,6 +326,31 @@ fn serve(config: &GateConfig, fleet_file: &FleetFile, demo: Option<()>) -> ExitC
         "stopped"
     );
     ExitCode::SUCCESS
+}
+
+/// Refuses an `--iface` (or `interfaces` key) that names no interface with an address here,
+/// listing the ones that have one (the driver would only say that nothing could join).
+fn check_interfaces(named: &[String]) -> Result<(), String> {
+    if named.is_empty() {
+        return Ok(());
+    }
+    let mut here: Vec<String> = match if_addrs::get_if_addrs() {
+        Ok(addrs) => addrs.into_iter().map(|a| a.name).collect(),
+        // The driver reports a failing interface listing itself.
+        Err(_) => return Ok(()),
+    };
+    here.sort();
+    here.dedup();
+    let missing: Vec<String> =
+        named.iter().filter(|n| !here.contains(n)).map(|n| format!("{n:?}")).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "--iface: no interface named {} here; the interfaces with an address are: {}",
+        missing.join(" or "),
+        here.join(", ")
+    ))
 }
 
 fn print_demo_banner(fleet: &Fleet, plan: EndpointPlan, interfaces: &[&str], port: u16) {
