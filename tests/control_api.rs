@@ -82,10 +82,20 @@ fn put_get_replace_delete() {
     let cases = [
         (entry(uuid(1, 2), "unknown", (None, None, false)), "state-unknown", true),
         (entry(uuid(1, 3), "doc", (Some(1), Some(false), true)), "doc-open", false),
+        // A VOD whose bridge is not in the fleet, then one whose bridge is there but unowned.
         (
             DeviceEntry {
                 bridge: Some(uuid(1, 99)),
                 ..entry(uuid(1, 4), "vod", (Some(1), None, false))
+            },
+            "bridge-missing",
+            false,
+        ),
+        (entry(uuid(1, 98), "bridge", (Some(1), None, false)), "ok", false),
+        (
+            DeviceEntry {
+                bridge: Some(uuid(1, 98)),
+                ..entry(uuid(1, 5), "vod", (Some(1), None, false))
             },
             "bridge-unowned",
             false,
@@ -95,9 +105,18 @@ fn put_get_replace_delete() {
         let reply = gate.call("PUT", &device_path(&device.uuid), Some(&to_json(device)));
         assert_eq!((reply.status, reply.etag), (201, Some(1)), "{reply:?}");
         let view = gate.device(&device.uuid).expect("created");
-        assert_eq!((view.eligible, view.reason.as_str(), view.stale), (false, *reason, *stale));
+        let eligible = *reason == "ok";
+        assert_eq!((view.eligible, view.reason.as_str(), view.stale), (eligible, *reason, *stale));
     }
-    assert_eq!(gate.device_count(), 4);
+    assert_eq!(gate.device_count(), 6);
+    // The missing bridge arrives, owned: its VOD answers.
+    let bridge = entry(uuid(1, 99), "bridge 99", (Some(3), None, false));
+    let reply = gate.call("PUT", &device_path(&bridge.uuid), Some(&to_json(&bridge)));
+    assert_eq!(reply.status, 201, "{reply:?}");
+    assert_eq!(gate.device(&uuid(1, 4)).expect("vod").reason, "ok");
+    let reply = gate.call("DELETE", &device_path(&bridge.uuid), None);
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(gate.device(&uuid(1, 4)).expect("vod").reason, "bridge-missing");
 
     // Delete: 200, then 404 for GET, PATCH and a second DELETE.
     let reply = gate.call("DELETE", &device_path(&u), None);
@@ -110,7 +129,7 @@ fn put_get_replace_delete() {
     }
     let reply = gate.call("PATCH", &device_path(&u), Some(r#"{"dos":1}"#));
     assert_eq!(reply.status, 404, "{reply:?}");
-    assert_eq!(gate.device_count(), 3);
+    assert_eq!(gate.device_count(), 5);
     assert!(gate.export().iter().all(|d| d.uuid != u));
 }
 

@@ -214,3 +214,24 @@ fn issue_10_stats_names_its_url_once() {
     assert_eq!(text.matches("http://127.0.0.1:9/v1/stats").count(), 1, "{text}");
     assert!(text.contains("is a gate running with its control API on 127.0.0.1:9?"), "{text}");
 }
+
+// ---- Item 7: a VOD whose bridge is not in the fleet is named at load ----
+
+#[test]
+fn issue_10_vod_without_its_bridge_is_warned_at_load() {
+    let fleet = temp_file(
+        "orphan.toml",
+        concat!(
+            "[[device]]\nuuid = \"0d0c0000-0000-4000-8000-000000000001\"\nname = \"lamp\"\n",
+            "bridge = \"0d0c0000-0000-4000-8000-0000000000b0\"\ndos = 1\n",
+        ),
+    );
+    let served = serve(&["--fleet", fleet.to_str().unwrap()]);
+    let warning = served
+        .stderr
+        .lines()
+        .find(|l| l.contains("WARN") && l.contains("bridge is not in the fleet"))
+        .unwrap_or_else(|| panic!("no warning:\n{}", served.stderr));
+    assert!(warning.contains("vod=0d0c0000-0000-4000-8000-000000000001"), "{warning}");
+    assert!(warning.contains("bridge=0d0c0000-0000-4000-8000-0000000000b0"), "{warning}");
+}

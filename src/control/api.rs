@@ -6,7 +6,7 @@
 //! | `PATCH /v1/devices/{uuid}` | change `dos`, `owned`, `doc_open`, `devowneruuid`, `rowneruuid`, `oxmsel`; `If-Match: "rev"` makes it conditional |
 //! | `POST /v1/devices:batch` | `{"upserts":[..],"patches":[{"uuid":..,..}],"deletes":[..]}`, all or nothing |
 //! | `DELETE /v1/devices/{uuid}` | remove a device |
-//! | `GET /v1/devices/{uuid}` | the record, its revision (also the ETag), and whether it is eligible or why not |
+//! | `GET /v1/devices/{uuid}` | the record, its revision (also the ETag), and whether it is eligible or why not (a drop reason, or `bridge-missing`) |
 //! | `GET /v1/devices?eligible=true\|false&stale=true&limit=N&cursor=C` | a page of devices |
 //! | `GET /v1/export` | the whole fleet as a fleet file (JSON) |
 //! | `GET /metrics`, `GET /v1/stats`, `GET /healthz` | Prometheus text, the same as JSON, liveness |
@@ -382,6 +382,11 @@ fn batch(store: &Store, bytes: &[u8]) -> Reply {
     mutate_as(store, batch, None, 200, true)
 }
 
+/// The `reason` of a VOD whose bridge is not in the fleet: it answers nothing (fail closed, as
+/// for an unowned bridge: the data path counts its drops as `bridge-unowned`) until the bridge
+/// is added and owned.
+pub const BRIDGE_MISSING: &str = "bridge-missing";
+
 /// A device as `GET` shows it.
 fn view(store: &Store, id: DeviceId) -> Option<(serde_json::Value, u64)> {
     let fleet = store.fleet();
@@ -390,6 +395,12 @@ fn view(store: &Store, id: DeviceId) -> Option<(serde_json::Value, u64)> {
     let revision = fleet.revision(id);
     let reason = match policy::eligibility(&word.facts(record.uuid)) {
         Ok(()) => "ok",
+        // The data path sees only "not owned"; the control plane can tell why.
+        Err(policy::Reason::BridgeUnowned)
+            if record.bridge.is_some_and(|b| fleet.lookup(&b).is_none()) =>
+        {
+            BRIDGE_MISSING
+        }
         Err(r) => r.as_str(),
     };
     let entry = DeviceEntry::from_record(&record, word.state());

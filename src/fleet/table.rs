@@ -395,6 +395,23 @@ impl Fleet {
         (from..self.capacity as u32).map(DeviceId).filter(|&id| self.word(id).is_present())
     }
 
+    /// The VODs whose bridge is not in the fleet, as `(vod, bridge)` pairs sorted by VOD. They
+    /// answer nothing (fail closed: a missing bridge counts as unowned) until the bridge is
+    /// added and owned; the control plane reports them as `bridge-missing`.
+    pub fn missing_bridges(&self) -> Vec<(Uuid, Uuid)> {
+        let w = self.writer.lock();
+        let mut orphans: Vec<(Uuid, Uuid)> = w
+            .children
+            .iter()
+            .filter(|(bridge, _)| self.lookup(bridge).is_none())
+            .flat_map(|(bridge, vods)| {
+                vods.iter().filter_map(|&vod| Some((self.uuid_of(DeviceId(vod))?, *bridge)))
+            })
+            .collect();
+        orphans.sort_unstable();
+        orphans
+    }
+
     /// Forgets every device's reported state (fail-closed restart): devices stay registered but
     /// answer nothing until the bridge reports them again.
     pub fn mark_all_unknown(&self) {

@@ -17,7 +17,7 @@ use doxm_gate::engine::Engine;
 use doxm_gate::fleet::file::{demo_fleet, FleetFile};
 use doxm_gate::fleet::Fleet;
 use doxm_gate::io::Driver;
-use tracing::info;
+use tracing::{info, warn};
 
 /// Options of `run`: a configuration file, and a flag for every key of it (flags win).
 ///
@@ -255,6 +255,7 @@ fn serve(config: &GateConfig, fleet_file: &FleetFile, demo: Option<()>) -> ExitC
             Store::in_memory(fleet.clone())
         }
     };
+    warn_missing_bridges(&fleet);
     let store = Arc::new(store);
     if fleet.len() > plan.capacity() {
         return fail(&format!(
@@ -326,6 +327,19 @@ fn serve(config: &GateConfig, fleet_file: &FleetFile, demo: Option<()>) -> ExitC
         "stopped"
     );
     ExitCode::SUCCESS
+}
+
+/// Warns of every VOD whose bridge is not in the fleet (the first few by name): such a VOD
+/// never answers, and nothing else would say so.
+fn warn_missing_bridges(fleet: &Fleet) {
+    const NAMED: usize = 16;
+    let orphans = fleet.missing_bridges();
+    for (vod, bridge) in orphans.iter().take(NAMED) {
+        warn!(%vod, %bridge, "the VOD's bridge is not in the fleet: the VOD answers nothing until the bridge is added and owned");
+    }
+    if orphans.len() > NAMED {
+        warn!(more = orphans.len() - NAMED, "more VODs whose bridge is not in the fleet");
+    }
 }
 
 /// Refuses an `--iface` (or `interfaces` key) that names no interface with an address here,
