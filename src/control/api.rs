@@ -12,7 +12,9 @@
 //! | `GET /metrics`, `GET /v1/stats`, `GET /healthz` | Prometheus text, the same as JSON, liveness |
 //!
 //! Every 2xx mutation is on disk before the reply (see [`super::store`]). Bad input gets a 4xx
-//! with `{"error":{"field":..,"reason":..}}` and changes nothing. With a bearer token
+//! with `{"error":{"field":..,"reason":..}}` and changes nothing. `field` is the offending
+//! field's path in the body: `dos` (or `colour`, an unknown one) in a single-device call;
+//! `upserts[3].dos`, `patches[1].owned`, `deletes[0]` in a batch, always with the index. With a bearer token
 //! configured, a call without it gets 401 and changes nothing.
 
 use std::net::SocketAddr;

@@ -28,7 +28,8 @@ pub struct RunArgs {
     /// The configuration file (TOML).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Serve this interface (repeat for several); default: every interface up, not loopback.
+    /// Serve this interface (repeat for several) [default: every interface that is up, not
+    /// loopback].
     #[arg(long = "iface")]
     interfaces: Vec<String>,
     /// Join this group (repeat for several) [default: ff02::158, ff03::158, ff05::158, 224.0.1.187]
@@ -183,7 +184,12 @@ fn init_logs(level: &LogLevel, format: LogFormat) -> Result<(), String> {
 
 fn colour_logs() -> bool {
     use std::io::IsTerminal;
-    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+    colour(std::io::stderr().is_terminal(), std::env::var_os("NO_COLOR").as_deref())
+}
+
+/// Colour on a terminal, unless `NO_COLOR` is set to anything but the empty string.
+fn colour(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 /// `doxm-gate run`.
@@ -390,4 +396,18 @@ fn print_demo_banner(fleet: &Fleet, plan: EndpointPlan, interfaces: &[&str], por
 fn fail(message: &str) -> ExitCode {
     eprintln!("doxm-gate: {message}");
     ExitCode::from(2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn test_colour_only_on_a_terminal_without_no_color() {
+        assert!(colour(true, None));
+        assert!(colour(true, Some(OsStr::new(""))), "an empty NO_COLOR is unset");
+        assert!(!colour(true, Some(OsStr::new("1"))));
+        assert!(!colour(false, None), "a pipe or a file gets no escape codes");
+    }
 }
