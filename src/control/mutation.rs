@@ -271,3 +271,52 @@ pub fn apply(fleet: &Fleet, batch: &[Mutation]) -> Result<Vec<(Uuid, u64)>, Reje
     }
     Ok(revisions)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::file::demo_fleet;
+
+    fn upsert(device: &DeviceEntry) -> Mutation {
+        Mutation::Upsert { device: device.clone() }
+    }
+
+    #[test]
+    fn test_labels_count_each_kind_from_zero() {
+        let devices = demo_fleet(2).device;
+        let uuid = devices[0].uuid;
+        let batch = [
+            upsert(&devices[1]),
+            upsert(&devices[2]),
+            Mutation::Patch { uuid, patch: PatchBody::default() },
+            Mutation::Delete { uuid },
+        ];
+        let labels: Vec<String> = (0..5).map(|i| label(&batch, i)).collect();
+        assert_eq!(labels, ["upserts[0]", "upserts[1]", "patches[0]", "deletes[0]", "[4]"]);
+        let mut r = Rejection::new(404, "uuid", "no device");
+        assert_eq!(r.path(), "uuid");
+        r.change = Some(label(&batch, 3));
+        assert_eq!(r.path(), "deletes[0]");
+        r.change = Some(label(&batch, 2));
+        assert_eq!(r.path(), "patches[0].uuid");
+    }
+
+    #[test]
+    fn test_two_upserts_of_one_uuid_are_refused_naming_both() {
+        let devices = demo_fleet(4).device;
+        let fleet = Fleet::with_capacity(16);
+        let mut again = devices[1].clone();
+        again.name = "the same device again".to_owned();
+        let batch: Vec<Mutation> =
+            [&devices[0], &devices[1], &devices[2], &again].into_iter().map(upsert).collect();
+        let r = check(&fleet, &batch, None).unwrap_err();
+        assert_eq!(r.status, 400);
+        assert_eq!(r.path(), "upserts[3].uuid");
+        let want = format!("upserts[1] and upserts[3] have the same uuid {}", devices[1].uuid);
+        assert_eq!(r.reason, want);
+        // An upsert and then a patch of the same device is a sequence, not a duplicate.
+        let patch = PatchBody { doc_open: Some(true), ..PatchBody::default() };
+        let batch = [upsert(&devices[1]), Mutation::Patch { uuid: devices[1].uuid, patch }];
+        assert_eq!(check(&fleet, &batch, None), Ok(()));
+    }
+}
