@@ -206,6 +206,20 @@ fn issue_10_unknown_interface_is_named_with_the_ones_that_exist() {
 }
 
 #[test]
+fn issue_10_one_missing_interface_of_several_is_a_warning() {
+    // The driver joins an interface that appears later, so a gate with another one to serve
+    // starts, and says which one is missing.
+    // The warning comes before the groups are joined: it is there even where lo cannot join.
+    let served = serve(&["--iface", "nosuch0"]);
+    let warning = served
+        .stderr
+        .lines()
+        .find(|l| l.contains("WARN") && l.contains("no interface named \"nosuch0\""))
+        .unwrap_or_else(|| panic!("no warning:\n{}", served.stderr));
+    assert!(warning.contains("serving the others"), "{warning}");
+}
+
+#[test]
 fn issue_10_stats_names_its_url_once() {
     // Nothing listens on port 9 of loopback (discard; not run by test machines).
     let out = output(&["stats", "--control", "127.0.0.1:9"]);

@@ -348,8 +348,10 @@ fn warn_missing_bridges(fleet: &Fleet) {
     }
 }
 
-/// Refuses an `--iface` (or `interfaces` key) that names no interface with an address here,
-/// listing the ones that have one (the driver would only say that nothing could join).
+/// Checks the interfaces named by `--iface` (or the `interfaces` key) against those that have
+/// an address here, and says which are missing, listing those that exist. None there: an error
+/// (the driver could only say that nothing joined). Some there: a warning, since the driver
+/// joins the others when they appear (it looks again every 2 s).
 fn check_interfaces(named: &[String]) -> Result<(), String> {
     if named.is_empty() {
         return Ok(());
@@ -366,11 +368,16 @@ fn check_interfaces(named: &[String]) -> Result<(), String> {
     if missing.is_empty() {
         return Ok(());
     }
-    Err(format!(
-        "--iface: no interface named {} here; the interfaces with an address are: {}",
+    let text = format!(
+        "no interface named {} here; the interfaces with an address are: {}",
         missing.join(" or "),
         here.join(", ")
-    ))
+    );
+    if named.iter().all(|n| !here.contains(n)) {
+        return Err(format!("--iface: {text}"));
+    }
+    warn!("--iface: {text} (serving the others; joining those when they appear)");
+    Ok(())
 }
 
 fn print_demo_banner(fleet: &Fleet, plan: EndpointPlan, interfaces: &[&str], port: u16) {
