@@ -127,21 +127,25 @@ impl Default for LogLevel {
 impl std::str::FromStr for LogLevel {
     type Err = LogLevelError;
 
+    /// Normalised: directives trimmed, levels in lower case (`" warn, a=DEBUG"` is
+    /// `warn,a=debug`), so that `tracing` reads exactly what was checked.
     fn from_str(text: &str) -> Result<LogLevel, LogLevelError> {
-        let is_level = |word: &str| LOG_LEVELS.iter().any(|l| l.eq_ignore_ascii_case(word.trim()));
-        for directive in text.split(',') {
-            let level = directive.rsplit_once('=').map_or(directive, |(_, level)| level);
-            if !is_level(level) {
-                return Err(LogLevelError::UnknownLevel(level.trim().to_owned()));
-            }
-            tracing_subscriber::filter::Directive::from_str(directive.trim()).map_err(|e| {
-                LogLevelError::BadDirective {
-                    directive: directive.to_owned(),
-                    reason: e.to_string(),
-                }
+        let mut normal = Vec::new();
+        for directive in text.split(',').map(str::trim) {
+            let (target, level) = match directive.rsplit_once('=') {
+                Some((target, level)) => (Some(target.trim()), level.trim()),
+                None => (None, directive),
+            };
+            let Some(level) = LOG_LEVELS.iter().find(|l| l.eq_ignore_ascii_case(level)) else {
+                return Err(LogLevelError::UnknownLevel(level.to_owned()));
+            };
+            let directive = target.map_or_else(|| (*level).to_owned(), |t| format!("{t}={level}"));
+            tracing_subscriber::filter::Directive::from_str(&directive).map_err(|e| {
+                LogLevelError::BadDirective { directive: directive.clone(), reason: e.to_string() }
             })?;
+            normal.push(directive);
         }
-        Ok(LogLevel(text.to_owned()))
+        Ok(LogLevel(normal.join(",")))
     }
 }
 
@@ -433,8 +437,16 @@ mod tests {
 
     #[test]
     fn test_log_level_typo_named() {
-        for good in ["info", "DEBUG", "off", "warn,doxm_gate::control=debug", "doxm_gate=trace"] {
-            assert!(good.parse::<LogLevel>().is_ok(), "{good}");
+        for (good, normal) in [
+            ("info", "info"),
+            ("DEBUG", "debug"),
+            ("off", "off"),
+            ("warn,doxm_gate::control=debug", "warn,doxm_gate::control=debug"),
+            (" warn , doxm_gate=TRACE", "warn,doxm_gate=trace"),
+        ] {
+            let level: LogLevel = good.parse().unwrap();
+            assert_eq!(level.as_str(), normal);
+            assert!(tracing_subscriber::EnvFilter::try_new(level.as_str()).is_ok(), "{good}");
         }
         for (bad, named) in [("verbose", "verbose"), ("", ""), ("info,loud", "loud")] {
             let err = bad.parse::<LogLevel>().unwrap_err();
