@@ -249,3 +249,17 @@ fn issue_10_vod_without_its_bridge_is_warned_at_load() {
     assert!(warning.contains("vod=0d0c0000-0000-4000-8000-000000000001"), "{warning}");
     assert!(warning.contains("bridge=0d0c0000-0000-4000-8000-0000000000b0"), "{warning}");
 }
+
+#[test]
+fn issue_10_json_logs_keep_fatal_errors_json() {
+    // A log pipeline parsing every line must also parse the line that says why the gate stopped.
+    let out = output(&["run", "--log-format", "json", "--iface", "nosuch0", "--control", ""]);
+    assert_eq!(out.status.code(), Some(2));
+    let text = stderr(&out);
+    let last = text.lines().last().unwrap_or_default();
+    let value: serde_json::Value =
+        serde_json::from_str(last).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
+    assert_eq!(value["level"], "ERROR", "{last}");
+    let message = value["fields"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("no interface named \"nosuch0\""), "{last}");
+}

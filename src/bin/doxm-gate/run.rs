@@ -194,14 +194,14 @@ fn colour(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
 
 /// `doxm-gate run`.
 pub fn run(args: &RunArgs) -> ExitCode {
-    let config = match args.merged() {
+    let config = match configured(args) {
         Ok(c) => c,
-        Err(e) => return fail(&e),
+        Err(code) => return code,
     };
     let fleet_file = match &config.fleet {
         Some(path) => match FleetFile::load(path) {
             Ok(f) => f,
-            Err(e) => return fail(&e.to_string()),
+            Err(e) => return fatal(&config, &e.to_string()),
         },
         None => FleetFile::default(),
     };
@@ -211,9 +211,9 @@ pub fn run(args: &RunArgs) -> ExitCode {
 /// `doxm-gate demo`: the gate with the built-in demo fleet, on every multicast-capable
 /// interface, with nothing to configure.
 pub fn demo(args: &RunArgs) -> ExitCode {
-    let mut config = match args.merged() {
+    let mut config = match configured(args) {
         Ok(c) => c,
-        Err(e) => return fail(&e),
+        Err(code) => return code,
     };
     if args.port_count.is_none() && config.endpoints.mode == EndpointMode::Port {
         config.endpoints.port_count = 1_001;
@@ -221,16 +221,21 @@ pub fn demo(args: &RunArgs) -> ExitCode {
     serve(&config, &demo_fleet(1_000), Some(()))
 }
 
+/// The configuration, with logging set up as it says; from here on errors go out in the
+/// configured log format ([`fatal`]).
+fn configured(args: &RunArgs) -> Result<GateConfig, ExitCode> {
+    let config = args.merged().map_err(|e| fail(&e))?;
+    init_logs(&config.log_level, config.log_format).map_err(|e| fail(&e))?;
+    Ok(config)
+}
+
 fn serve(config: &GateConfig, fleet_file: &FleetFile, demo: Option<()>) -> ExitCode {
-    if let Err(e) = init_logs(&config.log_level, config.log_format) {
-        return fail(&e);
-    }
     if let Err(e) = check_interfaces(&config.interfaces) {
-        return fail(&e);
+        return fatal(config, &e);
     }
     let engine_config = match config.engine() {
         Ok(c) => c,
-        Err(e) => return fail(&e.to_string()),
+        Err(e) => return fatal(config, &e.to_string()),
     };
     let plan = engine_config.endpoints;
     let fleet = Arc::new(Fleet::with_capacity(plan.capacity().clamp(1, 4 << 20)));
@@ -247,16 +252,16 @@ fn serve(config: &GateConfig, fleet_file: &FleetFile, demo: Option<()>) -> ExitC
             match Store::open(dir, fleet.clone(), config.restart_policy, seed) {
                 Ok((store, recovery)) => {
                     if let Some(tail) = &recovery.torn_tail {
-                        eprintln!("doxm-gate: journal: {tail} (never acknowledged)");
+                        report(config, "WARN", &format!("journal: {tail} (never acknowledged)"));
                     }
                     store
                 }
-                Err(e) => return fail(&e),
+                Err(e) => return fatal(config, &e),
             }
         }
         None => {
             if let Err(e) = fleet_file.apply(&fleet) {
-                return fail(&e.to_string());
+                return fatal(config, &e.to_string());
             }
             Store::in_memory(fleet.clone())
         }
@@ -264,11 +269,14 @@ fn serve(config: &GateConfig, fleet_file: &FleetFile, demo: Option<()>) -> ExitC
     warn_missing_bridges(&fleet);
     let store = Arc::new(store);
     if fleet.len() > plan.capacity() {
-        return fail(&format!(
-            "the fleet has {} devices but the endpoint plan only {} endpoints",
-            fleet.len(),
-            plan.capacity()
-        ));
+        return fatal(
+            config,
+            &format!(
+                "the fleet has {} devices but the endpoint plan only {} endpoints",
+                fleet.len(),
+                plan.capacity()
+            ),
+        );
     }
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -276,13 +284,13 @@ fn serve(config: &GateConfig, fleet_file: &FleetFile, demo: Option<()>) -> ExitC
     let engine = Engine::new(engine_config, fleet.clone(), seed);
     let mut driver = match Driver::new(engine, plan, config.driver()) {
         Ok(d) => d,
-        Err(e) => return fail(&e.to_string()),
+        Err(e) => return fatal(config, &e.to_string()),
     };
     let board = Arc::new(Board::default());
     driver.publish_to(board.clone());
     let control = match config.control_addr() {
         Ok(addr) => addr,
-        Err(e) => return fail(&e.to_string()),
+        Err(e) => return fatal(config, &e.to_string()),
     };
     let api = match control {
         Some(listen) => {
@@ -293,7 +301,7 @@ fn serve(config: &GateConfig, fleet_file: &FleetFile, demo: Option<()>) -> ExitC
                     info!(address = %api.addr(), durable = store.is_durable(), "control API listening");
                     Some(api)
                 }
-                Err(e) => return fail(&format!("control API on {listen}: {e}")),
+                Err(e) => return fatal(config, &format!("control API on {listen}: {e}")),
             }
         }
         None => None,
@@ -311,7 +319,7 @@ fn serve(config: &GateConfig, fleet_file: &FleetFile, demo: Option<()>) -> ExitC
         print_demo_banner(&fleet, plan, &names, config.port);
     }
     if let Err(e) = driver.run() {
-        return fail(&format!("event loop: {e}"));
+        return fatal(config, &format!("event loop: {e}"));
     }
     if let Some(api) = api {
         api.stop();
@@ -403,6 +411,26 @@ fn print_demo_banner(fleet: &Fleet, plan: EndpointPlan, interfaces: &[&str], por
 fn fail(message: &str) -> ExitCode {
     eprintln!("doxm-gate: {message}");
     ExitCode::from(2)
+}
+
+/// A fatal error once logging is set up: exit status 2, and the message on stderr whatever the
+/// log filter, in the log format ([`report`]).
+fn fatal(config: &GateConfig, message: &str) -> ExitCode {
+    report(config, "ERROR", message);
+    ExitCode::from(2)
+}
+
+/// A message that no log filter may hide: `doxm-gate: MESSAGE`, or with `--log-format json` a
+/// JSON line shaped like the log's (`level`, `fields.message`, `target`), so that a log
+/// pipeline that parses every line also parses this one.
+fn report(config: &GateConfig, level: &str, message: &str) {
+    match config.log_format {
+        LogFormat::Text => eprintln!("doxm-gate: {message}"),
+        LogFormat::Json => eprintln!(
+            "{}",
+            serde_json::json!({"level": level, "fields": {"message": message}, "target": "doxm_gate"})
+        ),
+    }
 }
 
 #[cfg(test)]
