@@ -16,7 +16,10 @@
 //! eps = ["coap://[fd00::b]:50001", "coaps://[fd00::b]:50002"]
 //! ```
 //!
-//! Unknown keys are rejected with the key's name. A device without `dos` has an unknown state
+//! Unknown keys are rejected with the key's name, and two entries of one UUID with both their
+//! indices (`device[1] and device[7] have the same uuid ..`, counted from 0 in file order). A
+//! VOD whose `bridge` is not in the fleet is accepted but answers nothing until the bridge is
+//! added and owned (`run` warns of it). A device without `dos` has an unknown state
 //! and answers nothing until the bridge reports it (fail closed). The demo fleet
 //! ([`demo_fleet`]) is just a built-in fleet file.
 
