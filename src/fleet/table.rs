@@ -397,15 +397,15 @@ impl Fleet {
 
     /// The VODs whose bridge is not in the fleet, as `(vod, bridge)` pairs sorted by VOD. They
     /// answer nothing (fail closed: a missing bridge counts as unowned) until the bridge is
-    /// added and owned; the control plane reports them as `bridge-missing`.
+    /// added and owned; the control plane reports them as `bridge-missing`. A scan of the
+    /// fleet on the reader side (no lock), for start-up and diagnostics.
     pub fn missing_bridges(&self) -> Vec<(Uuid, Uuid)> {
-        let w = self.writer.lock();
-        let mut orphans: Vec<(Uuid, Uuid)> = w
-            .children
-            .iter()
-            .filter(|(bridge, _)| self.lookup(bridge).is_none())
-            .flat_map(|(bridge, vods)| {
-                vods.iter().filter_map(|&vod| Some((self.uuid_of(DeviceId(vod))?, *bridge)))
+        let mut orphans: Vec<(Uuid, Uuid)> = self
+            .ids_from(0)
+            .filter_map(|id| {
+                let record = self.record(id)?;
+                let bridge = record.bridge.filter(|b| self.lookup(b).is_none())?;
+                Some((record.uuid, bridge))
             })
             .collect();
         orphans.sort_unstable();
