@@ -2,7 +2,8 @@
 //! exit status. Each test names the item of the issue it keeps fixed.
 //!
 //! The tests that start a gate serve loopback on their own ports with the control API off; where
-//! this machine cannot join the groups on `lo` they print `SKIP` and return.
+//! this machine cannot join the groups on `lo` they print `SKIP` and return (and fail under
+//! `DOXM_GATE_REQUIRE_ALL=1`).
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -77,7 +78,10 @@ fn serve(args: &[&str]) -> Served {
     let _ = child.kill();
     let _ = child.wait();
     if !serving {
-        eprintln!("SKIP: the gate did not serve on lo here:\n{text}");
+        // As the other gate tests: a visible skip, a failure where CI asks for every test.
+        let reason = format!("the gate did not serve on lo here:\n{text}");
+        assert!(std::env::var("DOXM_GATE_REQUIRE_ALL").as_deref() != Ok("1"), "{reason}");
+        eprintln!("SKIP: {reason}");
     }
     Served { stderr: text, serving }
 }
