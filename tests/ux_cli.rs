@@ -45,6 +45,16 @@ struct Served {
     serving: bool,
 }
 
+impl Served {
+    /// The first WARN line that contains `text`.
+    fn warning(&self, text: &str) -> &str {
+        self.stderr
+            .lines()
+            .find(|l| l.contains("WARN") && l.contains(text))
+            .unwrap_or_else(|| panic!("no warning with {text:?}:\n{}", self.stderr))
+    }
+}
+
 /// Runs `doxm-gate run` on loopback with `args` added, stderr to a pipe, until it logs that it
 /// is serving (then kills it) or exits.
 fn serve(args: &[&str]) -> Served {
@@ -215,11 +225,7 @@ fn issue_10_one_missing_interface_of_several_is_a_warning() {
     // starts, and says which one is missing.
     // The warning comes before the groups are joined: it is there even where lo cannot join.
     let served = serve(&["--iface", "nosuch0"]);
-    let warning = served
-        .stderr
-        .lines()
-        .find(|l| l.contains("WARN") && l.contains("no interface named \"nosuch0\""))
-        .unwrap_or_else(|| panic!("no warning:\n{}", served.stderr));
+    let warning = served.warning("no interface named \"nosuch0\"");
     assert!(warning.contains("serving the others"), "{warning}");
 }
 
@@ -245,11 +251,7 @@ fn issue_10_vod_without_its_bridge_is_warned_at_load() {
         ),
     );
     let served = serve(&["--fleet", fleet.to_str().unwrap()]);
-    let warning = served
-        .stderr
-        .lines()
-        .find(|l| l.contains("WARN") && l.contains("bridge is not in the fleet"))
-        .unwrap_or_else(|| panic!("no warning:\n{}", served.stderr));
+    let warning = served.warning("bridge is not in the fleet");
     assert!(warning.contains("vod=0d0c0000-0000-4000-8000-000000000001"), "{warning}");
     assert!(warning.contains("bridge=0d0c0000-0000-4000-8000-0000000000b0"), "{warning}");
 }
