@@ -6,7 +6,8 @@
 //! groups = ["ff02::158", "ff03::158", "ff05::158", "224.0.1.187"]
 //! port = 5683
 //! fleet = "fleet.toml"
-//! log_level = "info"
+//! log_level = "info"            # error|warn|info|debug|trace|off, or target=level,... (below)
+//! log_format = "text"            # or "json": one JSON object a line (journald, Loki)
 //! control = "127.0.0.1:8683"      # the control API; "" for none
 //! state_dir = "/var/lib/doxm-gate" # journal of acknowledged changes
 //! restart_policy = "fail-closed"  # or "resume"
@@ -29,6 +30,8 @@
 //! ```
 //!
 //! Unknown keys are rejected with their name, so a typo never silently falls back to a default.
+//! The same holds for values: `log_level = "loud"` is refused (see [`LogLevel`]), not read as a
+//! filter that lets nothing through.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
@@ -54,8 +57,10 @@ pub struct GateConfig {
     pub port: u16,
     /// The fleet file, if any.
     pub fleet: Option<PathBuf>,
-    /// `error`, `warn`, `info`, `debug` or `trace`.
-    pub log_level: String,
+    /// The log filter (see [`LogLevel`]).
+    pub log_level: LogLevel,
+    /// How log lines are written: `text` (colour only on a terminal) or `json`.
+    pub log_format: LogFormat,
     /// The control API's address (loopback by default); empty string: no API.
     pub control: String,
     /// The bearer token the API requires (the environment's `DOXM_GATE_TOKEN` also sets it).
@@ -68,6 +73,105 @@ pub struct GateConfig {
     pub endpoints: EndpointsConfig,
     /// Abuse limits and pacing.
     pub limits: LimitsConfig,
+}
+
+/// A validated log filter: a level (`error`, `warn`, `info`, `debug`, `trace` or `off`, any
+/// case), or comma-separated `tracing` directives in which every directive names its level:
+/// `LEVEL` (the default) or `TARGET=LEVEL`, e.g. `warn,doxm_gate::control=debug`.
+///
+/// A bare word that is not a level is refused: `tracing`'s own filter syntax would read
+/// `verbose` as "everything of target `verbose`", which turns all of the gate's logs off.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct LogLevel(String);
+
+/// The levels a log filter may name.
+pub const LOG_LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
+
+/// Why a log filter was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LogLevelError {
+    /// A word that is not one of [`LOG_LEVELS`].
+    #[error("{0:?} is not a log level (error, warn, info, debug, trace, off)")]
+    UnknownLevel(String),
+    /// A directive `tracing` cannot parse.
+    #[error("{directive:?} is not a log directive: {reason}")]
+    BadDirective {
+        /// The directive.
+        directive: String,
+        /// The parser's reason.
+        reason: String,
+    },
+}
+
+impl LogLevel {
+    /// The filter text, as given.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The filter `tracing_subscriber` applies.
+    pub fn filter(&self) -> tracing_subscriber::EnvFilter {
+        // Validated in `try_from`, so the fallback is never taken.
+        tracing_subscriber::EnvFilter::try_new(&self.0)
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+    }
+}
+
+impl Default for LogLevel {
+    fn default() -> LogLevel {
+        LogLevel("info".to_owned())
+    }
+}
+
+impl std::str::FromStr for LogLevel {
+    type Err = LogLevelError;
+
+    /// Normalised: directives trimmed, levels in lower case (`" warn, a=DEBUG"` is
+    /// `warn,a=debug`), so that `tracing` reads exactly what was checked.
+    fn from_str(text: &str) -> Result<LogLevel, LogLevelError> {
+        let mut normal = Vec::new();
+        for directive in text.split(',').map(str::trim) {
+            let (target, level) = match directive.rsplit_once('=') {
+                Some((target, level)) => (Some(target.trim()), level.trim()),
+                None => (None, directive),
+            };
+            let Some(level) = LOG_LEVELS.iter().find(|l| l.eq_ignore_ascii_case(level)) else {
+                return Err(LogLevelError::UnknownLevel(level.to_owned()));
+            };
+            let directive = target.map_or_else(|| (*level).to_owned(), |t| format!("{t}={level}"));
+            tracing_subscriber::filter::Directive::from_str(&directive).map_err(|e| {
+                LogLevelError::BadDirective { directive: directive.clone(), reason: e.to_string() }
+            })?;
+            normal.push(directive);
+        }
+        Ok(LogLevel(normal.join(",")))
+    }
+}
+
+impl TryFrom<String> for LogLevel {
+    type Error = LogLevelError;
+
+    fn try_from(text: String) -> Result<LogLevel, LogLevelError> {
+        text.parse()
+    }
+}
+
+impl From<LogLevel> for String {
+    fn from(level: LogLevel) -> String {
+        level.0
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines; coloured only when stderr is a terminal and `NO_COLOR` is unset.
+    #[default]
+    Text,
+    /// One JSON object a line (`timestamp`, `level`, `fields`, `target`).
+    Json,
 }
 
 /// `[endpoints]`.
@@ -124,7 +228,8 @@ impl Default for GateConfig {
             groups: DEFAULT_GROUPS.to_vec(),
             port: 5683,
             fleet: None,
-            log_level: "info".to_owned(),
+            log_level: LogLevel::default(),
+            log_format: LogFormat::Text,
             control: "127.0.0.1:8683".to_owned(),
             control_token: None,
             state_dir: None,
@@ -328,6 +433,30 @@ mod tests {
         assert!(err.contains("prot"), "{err}");
         let err = toml::from_str::<GateConfig>("[limits]\nleisure = 1\n").unwrap_err().to_string();
         assert!(err.contains("leisure"), "{err}");
+    }
+
+    #[test]
+    fn test_log_level_typo_named() {
+        for (good, normal) in [
+            ("info", "info"),
+            ("DEBUG", "debug"),
+            ("off", "off"),
+            ("warn,doxm_gate::control=debug", "warn,doxm_gate::control=debug"),
+            (" warn , doxm_gate=TRACE", "warn,doxm_gate=trace"),
+        ] {
+            let level: LogLevel = good.parse().unwrap();
+            assert_eq!(level.as_str(), normal);
+            assert!(tracing_subscriber::EnvFilter::try_new(level.as_str()).is_ok(), "{good}");
+        }
+        for (bad, named) in [("verbose", "verbose"), ("", ""), ("info,loud", "loud")] {
+            let err = bad.parse::<LogLevel>().unwrap_err();
+            assert_eq!(err, LogLevelError::UnknownLevel(named.to_owned()), "{bad}");
+        }
+        let err = toml::from_str::<GateConfig>("log_level = \"loud\"\n").unwrap_err().to_string();
+        assert!(err.contains("log_level") && err.contains("\"loud\" is not a log level"), "{err}");
+        let config: GateConfig = toml::from_str("log_format = \"json\"\n").unwrap();
+        assert_eq!(config.log_format, LogFormat::Json);
+        assert!(toml::from_str::<GateConfig>("log_format = \"xml\"\n").is_err());
     }
 
     #[test]

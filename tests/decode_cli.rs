@@ -30,7 +30,8 @@ fn obt_request_prints_the_issue_json_line() {
     let expected = concat!(
         r#"{"type":"NON","code":"0.01","mid":61901,"token":"61387b7099602b0b","#,
         r#""options":[[11,"6f6963"],[11,"736563"],[11,"646f786d"],"#,
-        r#"[15,"6f776e65643d46414c5345"],[17,"2710"],[2049,"0800"]],"payload":""}"#,
+        r#"[15,"6f776e65643d46414c5345"],[17,"2710"],[2049,"0800"]],"#,
+        r#""uri_path":"/oic/sec/doxm","uri_query":["owned=FALSE"],"payload":""}"#,
         "\n"
     );
     assert_eq!(stdout(&out), expected);
@@ -47,7 +48,8 @@ fn ack_with_payload_and_repeated_options() {
         stdout(&out),
         concat!(
             r#"{"type":"ACK","code":"2.05","mid":43981,"token":"7f","#,
-            r#""options":[[12,"2710"],[2053,"0800"]],"payload":"0102ff"}"#,
+            r#""options":[[12,"2710"],[2053,"0800"]],"uri_path":"/","uri_query":[],"#,
+            r#""payload":"0102ff"}"#,
             "\n"
         )
     );
@@ -60,10 +62,24 @@ fn empty_rst_prints_empty_fields() {
     assert_eq!(
         stdout(&out),
         concat!(
-            r#"{"type":"RST","code":"0.00","mid":0,"token":"","options":[],"payload":""}"#,
+            r#"{"type":"RST","code":"0.00","mid":0,"token":"","options":[],"uri_path":"/","#,
+            r#""uri_query":[],"payload":""}"#,
             "\n"
         )
     );
+}
+
+#[test]
+fn uri_path_and_queries_as_text() {
+    // NON GET /oic/res/a%2Fb?rt=oic.r.doxm&if%FF: a segment holding "/" and a query holding a
+    // byte that is not ASCII.
+    // 50 01 0001: NON GET, no token; b3 6f6963 03 726573: oic / res; 03 612f62: "a/b";
+    // 4d 00 72743d6f69632e722e646f786d: Uri-Query of 13 bytes; 03 6966ff.
+    let out = decode("50010001b36f69630372657303612f624d0072743d6f69632e722e646f786d036966ff");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_str(stdout(&out)).unwrap();
+    assert_eq!(json["uri_path"], "/oic/res/a%2Fb");
+    assert_eq!(json["uri_query"], serde_json::json!(["rt=oic.r.doxm", "if%FF"]));
 }
 
 #[test]

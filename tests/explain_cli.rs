@@ -131,3 +131,44 @@ fn deviceuuid_query() {
         ["--hex", hex.as_str(), "--unicast", "--dos", "1", "--owned", "false", "--doc", "false"];
     assert_eq!(explain(&args), (0, r#"{"outcome":"2.05","reason":"ok"}"#.to_owned()));
 }
+
+/// Issue 10: `--request obt|plgd` stands for a real client's discovery, so that no one needs
+/// the hex at hand; exactly one of `--hex` and `--request` is required.
+#[test]
+fn request_presets_of_real_clients() {
+    for preset in ["obt", "plgd"] {
+        let with = |dos, owned, doc| {
+            let mut args = vec!["--request", preset];
+            args.extend(state(dos, owned, doc));
+            explain(&args)
+        };
+        assert_eq!(
+            with("1", "false", "false"),
+            (0, r#"{"outcome":"answer","reason":"ok"}"#.into())
+        );
+        assert_eq!(
+            with("1", "false", "true"),
+            (0, r#"{"outcome":"ignore","reason":"doc-open"}"#.into()),
+            "{preset}"
+        );
+        assert_eq!(
+            with("3", "true", "false"),
+            (0, r#"{"outcome":"ignore","reason":"not-rfotm"}"#.into()),
+            "{preset}"
+        );
+    }
+    // The obt preset is SPEC section 4's request: the same answers as its hex.
+    let mut by_hex = vec!["--hex", OBT_REQUEST];
+    by_hex.extend(state("1", "false", "true"));
+    let mut by_name = vec!["--request", "obt"];
+    by_name.extend(state("1", "false", "true"));
+    assert_eq!(explain(&by_hex), explain(&by_name));
+    // Neither, both, or an unknown preset: usage errors.
+    for args in [
+        state("1", "false", "false"),
+        [vec!["--request", "obt", "--hex", OBT_REQUEST], state("1", "false", "false")].concat(),
+        [vec!["--request", "aiocoap"], state("1", "false", "false")].concat(),
+    ] {
+        assert_eq!(explain(&args).0, 2, "{args:?}");
+    }
+}

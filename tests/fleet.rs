@@ -214,3 +214,20 @@ fn readers_never_see_a_torn_device() {
     }
     assert_eq!(fleet.eligible_count(), 256, "200 rounds end on RFOTM");
 }
+
+#[test]
+fn vods_without_their_bridge_are_listed() {
+    let fleet = Fleet::with_capacity(16);
+    fleet.upsert(record(10, None), Some(RFNOP)).unwrap();
+    fleet.upsert(record(11, Some(10)), Some(RFOTM)).unwrap();
+    fleet.upsert(record(12, Some(20)), Some(RFOTM)).unwrap();
+    fleet.upsert(record(13, Some(20)), None).unwrap();
+    let (u, missing) = (Uuid::from_u128, fleet.missing_bridges());
+    assert_eq!(missing, [(u(12), u(20)), (u(13), u(20))]);
+    assert_eq!(eligible(&fleet), [11], "a missing bridge counts as unowned (fail closed)");
+    fleet.upsert(record(20, None), Some(RFNOP)).unwrap();
+    assert_eq!(fleet.missing_bridges(), []);
+    assert_eq!(eligible(&fleet), [11, 12]);
+    fleet.remove(&u(10)).unwrap();
+    assert_eq!(fleet.missing_bridges(), [(u(11), u(10))]);
+}

@@ -6,13 +6,15 @@
 //! | `PATCH /v1/devices/{uuid}` | change `dos`, `owned`, `doc_open`, `devowneruuid`, `rowneruuid`, `oxmsel`; `If-Match: "rev"` makes it conditional |
 //! | `POST /v1/devices:batch` | `{"upserts":[..],"patches":[{"uuid":..,..}],"deletes":[..]}`, all or nothing |
 //! | `DELETE /v1/devices/{uuid}` | remove a device |
-//! | `GET /v1/devices/{uuid}` | the record, its revision (also the ETag), and whether it is eligible or why not |
+//! | `GET /v1/devices/{uuid}` | the record, its revision (also the ETag), and whether it is eligible or why not (a drop reason, or `bridge-missing`) |
 //! | `GET /v1/devices?eligible=true\|false&stale=true&limit=N&cursor=C` | a page of devices |
 //! | `GET /v1/export` | the whole fleet as a fleet file (JSON) |
 //! | `GET /metrics`, `GET /v1/stats`, `GET /healthz` | Prometheus text, the same as JSON, liveness |
 //!
 //! Every 2xx mutation is on disk before the reply (see [`super::store`]). Bad input gets a 4xx
-//! with `{"error":{"field":..,"reason":..}}` and changes nothing. With a bearer token
+//! with `{"error":{"field":..,"reason":..}}` and changes nothing. `field` is the offending
+//! field's path in the body: `dos` (or `colour`, an unknown one) in a single-device call;
+//! `upserts[3].dos`, `patches[1].owned`, `deletes[0]` in a batch, always with the index. With a bearer token
 //! configured, a call without it gets 401 and changes nothing.
 
 use std::net::SocketAddr;
@@ -264,17 +266,14 @@ fn parse<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, Reply> {
     let mut json = serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(&mut json).map_err(|e| {
         let reason = e.inner().to_string();
-        // The path names the field (`upserts[42].dos`); for an unknown field it names the
-        // object that holds it, and serde's message names the field itself.
         if e.inner().is_syntax() || e.inner().is_eof() {
             return Reply::error(400, "body", &reason);
         }
+        // The path of an unknown field ends in the field itself (`upserts[42].colour`); that of
+        // a missing field names the object that lacks it, and serde's message names the field.
         let path = e.path().to_string();
-        let unknown = ["unknown field `", "missing field `"]
-            .iter()
-            .find_map(|prefix| reason.strip_prefix(prefix))
-            .and_then(|r| r.split('`').next());
-        let field = match (path.as_str(), unknown) {
+        let missing = reason.strip_prefix("missing field `").and_then(|r| r.split('`').next());
+        let field = match (path.as_str(), missing) {
             (".", Some(name)) => name.to_owned(),
             (".", None) => "body".to_owned(),
             (path, Some(name)) => format!("{path}.{name}"),
@@ -284,7 +283,19 @@ fn parse<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, Reply> {
     })
 }
 
+/// Applies `batch`. A refused change of a batch call is named by its path in the batch body
+/// (`upserts[3].dos`); that of a single-device call by its field alone (`dos`).
 fn mutate(store: &Store, batch: Vec<Mutation>, expected: Option<u64>, status: u16) -> Reply {
+    mutate_as(store, batch, expected, status, false)
+}
+
+fn mutate_as(
+    store: &Store,
+    batch: Vec<Mutation>,
+    expected: Option<u64>,
+    status: u16,
+    batch_call: bool,
+) -> Reply {
     match store.mutate(batch, expected) {
         Ok(revisions) => {
             let mut reply = Reply::json(
@@ -296,7 +307,12 @@ fn mutate(store: &Store, batch: Vec<Mutation>, expected: Option<u64>, status: u1
             }
             reply
         }
-        Err(r) => Reply::rejected(&r),
+        Err(mut r) => {
+            if batch_call {
+                r.field = r.path();
+            }
+            Reply::rejected(&r)
+        }
     }
 }
 
@@ -365,8 +381,13 @@ fn batch(store: &Store, bytes: &[u8]) -> Reply {
     if batch.is_empty() {
         return Reply::error(400, "body", "an empty batch");
     }
-    mutate(store, batch, None, 200)
+    mutate_as(store, batch, None, 200, true)
 }
+
+/// The `reason` of a VOD whose bridge is not in the fleet: it answers nothing (fail closed, as
+/// for an unowned bridge: the data path counts its drops as `bridge-unowned`) until the bridge
+/// is added and owned.
+pub const BRIDGE_MISSING: &str = "bridge-missing";
 
 /// A device as `GET` shows it.
 fn view(store: &Store, id: DeviceId) -> Option<(serde_json::Value, u64)> {
@@ -376,6 +397,12 @@ fn view(store: &Store, id: DeviceId) -> Option<(serde_json::Value, u64)> {
     let revision = fleet.revision(id);
     let reason = match policy::eligibility(&word.facts(record.uuid)) {
         Ok(()) => "ok",
+        // The data path sees only "not owned"; the control plane can tell why.
+        Err(policy::Reason::BridgeUnowned)
+            if record.bridge.is_some_and(|b| fleet.lookup(&b).is_none()) =>
+        {
+            BRIDGE_MISSING
+        }
         Err(r) => r.as_str(),
     };
     let entry = DeviceEntry::from_record(&record, word.state());
@@ -447,4 +474,35 @@ fn list(store: &Store, query: &str) -> Reply {
         devices.push(value);
     }
     Reply::json(200, &json!({"devices": devices, "next_cursor": next}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field_of<T: for<'de> Deserialize<'de> + std::fmt::Debug>(body: &str) -> String {
+        let reply = parse::<T>(body.as_bytes()).unwrap_err();
+        let value: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+        value["error"]["field"].as_str().unwrap().to_owned()
+    }
+
+    #[test]
+    fn test_error_paths_name_the_field_once() {
+        let u = r#""uuid":"0d0c0000-0000-4000-8000-000000000001""#;
+        let device = |extra: &str| format!("{{{u},\"name\":\"x\"{extra}}}");
+        assert_eq!(field_of::<DeviceEntry>(&device(r#","colour":1"#)), "colour");
+        assert_eq!(field_of::<DeviceEntry>(r#"{"name":"x"}"#), "uuid");
+        assert_eq!(field_of::<DeviceEntry>(&device(r#","dos":-1"#)), "dos");
+        assert_eq!(field_of::<PatchBody>(r#"{"colour":1}"#), "colour");
+        let upserts = |entry: String| format!(r#"{{"upserts":[{},{entry}]}}"#, device(""));
+        assert_eq!(field_of::<BatchBody>(&upserts(device(r#","colour":1"#))), "upserts[1].colour");
+        assert_eq!(field_of::<BatchBody>(&upserts(r#"{"name":"x"}"#.into())), "upserts[1].uuid");
+        assert_eq!(
+            field_of::<BatchBody>(&format!(r#"{{"patches":[{{{u},"dos":-1}}]}}"#)),
+            "patches[0].dos"
+        );
+        assert_eq!(field_of::<BatchBody>(r#"{"deletes":["x"]}"#), "deletes[0]");
+        assert_eq!(field_of::<BatchBody>(r#"{"upsert":[]}"#), "upsert");
+        assert_eq!(field_of::<BatchBody>("["), "body");
+    }
 }

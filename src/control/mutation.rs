@@ -62,21 +62,48 @@ pub enum Mutation {
 
 /// Why a change was refused: the field and the reason, and the HTTP status that says so.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {reason}")]
+#[error("{}: {reason}", self.path())]
 pub struct Rejection {
     /// 400, 404, 409, 412, 413, 503, ...
     pub status: u16,
-    /// The offending field (`dos`, `uuid`, `body`, `If-Match`, ...).
+    /// The offending field of the change (`dos`, `uuid`, `body`, `If-Match`, ...).
     pub field: String,
     /// Why.
     pub reason: String,
+    /// The refused change's place in its batch ([`label`]: `upserts[3]`), when one change of a
+    /// batch was refused rather than the call as a whole.
+    pub change: Option<String>,
 }
 
 impl Rejection {
     /// A rejection with `status`.
     pub fn new(status: u16, field: impl Into<String>, reason: impl Into<String>) -> Rejection {
-        Rejection { status, field: field.into(), reason: reason.into() }
+        Rejection { status, field: field.into(), reason: reason.into(), change: None }
     }
+
+    /// The field's path in a batch body: `upserts[3].dos`, `patches[1].owned`, `deletes[0]`
+    /// (a delete is just its UUID); without a change, the field alone (`dos`, `body`).
+    pub fn path(&self) -> String {
+        match &self.change {
+            None => self.field.clone(),
+            Some(label) if label.starts_with("deletes[") && self.field == "uuid" => label.clone(),
+            Some(label) => format!("{label}.{}", self.field),
+        }
+    }
+}
+
+/// Where change `index` of `batch` stands in a batch body (`POST /v1/devices:batch`), which
+/// lists upserts, then patches, then deletes, each counted from 0: `upserts[3]`, `patches[0]`,
+/// `deletes[1]`.
+pub fn label(batch: &[Mutation], index: usize) -> String {
+    let kind = |m: &Mutation| match m {
+        Mutation::Upsert { .. } => "upserts",
+        Mutation::Patch { .. } => "patches",
+        Mutation::Delete { .. } => "deletes",
+    };
+    let Some(this) = batch.get(index).map(kind) else { return format!("[{index}]") };
+    let before = batch[..index].iter().filter(|m| kind(m) == this).count();
+    format!("{this}[{before}]")
 }
 
 impl PatchBody {
@@ -145,20 +172,21 @@ enum Planned {
 /// Checks `batch` against `fleet` without changing anything. `expected_revision` applies to a
 /// single-change batch (a conditional PATCH).
 ///
+/// Two upserts of one UUID in a batch are refused (which one should win?), naming both.
+///
 /// # Errors
-/// The first refused change, prefixed with its index in a multi-change batch.
+/// The first refused change, with its place in the batch ([`Rejection::change`]).
 pub fn check(
     fleet: &Fleet,
     batch: &[Mutation],
     expected_revision: Option<u64>,
 ) -> Result<(), Rejection> {
     let mut planned: HashMap<Uuid, Planned> = HashMap::new();
+    let mut upserted: HashMap<Uuid, usize> = HashMap::new();
     let mut added = 0usize;
     for (i, m) in batch.iter().enumerate() {
         let at = |mut r: Rejection| {
-            if batch.len() > 1 {
-                r.field = format!("[{i}].{}", r.field);
-            }
+            r.change = Some(label(batch, i));
             r
         };
         let current = |uuid: &Uuid| -> Option<Planned> {
@@ -169,6 +197,12 @@ pub fn check(
         };
         match m {
             Mutation::Upsert { device } => {
+                if let Some(&first) = upserted.get(&device.uuid) {
+                    let (first, this) = (label(batch, first), label(batch, i));
+                    let reason = format!("{first} and {this} have the same uuid {}", device.uuid);
+                    return Err(at(Rejection::new(400, "uuid", reason)));
+                }
+                upserted.insert(device.uuid, i);
                 let (_, state) = device.to_record().map_err(|e| at(entry_rejection(&e)))?;
                 if device.bridge == Some(device.uuid) {
                     return Err(at(fleet_rejection(FleetError::SelfBridge)));
@@ -236,4 +270,53 @@ pub fn apply(fleet: &Fleet, batch: &[Mutation]) -> Result<Vec<(Uuid, u64)>, Reje
         }
     }
     Ok(revisions)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::file::demo_fleet;
+
+    fn upsert(device: &DeviceEntry) -> Mutation {
+        Mutation::Upsert { device: device.clone() }
+    }
+
+    #[test]
+    fn test_labels_count_each_kind_from_zero() {
+        let devices = demo_fleet(2).device;
+        let uuid = devices[0].uuid;
+        let batch = [
+            upsert(&devices[1]),
+            upsert(&devices[2]),
+            Mutation::Patch { uuid, patch: PatchBody::default() },
+            Mutation::Delete { uuid },
+        ];
+        let labels: Vec<String> = (0..5).map(|i| label(&batch, i)).collect();
+        assert_eq!(labels, ["upserts[0]", "upserts[1]", "patches[0]", "deletes[0]", "[4]"]);
+        let mut r = Rejection::new(404, "uuid", "no device");
+        assert_eq!(r.path(), "uuid");
+        r.change = Some(label(&batch, 3));
+        assert_eq!(r.path(), "deletes[0]");
+        r.change = Some(label(&batch, 2));
+        assert_eq!(r.path(), "patches[0].uuid");
+    }
+
+    #[test]
+    fn test_two_upserts_of_one_uuid_are_refused_naming_both() {
+        let devices = demo_fleet(4).device;
+        let fleet = Fleet::with_capacity(16);
+        let mut again = devices[1].clone();
+        again.name = "the same device again".to_owned();
+        let batch: Vec<Mutation> =
+            [&devices[0], &devices[1], &devices[2], &again].into_iter().map(upsert).collect();
+        let r = check(&fleet, &batch, None).unwrap_err();
+        assert_eq!(r.status, 400);
+        assert_eq!(r.path(), "upserts[3].uuid");
+        let want = format!("upserts[1] and upserts[3] have the same uuid {}", devices[1].uuid);
+        assert_eq!(r.reason, want);
+        // An upsert and then a patch of the same device is a sequence, not a duplicate.
+        let patch = PatchBody { doc_open: Some(true), ..PatchBody::default() };
+        let batch = [upsert(&devices[1]), Mutation::Patch { uuid: devices[1].uuid, patch }];
+        assert_eq!(check(&fleet, &batch, None), Ok(()));
+    }
 }

@@ -16,7 +16,10 @@
 //! eps = ["coap://[fd00::b]:50001", "coaps://[fd00::b]:50002"]
 //! ```
 //!
-//! Unknown keys are rejected with the key's name. A device without `dos` has an unknown state
+//! Unknown keys are rejected with the key's name, and two entries of one UUID with both their
+//! indices (`device[1] and device[7] have the same uuid ..`, counted from 0 in file order). A
+//! VOD whose `bridge` is not in the fleet is accepted but answers nothing until the bridge is
+//! added and owned (`run` warns of it). A device without `dos` has an unknown state
 //! and answers nothing until the bridge reports it (fail closed). The demo fleet
 //! ([`demo_fleet`]) is just a built-in fleet file.
 
@@ -119,6 +122,18 @@ pub enum FleetFileError {
         /// The parser's message (names the key or line).
         message: String,
     },
+    /// Two entries describe one device: which one is meant?
+    #[error("{path}: device[{first}] and device[{second}] have the same uuid {uuid}")]
+    DuplicateUuid {
+        /// The file.
+        path: String,
+        /// The UUID.
+        uuid: Uuid,
+        /// The first entry's index (from 0, in file order).
+        first: usize,
+        /// The later entry's index.
+        second: usize,
+    },
     /// A device entry is invalid.
     #[error("device {uuid}: {reason}")]
     Device {
@@ -201,15 +216,36 @@ impl FleetFile {
         } else {
             toml::from_str(&text).map_err(|e| e.to_string())
         };
-        parsed.map_err(|message| FleetFileError::Parse { path: name, message })
+        let file: FleetFile =
+            parsed.map_err(|message| FleetFileError::Parse { path: name.clone(), message })?;
+        file.check_unique(&name)?;
+        Ok(file)
+    }
+
+    /// Refuses two entries of one UUID, naming both (`device[3] and device[7]`).
+    fn check_unique(&self, path: &str) -> Result<(), FleetFileError> {
+        let mut seen = std::collections::HashMap::with_capacity(self.device.len());
+        for (second, entry) in self.device.iter().enumerate() {
+            if let Some(first) = seen.insert(entry.uuid, second) {
+                let path = path.to_owned();
+                return Err(FleetFileError::DuplicateUuid {
+                    path,
+                    uuid: entry.uuid,
+                    first,
+                    second,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Validates every entry, then adds them all to `fleet`; returns how many were added. When
     /// any entry is invalid nothing is added.
     ///
     /// # Errors
-    /// The first invalid entry, or a full fleet.
+    /// Two entries of one UUID, the first invalid entry, or a full fleet.
     pub fn apply(&self, fleet: &Fleet) -> Result<usize, FleetFileError> {
+        self.check_unique("fleet file")?;
         let mut records = Vec::with_capacity(self.device.len());
         for entry in &self.device {
             records.push(entry.to_record()?);
@@ -322,6 +358,17 @@ mod tests {
             let (record, state) = entry.to_record().unwrap();
             assert_eq!(DeviceEntry::from_record(&record, state), entry);
         }
+    }
+
+    #[test]
+    fn test_duplicate_uuid_names_both_entries() {
+        let mut file = demo_fleet(8);
+        file.device[7].uuid = file.device[3].uuid;
+        let fleet = Fleet::with_capacity(16);
+        let err = file.apply(&fleet).unwrap_err().to_string();
+        let uuid = file.device[3].uuid;
+        assert_eq!(err, format!("fleet file: device[3] and device[7] have the same uuid {uuid}"));
+        assert_eq!(fleet.len(), 0);
     }
 
     #[test]

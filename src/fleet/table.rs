@@ -400,6 +400,23 @@ impl Fleet {
         (from..self.capacity as u32).map(DeviceId).filter(|&id| self.word(id).is_present())
     }
 
+    /// The VODs whose bridge is not in the fleet, as `(vod, bridge)` pairs sorted by VOD. They
+    /// answer nothing (fail closed: a missing bridge counts as unowned) until the bridge is
+    /// added and owned; the control plane reports them as `bridge-missing`. A scan of the
+    /// fleet on the reader side (no lock), for start-up and diagnostics.
+    pub fn missing_bridges(&self) -> Vec<(Uuid, Uuid)> {
+        let mut orphans: Vec<(Uuid, Uuid)> = self
+            .ids_from(0)
+            .filter_map(|id| {
+                let record = self.record(id)?;
+                let bridge = record.bridge.filter(|b| self.lookup(b).is_none())?;
+                Some((record.uuid, bridge))
+            })
+            .collect();
+        orphans.sort_unstable();
+        orphans
+    }
+
     /// Forgets every device's reported state (fail-closed restart): devices stay registered but
     /// answer nothing until the bridge reports them again.
     pub fn mark_all_unknown(&self) {

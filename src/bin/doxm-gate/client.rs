@@ -55,9 +55,28 @@ fn call(
     match response {
         Ok(r) => r.into_string().map_err(|e| e.to_string()),
         Err(ureq::Error::Status(code, r)) => {
-            Err(format!("{code}: {}", r.into_string().unwrap_or_default()))
+            Err(format!("{url}: HTTP {code}: {}", r.into_string().unwrap_or_default()))
         }
-        Err(e) => Err(format!("{url}: {e}")),
+        // A transport error's own text starts with the URL already: name it once.
+        Err(ureq::Error::Transport(t)) => {
+            let mut text = format!("{url}: {}", t.kind());
+            for detail in [
+                t.message().map(str::to_owned),
+                std::error::Error::source(&t).map(|s| s.to_string()),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                text = format!("{text}: {detail}");
+            }
+            if t.kind() == ureq::ErrorKind::ConnectionFailed {
+                text.push_str(&format!(
+                    " (is a gate running with its control API on {}?)",
+                    endpoint.control
+                ));
+            }
+            Err(text)
+        }
     }
 }
 

@@ -1,12 +1,18 @@
 //! `doxm-gate decode HEX`: one CoAP datagram in, one JSON object out.
 //!
 //! The output lists every field exactly as on the wire (options in wire order, values and token
-//! as lowercase hex), so that it can be compared with captures and with other decoders:
+//! as lowercase hex), so that it can be compared with captures and with other decoders, and
+//! then the Uri-Path and Uri-Query options as text:
 //!
 //! ```text
-//! {"type":"NON","code":"0.01","mid":61901,"token":"61387b7099602b0b","options":[[11,"6f6963"],...],"payload":""}
+//! {"type":"NON","code":"0.01","mid":61901,"token":"61387b7099602b0b","options":[[11,"6f6963"],...],"uri_path":"/oic/sec/doxm","uri_query":["owned=FALSE"],"payload":""}
 //! {"error":"option-value-truncated"}
 //! ```
+//!
+//! `uri_path` is `/` and each Uri-Path value after a `/` (just `/` without any); `uri_query` has
+//! one string per Uri-Query option. In both, a byte that is not printable ASCII, and `%` (and
+//! `/` inside a path segment), is written `%XX` as in a URI (RFC 7252 section 6.5), so the text
+//! is never ambiguous and never hides a byte.
 
 use std::process::ExitCode;
 
@@ -22,6 +28,8 @@ struct Decoded {
     mid: u16,
     token: String,
     options: Vec<(u16, String)>,
+    uri_path: String,
+    uri_query: Vec<String>,
     payload: String,
 }
 
@@ -61,12 +69,40 @@ fn render(datagram: &[u8]) -> Result<String, String> {
                 mid: msg.message_id(),
                 token: hex::encode(msg.token()),
                 options: msg.options().map(|o| (o.number, hex::encode(o.value))).collect(),
+                uri_path: uri_path(&msg),
+                uri_query: msg.uri_query().map(|q| uri_text(q, false)).collect(),
                 payload: hex::encode(msg.payload()),
             };
             Ok(to_json(&decoded))
         }
         Err(err) => Err(to_json(&Failed { error: err.as_str() })),
     }
+}
+
+/// The Uri-Path options as one path: `/oic/sec/doxm`, or `/` without any.
+fn uri_path(msg: &Message<'_>) -> String {
+    let path: String =
+        msg.uri_path().map(|segment| format!("/{}", uri_text(segment, true))).collect();
+    if path.is_empty() {
+        "/".to_owned()
+    } else {
+        path
+    }
+}
+
+/// One option value as URI text: printable ASCII as is, other bytes, `%` and (in a path
+/// segment) `/` as `%XX`.
+fn uri_text(value: &[u8], segment: bool) -> String {
+    let mut text = String::with_capacity(value.len());
+    for &byte in value {
+        let escape = !(0x21..=0x7e).contains(&byte) || byte == b'%' || (segment && byte == b'/');
+        if escape {
+            text.push_str(&format!("%{byte:02X}"));
+        } else {
+            text.push(char::from(byte));
+        }
+    }
+    text
 }
 
 fn to_json(value: &impl Serialize) -> String {
@@ -97,9 +133,18 @@ mod tests {
             concat!(
                 r#"{"type":"NON","code":"0.01","mid":61901,"token":"61387b7099602b0b","#,
                 r#""options":[[11,"6f6963"],[11,"736563"],[11,"646f786d"],[15,"6f776e65643d46414c5345"],"#,
-                r#"[17,"2710"],[2049,"0800"]],"payload":""}"#
+                r#"[17,"2710"],[2049,"0800"]],"uri_path":"/oic/sec/doxm","uri_query":["owned=FALSE"],"#,
+                r#""payload":""}"#
             )
         );
+    }
+
+    #[test]
+    fn test_uri_text_escapes() {
+        assert_eq!(uri_text(b"owned=FALSE&di=x", false), "owned=FALSE&di=x");
+        assert_eq!(uri_text(b"a/b %\xff", true), "a%2Fb%20%25%FF");
+        assert_eq!(uri_text(b"a/b", false), "a/b");
+        assert_eq!(uri_text(b"", true), "");
     }
 
     #[test]

@@ -17,7 +17,7 @@
 
 use std::process::ExitCode;
 
-use clap::{Args, ValueEnum};
+use clap::{ArgGroup, Args, ValueEnum};
 use doxm_gate::policy::{Bridge, Delivery, DeviceFacts, Dos, Outcome, RequestFacts};
 use doxm_gate::wire::Message;
 use serde::Serialize;
@@ -25,12 +25,28 @@ use uuid::Uuid;
 
 use crate::decode::parse_hex;
 
+/// SPEC section 4: the IoTivity-Lite OBT's discovery, NON GET `/oic/sec/doxm?owned=FALSE` with
+/// Accept 10000 and OCF-Accept-Content-Format-Version 2048 (45 bytes).
+const OBT_REQUEST: &str =
+    "5801f1cd61387b7099602b0bb36f69630373656304646f786d4b6f776e65643d46414c5345222710e206e30800";
+
+/// The plgd client's discovery of unowned devices, NON GET `/oic/sec/doxm?Owned=FALSE` (its
+/// spelling): the framing of the plgd fixture in tests/spec_vectors.rs (Message ID 0x1a2b,
+/// token 01..08, no Accept) with the query of tests/engine.rs's plgd test.
+const PLGD_REQUEST: &str =
+    "58011a2b0102030405060708b36f69630373656304646f786d4b4f776e65643d46414c5345";
+
 /// The device state and the datagram to explain.
 #[derive(Debug, Args)]
+#[command(group(ArgGroup::new("datagram").required(true).args(["hex", "request"])))]
 pub struct ExplainArgs {
-    /// The datagram as hex.
+    /// The datagram as hex (or use --request).
     #[arg(long)]
-    hex: String,
+    hex: Option<String>,
+    /// A real client's discovery instead of --hex: obt (the IoTivity-Lite OBT's 45-byte
+    /// `owned=FALSE` request of SPEC section 4) or plgd (the plgd client's `Owned=FALSE`).
+    #[arg(long, value_enum)]
+    request: Option<RequestPreset>,
     /// The datagram was sent to the device's own endpoint (default: to a multicast group).
     #[arg(long)]
     unicast: bool,
@@ -55,6 +71,21 @@ pub struct ExplainArgs {
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
+enum RequestPreset {
+    Obt,
+    Plgd,
+}
+
+impl RequestPreset {
+    fn hex(self) -> &'static str {
+        match self {
+            RequestPreset::Obt => OBT_REQUEST,
+            RequestPreset::Plgd => PLGD_REQUEST,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
 enum BridgeArg {
     None,
     Owned,
@@ -69,7 +100,12 @@ struct Explained {
 
 /// Explains and prints; returns the exit status (0, or 2 for bad hex).
 pub fn run(args: &ExplainArgs) -> ExitCode {
-    let datagram = match parse_hex(&args.hex) {
+    // clap requires exactly one of --hex and --request.
+    let hex = match (args.request, &args.hex) {
+        (Some(preset), _) => preset.hex(),
+        (None, hex) => hex.as_deref().unwrap_or_default(),
+    };
+    let datagram = match parse_hex(hex) {
         Ok(bytes) => bytes,
         Err(err) => {
             eprintln!("doxm-gate explain: --hex is not a hex string: {err}");

@@ -40,6 +40,8 @@ enum Command {
     },
     /// Would a device in the given state answer this datagram, and if not, why not?
     ///
+    /// The datagram: --hex, or --request obt|plgd for a real client's discovery.
+    ///
     /// Prints {"outcome":..,"reason":..}: outcome is answer, ignore, empty-ack or a response
     /// code (2.05, 4.00, 4.01, 4.02, 4.04, 4.06); reason is ok, a drop reason, or the decode
     /// error of a malformed datagram.

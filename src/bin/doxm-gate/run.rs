@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Args;
-use doxm_gate::config::{EndpointMode, GateConfig};
+use doxm_gate::config::{EndpointMode, GateConfig, LogFormat, LogLevel};
 use doxm_gate::control::api::{self, ApiConfig};
 use doxm_gate::control::mutation::Mutation;
 use doxm_gate::control::store::Store;
@@ -17,30 +17,39 @@ use doxm_gate::fleet::file::{demo_fleet, FleetFile};
 use doxm_gate::fleet::Fleet;
 use doxm_gate::io::board::Board;
 use doxm_gate::io::Driver;
-use tracing::info;
+use tracing::{info, warn};
 
 /// Options of `run`: a configuration file, and a flag for every key of it (flags win).
+///
+/// The flags have no clap defaults, so that a flag left out keeps the configuration file's value;
+/// the `[default: ..]` in their help is `GateConfig::default()` (a test keeps the two equal).
 #[derive(Debug, Args, Default)]
 pub struct RunArgs {
     /// The configuration file (TOML).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Serve this interface (repeat for several); default: every interface up, not loopback.
+    /// Serve this interface (repeat for several) [default: every interface that is up, not
+    /// loopback].
     #[arg(long = "iface")]
     interfaces: Vec<String>,
-    /// Join this group (repeat for several); default: ff02::158, ff03::158, ff05::158, 224.0.1.187.
+    /// Join this group (repeat for several) [default: ff02::158, ff03::158, ff05::158, 224.0.1.187]
     #[arg(long = "group")]
     groups: Vec<IpAddr>,
-    /// The CoAP port of the groups (and of the devices in address mode).
+    /// The CoAP port of the groups (and of the devices in address mode) [default: 5683]
     #[arg(long)]
     port: Option<u16>,
     /// The fleet file (TOML, or JSON when named *.json).
     #[arg(long)]
     fleet: Option<PathBuf>,
-    /// Log level: error, warn, info, debug, trace (RUST_LOG overrides).
+    /// Log filter: error, warn, info, debug, trace or off, or directives such as
+    /// warn,doxm_gate::control=debug (RUST_LOG, when set, replaces it) [default: info]
     #[arg(long)]
-    log_level: Option<String>,
-    /// The control API's address, IP:PORT (default 127.0.0.1:8683; "" disables it).
+    log_level: Option<LogLevel>,
+    /// Log lines as text (coloured only on a terminal, never with NO_COLOR set) or as one JSON
+    /// object a line [default: text]
+    #[arg(long, value_parser = ["text", "json"])]
+    log_format: Option<String>,
+    /// The control API's address, IP:PORT; "" disables it [default: 127.0.0.1:8683]
     #[arg(long)]
     control: Option<String>,
     /// The bearer token the control API requires (also DOXM_GATE_TOKEN).
@@ -49,16 +58,18 @@ pub struct RunArgs {
     /// Journal acknowledged fleet changes in this directory (durable across crashes).
     #[arg(long)]
     state_dir: Option<PathBuf>,
-    /// After a restart: fail-closed (states unknown until re-reported) or resume.
+    /// After a restart: fail-closed (states unknown until re-reported) or resume
+    /// [default: fail-closed]
     #[arg(long, value_parser = ["fail-closed", "resume"])]
     restart_policy: Option<String>,
-    /// Endpoint mode: port (a port per device) or address (an address per device).
+    /// Endpoint mode: port (a port per device) or address (an address per device)
+    /// [default: port]
     #[arg(long, value_parser = ["port", "address"])]
     mode: Option<String>,
-    /// Port mode: the port of device 0.
+    /// Port mode: the port of device 0 [default: 40000]
     #[arg(long)]
     port_base: Option<u16>,
-    /// Port mode: how many device ports to open.
+    /// Port mode: how many device ports to open [default: 1024; demo: 1001]
     #[arg(long)]
     port_count: Option<u16>,
     /// Address mode: the IPv6 prefix routed to the host, e.g. fd00:d0c::/64.
@@ -67,25 +78,26 @@ pub struct RunArgs {
     /// Address mode: the IPv4 prefix routed to the host, e.g. 10.77.0.0/16.
     #[arg(long)]
     v4_prefix: Option<String>,
-    /// Default leisure window in milliseconds (RFC 7252 s8.2).
+    /// Default leisure window in milliseconds (RFC 7252 s8.2) [default: 2000]
     #[arg(long)]
     leisure_ms: Option<u64>,
-    /// Longest stretched leisure window in milliseconds.
+    /// Longest stretched leisure window in milliseconds [default: 60000]
     #[arg(long)]
     max_window_ms: Option<u64>,
-    /// Budget time one source may hold while its earlier answers are pending, in milliseconds.
+    /// Budget time one source may hold while its earlier answers are pending, in milliseconds
+    /// [default: 10000]
     #[arg(long)]
     source_window_ms: Option<u64>,
-    /// Global budget for answers, bytes per second.
+    /// Global budget for answers, bytes per second [default: 2000000]
     #[arg(long)]
     answer_rate_bytes: Option<u64>,
-    /// Answer-producing requests per second per source.
+    /// Answer-producing requests per second per source [default: 1]
     #[arg(long)]
     source_rate: Option<f64>,
-    /// Burst of answer-producing requests per source.
+    /// Burst of answer-producing requests per source [default: 5]
     #[arg(long)]
     source_burst: Option<f64>,
-    /// Bound on pending answers.
+    /// Bound on pending answers [default: 2000000]
     #[arg(long)]
     max_pending_answers: Option<usize>,
 }
@@ -108,6 +120,9 @@ impl RunArgs {
             c.fleet.clone_from(&self.fleet);
         }
         set(&mut c.log_level, self.log_level.clone());
+        if let Some(format) = &self.log_format {
+            c.log_format = if format == "json" { LogFormat::Json } else { LogFormat::Text };
+        }
         set(&mut c.control, self.control.clone());
         if self.control_token.is_some() {
             c.control_token.clone_from(&self.control_token);
@@ -148,23 +163,45 @@ fn set<T>(slot: &mut T, value: Option<T>) {
     }
 }
 
-fn init_logs(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let _ =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+/// Logs to stderr: `RUST_LOG` (when set and not empty) or the configured filter, as text or
+/// JSON. Text is coloured only when stderr is a terminal and `NO_COLOR` is unset or empty
+/// (<https://no-color.org>), so that files, pipes and journald get no escape codes.
+fn init_logs(level: &LogLevel, format: LogFormat) -> Result<(), String> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(directives) if !directives.is_empty() => {
+            tracing_subscriber::EnvFilter::try_new(&directives)
+                .map_err(|e| format!("RUST_LOG={directives:?} is not a log filter: {e}"))?
+        }
+        _ => level.filter(),
+    };
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => logs.with_ansi(colour_logs()).try_init(),
+        LogFormat::Json => logs.json().try_init(),
+    };
+    Ok(())
+}
+
+fn colour_logs() -> bool {
+    use std::io::IsTerminal;
+    colour(std::io::stderr().is_terminal(), std::env::var_os("NO_COLOR").as_deref())
+}
+
+/// Colour on a terminal, unless `NO_COLOR` is set to anything but the empty string.
+fn colour(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 /// `doxm-gate run`.
 pub fn run(args: &RunArgs) -> ExitCode {
-    let config = match args.merged() {
+    let config = match configured(args) {
         Ok(c) => c,
-        Err(e) => return fail(&e),
+        Err(code) => return code,
     };
     let fleet_file = match &config.fleet {
         Some(path) => match FleetFile::load(path) {
             Ok(f) => f,
-            Err(e) => return fail(&e.to_string()),
+            Err(e) => return fatal(&config, &e.to_string()),
         },
         None => FleetFile::default(),
     };
@@ -174,9 +211,9 @@ pub fn run(args: &RunArgs) -> ExitCode {
 /// `doxm-gate demo`: the gate with the built-in demo fleet, on every multicast-capable
 /// interface, with nothing to configure.
 pub fn demo(args: &RunArgs) -> ExitCode {
-    let mut config = match args.merged() {
+    let mut config = match configured(args) {
         Ok(c) => c,
-        Err(e) => return fail(&e),
+        Err(code) => return code,
     };
     if args.port_count.is_none() && config.endpoints.mode == EndpointMode::Port {
         config.endpoints.port_count = 1_001;
@@ -184,11 +221,21 @@ pub fn demo(args: &RunArgs) -> ExitCode {
     serve(&config, &demo_fleet(1_000), Some(()))
 }
 
+/// The configuration, with logging set up as it says; from here on errors go out in the
+/// configured log format ([`fatal`]).
+fn configured(args: &RunArgs) -> Result<GateConfig, ExitCode> {
+    let config = args.merged().map_err(|e| fail(&e))?;
+    init_logs(&config.log_level, config.log_format).map_err(|e| fail(&e))?;
+    Ok(config)
+}
+
 fn serve(config: &GateConfig, fleet_file: &FleetFile, demo: Option<()>) -> ExitCode {
-    init_logs(&config.log_level);
+    if let Err(e) = check_interfaces(&config.interfaces) {
+        return fatal(config, &e);
+    }
     let engine_config = match config.engine() {
         Ok(c) => c,
-        Err(e) => return fail(&e.to_string()),
+        Err(e) => return fatal(config, &e.to_string()),
     };
     let plan = engine_config.endpoints;
     let fleet = Arc::new(Fleet::with_capacity(plan.capacity().clamp(1, 4 << 20)));
@@ -205,27 +252,31 @@ fn serve(config: &GateConfig, fleet_file: &FleetFile, demo: Option<()>) -> ExitC
             match Store::open(dir, fleet.clone(), config.restart_policy, seed) {
                 Ok((store, recovery)) => {
                     if let Some(tail) = &recovery.torn_tail {
-                        eprintln!("doxm-gate: journal: {tail} (never acknowledged)");
+                        report(config, "WARN", &format!("journal: {tail} (never acknowledged)"));
                     }
                     store
                 }
-                Err(e) => return fail(&e),
+                Err(e) => return fatal(config, &e),
             }
         }
         None => {
             if let Err(e) = fleet_file.apply(&fleet) {
-                return fail(&e.to_string());
+                return fatal(config, &e.to_string());
             }
             Store::in_memory(fleet.clone())
         }
     };
+    warn_missing_bridges(&fleet);
     let store = Arc::new(store);
     if fleet.len() > plan.capacity() {
-        return fail(&format!(
-            "the fleet has {} devices but the endpoint plan only {} endpoints",
-            fleet.len(),
-            plan.capacity()
-        ));
+        return fatal(
+            config,
+            &format!(
+                "the fleet has {} devices but the endpoint plan only {} endpoints",
+                fleet.len(),
+                plan.capacity()
+            ),
+        );
     }
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -233,13 +284,13 @@ fn serve(config: &GateConfig, fleet_file: &FleetFile, demo: Option<()>) -> ExitC
     let engine = Engine::new(engine_config, fleet.clone(), seed);
     let mut driver = match Driver::new(engine, plan, config.driver()) {
         Ok(d) => d,
-        Err(e) => return fail(&e.to_string()),
+        Err(e) => return fatal(config, &e.to_string()),
     };
     let board = Arc::new(Board::default());
     driver.publish_to(board.clone());
     let control = match config.control_addr() {
         Ok(addr) => addr,
-        Err(e) => return fail(&e.to_string()),
+        Err(e) => return fatal(config, &e.to_string()),
     };
     let api = match control {
         Some(listen) => {
@@ -250,7 +301,7 @@ fn serve(config: &GateConfig, fleet_file: &FleetFile, demo: Option<()>) -> ExitC
                     info!(address = %api.addr(), durable = store.is_durable(), "control API listening");
                     Some(api)
                 }
-                Err(e) => return fail(&format!("control API on {listen}: {e}")),
+                Err(e) => return fatal(config, &format!("control API on {listen}: {e}")),
             }
         }
         None => None,
@@ -268,7 +319,7 @@ fn serve(config: &GateConfig, fleet_file: &FleetFile, demo: Option<()>) -> ExitC
         print_demo_banner(&fleet, plan, &names, config.port);
     }
     if let Err(e) = driver.run() {
-        return fail(&format!("event loop: {e}"));
+        return fatal(config, &format!("event loop: {e}"));
     }
     if let Some(api) = api {
         api.stop();
@@ -290,6 +341,51 @@ fn serve(config: &GateConfig, fleet_file: &FleetFile, demo: Option<()>) -> ExitC
         "stopped"
     );
     ExitCode::SUCCESS
+}
+
+/// Warns of every VOD whose bridge is not in the fleet (the first few by name): such a VOD
+/// never answers, and nothing else would say so.
+fn warn_missing_bridges(fleet: &Fleet) {
+    const NAMED: usize = 16;
+    let orphans = fleet.missing_bridges();
+    for (vod, bridge) in orphans.iter().take(NAMED) {
+        warn!(%vod, %bridge, "the VOD's bridge is not in the fleet: the VOD answers nothing until the bridge is added and owned");
+    }
+    if orphans.len() > NAMED {
+        warn!(more = orphans.len() - NAMED, "more VODs whose bridge is not in the fleet");
+    }
+}
+
+/// Checks the interfaces named by `--iface` (or the `interfaces` key) against those that have
+/// an address here, and says which are missing, listing those that exist. None there: an error
+/// (the driver could only say that nothing joined). Some there: a warning, since the driver
+/// joins the others when they appear (it looks again every 2 s).
+fn check_interfaces(named: &[String]) -> Result<(), String> {
+    if named.is_empty() {
+        return Ok(());
+    }
+    let mut here: Vec<String> = match if_addrs::get_if_addrs() {
+        Ok(addrs) => addrs.into_iter().map(|a| a.name).collect(),
+        // The driver reports a failing interface listing itself.
+        Err(_) => return Ok(()),
+    };
+    here.sort();
+    here.dedup();
+    let missing: Vec<String> =
+        named.iter().filter(|n| !here.contains(n)).map(|n| format!("{n:?}")).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let text = format!(
+        "no interface named {} here; the interfaces with an address are: {}",
+        missing.join(" or "),
+        here.join(", ")
+    );
+    if named.iter().all(|n| !here.contains(n)) {
+        return Err(format!("--iface: {text}"));
+    }
+    warn!("--iface: {text} (serving the others; joining those when they appear)");
+    Ok(())
 }
 
 fn print_demo_banner(fleet: &Fleet, plan: EndpointPlan, interfaces: &[&str], port: u16) {
@@ -315,4 +411,38 @@ fn print_demo_banner(fleet: &Fleet, plan: EndpointPlan, interfaces: &[&str], por
 fn fail(message: &str) -> ExitCode {
     eprintln!("doxm-gate: {message}");
     ExitCode::from(2)
+}
+
+/// A fatal error once logging is set up: exit status 2, and the message on stderr whatever the
+/// log filter, in the log format ([`report`]).
+fn fatal(config: &GateConfig, message: &str) -> ExitCode {
+    report(config, "ERROR", message);
+    ExitCode::from(2)
+}
+
+/// A message that no log filter may hide: `doxm-gate: MESSAGE`, or with `--log-format json` a
+/// JSON line shaped like the log's (`level`, `fields.message`, `target`), so that a log
+/// pipeline that parses every line also parses this one.
+fn report(config: &GateConfig, level: &str, message: &str) {
+    match config.log_format {
+        LogFormat::Text => eprintln!("doxm-gate: {message}"),
+        LogFormat::Json => eprintln!(
+            "{}",
+            serde_json::json!({"level": level, "fields": {"message": message}, "target": "doxm_gate"})
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn test_colour_only_on_a_terminal_without_no_color() {
+        assert!(colour(true, None));
+        assert!(colour(true, Some(OsStr::new(""))), "an empty NO_COLOR is unset");
+        assert!(!colour(true, Some(OsStr::new("1"))));
+        assert!(!colour(false, None), "a pipe or a file gets no escape codes");
+    }
 }
