@@ -5,12 +5,11 @@
 //! argument that is not hex.
 
 use std::process::{Command, Output};
+use std::sync::LazyLock;
 
-/// SPEC section 4: the real 45-byte OBT request.
-const OBT_REQUEST: &str = concat!(
-    "5801f1cd61387b7099602b0bb36f69630373656304646f786d4b6f776e65643d46414c5345222710e206e3",
-    "0800"
-);
+/// SPEC section 4: the real 45-byte OBT request, as hex.
+static OBT_REQUEST: LazyLock<String> =
+    LazyLock::new(|| hex::encode(doxm_gate::wire::fixtures::OBT_REQUEST));
 
 fn decode(arg: &str) -> Output {
     Command::new(env!("CARGO_BIN_EXE_doxm-gate"))
@@ -25,7 +24,7 @@ fn stdout(out: &Output) -> &str {
 
 #[test]
 fn obt_request_prints_the_issue_json_line() {
-    let out = decode(OBT_REQUEST);
+    let out = decode(&OBT_REQUEST);
     assert_eq!(out.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&out.stderr));
     let expected = concat!(
         r#"{"type":"NON","code":"0.01","mid":61901,"token":"61387b7099602b0b","#,
@@ -86,7 +85,7 @@ fn uri_path_and_queries_as_text() {
 fn uppercase_hex_digits_are_accepted() {
     let out = decode(&OBT_REQUEST.to_uppercase());
     assert_eq!(out.status.code(), Some(0));
-    assert_eq!(stdout(&out), stdout(&decode(OBT_REQUEST)));
+    assert_eq!(stdout(&out), stdout(&decode(&OBT_REQUEST)));
 }
 
 /// One malformed datagram per reason, each built by hand from RFC 7252 section 3.

@@ -1,13 +1,17 @@
 //! `doxm-gate explain`, run as users run it: one datagram, one device state, one JSON line.
 
 use std::process::Command;
+use std::sync::LazyLock;
 
-/// SPEC section 4: the real OBT request (NON GET /oic/sec/doxm?owned=FALSE).
-const OBT_REQUEST: &str =
-    "5801f1cd61387b7099602b0bb36f69630373656304646f786d4b6f776e65643d46414c5345222710e206e30800";
+/// SPEC section 4: the real OBT request (NON GET /oic/sec/doxm?owned=FALSE), as hex.
+static OBT_REQUEST_HEX: LazyLock<String> =
+    LazyLock::new(|| hex::encode(doxm_gate::wire::fixtures::OBT_REQUEST));
 /// The same request as CON (type bits 00), as a unicast follow-up would be.
-const OBT_REQUEST_CON: &str =
-    "4801f1cd61387b7099602b0bb36f69630373656304646f786d4b6f776e65643d46414c5345222710e206e30800";
+static OBT_REQUEST_CON_HEX: LazyLock<String> = LazyLock::new(|| {
+    let mut con = doxm_gate::wire::fixtures::OBT_REQUEST;
+    con[0] &= 0b1100_1111;
+    hex::encode(con)
+});
 
 fn explain(args: &[&str]) -> (i32, String) {
     let out =
@@ -40,7 +44,7 @@ fn multicast_outcomes() {
         ),
     ];
     for (args, want) in cases {
-        let mut all = vec!["--hex", OBT_REQUEST];
+        let mut all = vec!["--hex", &OBT_REQUEST_HEX];
         all.extend(args.iter());
         assert_eq!(explain(&all), (0, want.to_owned()), "{args:?}");
     }
@@ -53,17 +57,20 @@ fn unicast_outcomes() {
         args.extend(state(dos, owned, doc));
         explain(&args).1
     };
-    assert_eq!(run(OBT_REQUEST_CON, "1", "false", "false"), r#"{"outcome":"2.05","reason":"ok"}"#);
     assert_eq!(
-        run(OBT_REQUEST_CON, "3", "true", "false"),
+        run(&OBT_REQUEST_CON_HEX, "1", "false", "false"),
+        r#"{"outcome":"2.05","reason":"ok"}"#
+    );
+    assert_eq!(
+        run(&OBT_REQUEST_CON_HEX, "3", "true", "false"),
         r#"{"outcome":"4.01","reason":"not-rfotm"}"#
     );
     assert_eq!(
-        run(OBT_REQUEST_CON, "1", "false", "true"),
+        run(&OBT_REQUEST_CON_HEX, "1", "false", "true"),
         r#"{"outcome":"4.01","reason":"doc-open"}"#
     );
     // NON unicast: the response is NON, same codes.
-    assert_eq!(run(OBT_REQUEST, "1", "false", "false"), r#"{"outcome":"2.05","reason":"ok"}"#);
+    assert_eq!(run(&OBT_REQUEST_HEX, "1", "false", "false"), r#"{"outcome":"2.05","reason":"ok"}"#);
 }
 
 #[test]
@@ -73,7 +80,7 @@ fn malformed_and_bad_input() {
     let (code, out) = explain(&["--hex", "zz", "--dos", "1", "--owned", "false", "--doc", "false"]);
     assert_eq!((code, out.as_str()), (2, ""));
     let (code, _) =
-        explain(&["--hex", OBT_REQUEST, "--dos", "7", "--owned", "false", "--doc", "false"]);
+        explain(&["--hex", &OBT_REQUEST_HEX, "--dos", "7", "--owned", "false", "--doc", "false"]);
     assert_eq!(code, 2, "dos out of range is a usage error");
 }
 
@@ -158,7 +165,7 @@ fn request_presets_of_real_clients() {
         );
     }
     // The obt preset is SPEC section 4's request: the same answers as its hex.
-    let mut by_hex = vec!["--hex", OBT_REQUEST];
+    let mut by_hex = vec!["--hex", &OBT_REQUEST_HEX];
     by_hex.extend(state("1", "false", "true"));
     let mut by_name = vec!["--request", "obt"];
     by_name.extend(state("1", "false", "true"));
@@ -166,7 +173,8 @@ fn request_presets_of_real_clients() {
     // Neither, both, or an unknown preset: usage errors.
     for args in [
         state("1", "false", "false"),
-        [vec!["--request", "obt", "--hex", OBT_REQUEST], state("1", "false", "false")].concat(),
+        [vec!["--request", "obt", "--hex", &OBT_REQUEST_HEX], state("1", "false", "false")]
+            .concat(),
         [vec!["--request", "aiocoap"], state("1", "false", "false")].concat(),
     ] {
         assert_eq!(explain(&args).0, 2, "{args:?}");

@@ -30,6 +30,19 @@ pub const OBT_REQUEST: [u8; 45] = hex(concat!(
 /// The token of [`OBT_REQUEST`], which its answers carry.
 pub const OBT_TOKEN: [u8; 8] = hex("61387b7099602b0b");
 
+/// The plgd client's discovery of unowned devices: NON GET `/oic/sec/doxm?Owned=FALSE` (its
+/// spelling of the key), Message ID 0x1a2b, an 8-byte token, no Accept. The client sends one
+/// copy to each of ff02::158, ff03::158 and ff05::158 with this Message ID and a fresh token
+/// per group (SPEC section 1.1).
+///
+/// ```text
+/// 58 01 1a2b 0102030405060708         NON GET, Message ID 0x1a2b, 8-byte token
+/// b3 6f6963 03 736563 04 646f786d     Uri-Path "oic" / "sec" / "doxm"
+/// 4b 4f776e65643d46414c5345           Uri-Query (15) "Owned=FALSE"
+/// ```
+pub const PLGD_REQUEST: [u8; 37] =
+    hex("58011a2b0102030405060708b36f69630373656304646f786d4b4f776e65643d46414c5345");
+
 /// The OBT's follow-up after an answer (SPEC section 5): CON GET `/oic/res?rt=oic.r.doxm` to
 /// the answer's source, with Accept 10000 and OCF-Accept-Content-Format-Version 2048.
 ///

@@ -124,10 +124,7 @@ mod tests {
 
     #[test]
     fn test_render_obt_request() {
-        let bytes = parse_hex(
-            "5801f1cd61387b7099602b0bb36f69630373656304646f786d4b6f776e65643d46414c5345222710e206e30800",
-        )
-        .unwrap();
+        let bytes = doxm_gate::wire::fixtures::OBT_REQUEST;
         assert_eq!(
             render(&bytes).unwrap(),
             concat!(

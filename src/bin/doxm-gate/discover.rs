@@ -519,12 +519,9 @@ mod tests {
     #[test]
     fn test_request_matches_the_obt() {
         // SPEC section 4: the real OBT request, rebuilt with its token and Message ID.
-        let token = [0x61, 0x38, 0x7b, 0x70, 0x99, 0x60, 0x2b, 0x0b];
-        let datagram = discovery_request(OwnedArg::False, None, 0xf1cd, &token).unwrap();
-        assert_eq!(
-            hex::encode(datagram),
-            "5801f1cd61387b7099602b0bb36f69630373656304646f786d4b6f776e65643d46414c5345222710e206e30800"
-        );
+        use doxm_gate::wire::fixtures::{OBT_REQUEST, OBT_TOKEN};
+        let datagram = discovery_request(OwnedArg::False, None, 0xf1cd, &OBT_TOKEN).unwrap();
+        assert_eq!(datagram, OBT_REQUEST);
     }
 
     #[test]

@@ -19,22 +19,12 @@ use std::process::ExitCode;
 
 use clap::{ArgGroup, Args, ValueEnum};
 use doxm_gate::policy::{Bridge, Delivery, DeviceFacts, Dos, Outcome, RequestFacts};
+use doxm_gate::wire::fixtures;
 use doxm_gate::wire::Message;
 use serde::Serialize;
 use uuid::Uuid;
 
 use crate::decode::parse_hex;
-
-/// SPEC section 4: the IoTivity-Lite OBT's discovery, NON GET `/oic/sec/doxm?owned=FALSE` with
-/// Accept 10000 and OCF-Accept-Content-Format-Version 2048 (45 bytes).
-const OBT_REQUEST: &str =
-    "5801f1cd61387b7099602b0bb36f69630373656304646f786d4b6f776e65643d46414c5345222710e206e30800";
-
-/// The plgd client's discovery of unowned devices, NON GET `/oic/sec/doxm?Owned=FALSE` (its
-/// spelling): the framing of the plgd fixture in tests/spec_vectors.rs (Message ID 0x1a2b,
-/// token 01..08, no Accept) with the query of tests/engine.rs's plgd test.
-const PLGD_REQUEST: &str =
-    "58011a2b0102030405060708b36f69630373656304646f786d4b4f776e65643d46414c5345";
 
 /// The device state and the datagram to explain.
 #[derive(Debug, Args)]
@@ -77,10 +67,11 @@ enum RequestPreset {
 }
 
 impl RequestPreset {
-    fn hex(self) -> &'static str {
+    /// The real datagram (SPEC section 4; `wire::fixtures`).
+    fn datagram(self) -> &'static [u8] {
         match self {
-            RequestPreset::Obt => OBT_REQUEST,
-            RequestPreset::Plgd => PLGD_REQUEST,
+            RequestPreset::Obt => &fixtures::OBT_REQUEST,
+            RequestPreset::Plgd => &fixtures::PLGD_REQUEST,
         }
     }
 }
@@ -101,16 +92,15 @@ struct Explained {
 /// Explains and prints; returns the exit status (0, or 2 for bad hex).
 pub fn run(args: &ExplainArgs) -> ExitCode {
     // clap requires exactly one of --hex and --request.
-    let hex = match (args.request, &args.hex) {
-        (Some(preset), _) => preset.hex(),
-        (None, hex) => hex.as_deref().unwrap_or_default(),
-    };
-    let datagram = match parse_hex(hex) {
-        Ok(bytes) => bytes,
-        Err(err) => {
-            eprintln!("doxm-gate explain: --hex is not a hex string: {err}");
-            return ExitCode::from(2);
-        }
+    let datagram = match (args.request, &args.hex) {
+        (Some(preset), _) => preset.datagram().to_vec(),
+        (None, hex) => match parse_hex(hex.as_deref().unwrap_or_default()) {
+            Ok(bytes) => bytes,
+            Err(err) => {
+                eprintln!("doxm-gate explain: --hex is not a hex string: {err}");
+                return ExitCode::from(2);
+            }
+        },
     };
     let explained = explain(args, &datagram);
     println!("{}", serde_json::to_string(&explained).unwrap_or_default());
