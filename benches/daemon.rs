@@ -25,7 +25,7 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
 
-use doxm_gate::fleet::file::{DeviceEntry, FleetFile};
+use doxm_gate::control::fleet_file::{DeviceEntry, FleetFile};
 use doxm_gate::io::sys::BATCH;
 use lab::{
     common_role, cpu_model, cpu_seconds, median, min, ms, number, remove_stale_labs,

@@ -16,8 +16,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use doxm_gate::control::fleet_file::{DeviceEntry, FleetFile};
 use doxm_gate::control::mutation::PatchBody;
-use doxm_gate::fleet::file::{DeviceEntry, FleetFile};
 use serde_json::{json, Value};
 use support::{
     eligible, entry, full_patch, heavy, patched, random_state, to_json, uuid, Gate, GateOpts,

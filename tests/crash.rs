@@ -13,8 +13,8 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
+use doxm_gate::control::fleet_file::DeviceEntry;
 use doxm_gate::control::mutation::PatchBody;
-use doxm_gate::fleet::file::DeviceEntry;
 use serde_json::{json, Value};
 use support::{entry, full_patch, patched, random_state, to_json, uuid, Client, Gate, GateOpts};
 use support::{DeviceView, TempDir};

@@ -9,7 +9,7 @@ mod lab;
 
 use std::time::{Duration, Instant};
 
-use doxm_gate::fleet::file::{demo_fleet, FleetFile};
+use doxm_gate::control::fleet_file::{demo_fleet, FleetFile};
 use lab::{assert_followed, eligible_uuids, sh, small_fleet, uuids, Lab};
 
 #[test]

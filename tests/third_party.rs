@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 
-use doxm_gate::fleet::file::FleetFile;
+use doxm_gate::control::fleet_file::FleetFile;
 use lab::{assert_followed, eligible_uuids, uuids, Lab, Net};
 use serde_json::Value;
 

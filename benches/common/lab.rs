@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use doxm_gate::fleet::file::FleetFile;
+use doxm_gate::control::fleet_file::FleetFile;
 use doxm_gate::io::net;
 use doxm_gate::io::sys::{self, Outgoing, Received, BATCH, DATAGRAM_MAX};
 use doxm_gate::wire::{option, Code, Message, MessageType, Writer};

@@ -52,7 +52,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use doxm_gate::fleet::file::{DeviceEntry, FleetFile};
+use doxm_gate::control::fleet_file::{DeviceEntry, FleetFile};
 use doxm_gate::io::sys::BATCH;
 use doxm_gate::wire::{Code, Message};
 use hdrhistogram::Histogram;

@@ -34,7 +34,7 @@ use uuid::Uuid;
 use super::metrics;
 use super::mutation::{Mutation, PatchBody, Rejection};
 use super::store::Store;
-use crate::fleet::file::{DeviceEntry, FleetFile};
+use crate::control::fleet_file::{DeviceEntry, FleetFile};
 use crate::fleet::DeviceId;
 use crate::io::board::Board;
 use crate::policy;

@@ -1,6 +1,7 @@
 //! The control plane: how the bridge tells the gate about its devices, durably, and how the
 //! gate reports what it does.
 //!
+//! - [`fleet_file`]: the device schema shared by fleet files and the API, and the demo fleet.
 //! - [`mutation`]: the changes (upsert, patch, delete), checked then applied, batches all or nothing.
 //! - [`journal`]: the append-only, checksummed, group-committed journal and its snapshots.
 //! - [`store`]: the fleet plus its journal: acknowledged means on disk.
@@ -11,6 +12,7 @@
 use serde::{Deserialize, Serialize};
 
 pub mod api;
+pub mod fleet_file;
 pub mod journal;
 pub mod metrics;
 pub mod mutation;

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::fleet::file::{DeviceEntry, FleetFileError};
+use crate::control::fleet_file::{DeviceEntry, FleetFileError};
 use crate::fleet::{patched_state, Fleet, FleetError, OnboardingState, StatePatch};
 use crate::policy::Dos;
 
@@ -275,7 +275,7 @@ pub fn apply(fleet: &Fleet, batch: &[Mutation]) -> Result<Vec<(Uuid, u64)>, Reje
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fleet::file::demo_fleet;
+    use crate::control::fleet_file::demo_fleet;
 
     fn upsert(device: &DeviceEntry) -> Mutation {
         Mutation::Upsert { device: device.clone() }

@@ -22,7 +22,7 @@ use uuid::Uuid;
 use super::journal::Journal;
 use super::mutation::{self, Mutation, Rejection};
 use super::RestartPolicy;
-use crate::fleet::file::DeviceEntry;
+use crate::control::fleet_file::DeviceEntry;
 use crate::fleet::Fleet;
 
 /// What start-up found.

@@ -6,10 +6,7 @@
 //! - [`index`]: the eligibility index, O(eligible) enumeration (SPEC section 6).
 //! - [`uuid_index`]: UUID -> id lookups for the `di` and `deviceuuid` filters and the control
 //!   plane.
-//! - [`mod@file`]: fleet files (TOML/JSON) and the built-in demo fleet.
 
-#[cfg(feature = "daemon")]
-pub mod file;
 pub mod index;
 pub mod record;
 pub mod state;

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use doxm_gate::fleet::file::FleetFile;
+use doxm_gate::control::fleet_file::FleetFile;
 
 pub mod link;
 

@@ -23,7 +23,7 @@ use doxm_gate::control::mutation::PatchBody;
 /// The skip helper shared with the netns lab.
 #[path = "../lab/link.rs"]
 mod link;
-use doxm_gate::fleet::file::DeviceEntry;
+use doxm_gate::control::fleet_file::DeviceEntry;
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -450,7 +450,7 @@ impl Client {
     pub fn export(&self) -> Vec<DeviceEntry> {
         let reply = self.call("GET", "/v1/export", None);
         assert_eq!(reply.status, 200, "{reply:?}");
-        let file: doxm_gate::fleet::file::FleetFile =
+        let file: doxm_gate::control::fleet_file::FleetFile =
             serde_json::from_str(&reply.body).expect("export is a fleet file");
         let mut devices = file.device;
         devices.sort_by_key(|d| d.uuid);

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use doxm_gate::fleet::file::FleetFile;
+use doxm_gate::control::fleet_file::FleetFile;
 
 /// Where the gate's control API is.
 #[derive(Debug, Args)]

@@ -1,4 +1,7 @@
-//! Fleet files: bridges and devices of a static fleet, in TOML or JSON.
+//! Fleet files: bridges and devices of a static fleet, in TOML or JSON. [`DeviceEntry`] is also
+//! the control API's schema of a device (an upsert body, an export line), so the file and the API
+//! cannot disagree. It lives in `control`, with the rest of the API's schema, so that the core
+//! (`fleet` included) has no serde.
 //!
 //! ```toml
 //! [[device]]
@@ -29,9 +32,9 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::record::{DeviceRecord, RecordError};
-use super::state::OnboardingState;
-use super::table::{check_consistent, Fleet, FleetError};
+use crate::fleet::{
+    check_consistent, DeviceRecord, Fleet, FleetError, OnboardingState, RecordError,
+};
 use crate::policy::Dos;
 use crate::wire::ocf::{oxm, sct};
 
