@@ -6,6 +6,8 @@
 //! `<!-- walkthrough -->` (or `<!-- walkthrough: after a restart -->` for the part that needs a
 //! restarted gate). Needs root (`ip netns add`), `ip` and `curl`; skips loudly otherwise (and
 //! fails under `DOXM_GATE_REQUIRE_ALL=1`).
+//!
+//! Also: the README's links lead to files in the repository, never outside it.
 
 #[path = "skip/mod.rs"]
 mod skip;
@@ -221,4 +223,19 @@ fn restart_walkthrough_reconfirms_stale_devices() {
     assert_eq!((&after["stale"], &after["eligible"]), (&false.into(), &true.into()), "{after}");
     drop(demo);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn readme_links_stay_inside_the_repository() {
+    assert!(!README.contains("../"), "README.md points outside the repository");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for link in README.split("](").skip(1).filter_map(|rest| rest.split(')').next()) {
+        if link.starts_with("http://") || link.starts_with("https://") {
+            continue;
+        }
+        assert!(
+            root.join(link).exists(),
+            "README.md links to {link}, which is not in the repository"
+        );
+    }
 }
