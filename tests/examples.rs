@@ -2,8 +2,9 @@
 //! names every key, the fleet loads and uses every field, and the systemd unit passes
 //! `systemd-analyze verify`.
 
-#[path = "skip/mod.rs"]
-mod skip;
+#[path = "lab/link.rs"]
+#[allow(dead_code)] // Only `skip` is used here.
+mod link;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -173,7 +174,6 @@ fn fleet_toml_loads_and_uses_every_field() {
 
 #[test]
 fn systemd_unit_verifies() {
-    const TEST: &str = "systemd_unit_verifies";
     let unit = std::fs::read_to_string(example("doxm-gate.service")).unwrap();
     let exec = "ExecStart=/usr/local/bin/doxm-gate run --config /etc/doxm-gate/gate.toml \
                 --state-dir /var/lib/doxm-gate";
@@ -185,7 +185,7 @@ fn systemd_unit_verifies() {
     assert!(unit.lines().any(|l| l == "AmbientCapabilities="), "the unit grants capabilities");
 
     if Command::new("systemd-analyze").arg("--version").output().is_err() {
-        skip::skip(TEST, "systemd-analyze is not installed (apt-get install systemd)");
+        link::skip("systemd-analyze is not installed (apt-get install systemd)");
         return;
     }
     // verify wants ExecStart's binary to exist: point it at the one cargo built.

@@ -9,8 +9,9 @@
 //!
 //! Also: the README's links lead to files in the repository, never outside it.
 
-#[path = "skip/mod.rs"]
-mod skip;
+#[path = "lab/link.rs"]
+#[allow(dead_code)] // Only `skip` and `lab_unavailable` are used here.
+mod link;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -44,12 +45,8 @@ fn blocks(marker: &str) -> String {
 
 /// Why the test cannot run here, if it cannot.
 fn unavailable() -> Option<&'static str> {
-    let uid = Command::new("id").arg("-u").output().ok()?;
-    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
-        return Some("needs root (ip netns add); CI runs it as root");
-    }
-    if Command::new("ip").arg("-V").output().is_err() {
-        return Some("the ip command (iproute2) is not installed");
+    if let Some(why) = link::lab_unavailable() {
+        return Some(why);
     }
     if Command::new("curl").arg("--version").output().is_err() {
         return Some("curl is not installed (apt-get install curl)");
@@ -175,7 +172,7 @@ fn scratch(name: &str) -> PathBuf {
 #[test]
 fn walkthrough_runs_against_the_demo() {
     if let Some(why) = unavailable() {
-        skip::skip("walkthrough_runs_against_the_demo", why);
+        link::skip(why);
         return;
     }
     let script = blocks("walkthrough");
@@ -196,7 +193,7 @@ fn walkthrough_runs_against_the_demo() {
 #[test]
 fn restart_walkthrough_reconfirms_stale_devices() {
     if let Some(why) = unavailable() {
-        skip::skip("restart_walkthrough_reconfirms_stale_devices", why);
+        link::skip(why);
         return;
     }
     let script = blocks("walkthrough: after a restart");
