@@ -215,8 +215,10 @@ pub fn demo(args: &RunArgs) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
+    // The 1,001 demo devices plus room for 99 more registered through the control API (the
+    // README's walkthrough adds some).
     if args.port_count.is_none() && config.endpoints.mode == EndpointMode::Port {
-        config.endpoints.port_count = 1_001;
+        config.endpoints.port_count = 1_100;
     }
     serve(&config, &demo_fleet(1_000), Some(()))
 }
