@@ -10,9 +10,9 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use doxm_gate::config::{EndpointMode, EndpointsConfig, GateConfig, LimitsConfig};
+use doxm_gate::config::{EndpointMode, EndpointsConfig, GateConfig, LimitsConfig, LogFormat};
+use doxm_gate::control::fleet_file::{DeviceEntry, FleetFile};
 use doxm_gate::control::RestartPolicy;
-use doxm_gate::fleet::file::{DeviceEntry, FleetFile};
 use doxm_gate::fleet::Fleet;
 use doxm_gate::policy;
 use uuid::Uuid;
@@ -42,7 +42,8 @@ fn every_key() -> GateConfig {
         groups: vec!["ff02::158".parse().unwrap()],
         port: 5683,
         fleet: Some("fleet.toml".into()),
-        log_level: "info".to_owned(),
+        log_level: "info".parse().unwrap(),
+        log_format: LogFormat::Text,
         control: "127.0.0.1:8683".to_owned(),
         control_token: Some("t".to_owned()),
         state_dir: Some("/var/lib/doxm-gate".into()),
