@@ -18,8 +18,10 @@
 //! workloads and more (fleets up to 1,000,000 devices loaded through the control API, control
 //! updates under load) and writes the Markdown report with plots.
 
-#[path = "common/lab.rs"]
-mod lab;
+use doxm_gate::testing::lab::load as lab;
+
+/// The gate under test (cargo builds it for benches; the lab finds the same file).
+const BIN: &str = env!("CARGO_BIN_EXE_doxm-gate");
 
 use std::io::Write;
 use std::path::Path;
@@ -29,7 +31,7 @@ use doxm_gate::control::fleet_file::{DeviceEntry, FleetFile};
 use doxm_gate::io::sys::BATCH;
 use lab::{
     common_role, cpu_model, cpu_seconds, median, min, ms, number, remove_stale_labs,
-    stopped_fields, thousands, Blast, Kernel, Kind, Lab, Rep, SinkRun, BIN, DRAIN, ELIGIBLE, ROLE,
+    stopped_fields, thousands, Blast, Kernel, Kind, Lab, Rep, SinkRun, DRAIN, ELIGIBLE, ROLE,
 };
 use uuid::Uuid;
 
@@ -69,7 +71,7 @@ struct Plan {
 }
 
 fn run(plan: &Plan, full: bool) {
-    let lab = Lab::new();
+    let lab = lab::bench_lab();
     let header = environment();
     eprintln!(
         "daemon bench ({} mode): gate {BIN}",
@@ -77,7 +79,7 @@ fn run(plan: &Plan, full: bool) {
     );
 
     // 1. Junk and ineligible throughput, with the floor before and after.
-    let junk_fleet = lab.write_fleet("junk", &fleet(0, 1_000));
+    let junk_fleet = std::path::PathBuf::from(lab.write_fleet_as("junk", &fleet(0, 1_000)));
     let mut rows = Vec::new();
     let mut floors = vec![floor_run(&lab, plan.blast_secs)];
     for kind in [Kind::Malformed, Kind::OwnedTrue, Kind::NoEligible] {
@@ -134,7 +136,7 @@ fn floor_run(lab: &Lab, secs: f64) -> Row {
 }
 
 fn gate_run(lab: &Lab, fleet: &Path, kind: Kind, secs: f64) -> Row {
-    let mut gate = lab.gate(&gate_args(fleet));
+    let mut gate = lab.bench_gate(&gate_args(fleet));
     let (blast, cpu, kernel) = lab.timed_blast(gate.child.id(), kind, secs);
     let log = gate.stop();
     let stopped = stopped_fields(&log);
@@ -163,9 +165,9 @@ fn answer_run(lab: &Lab, eligible: usize, reps: usize) -> Answers {
     let others = (eligible / 10).max(10);
     let file = fleet(eligible, others);
     let size = file.device.len();
-    let path = lab.write_fleet(&format!("e{eligible}"), &file);
+    let path = std::path::PathBuf::from(lab.write_fleet_as(&format!("e{eligible}"), &file));
     let started = Instant::now();
-    let mut gate = lab.gate(&gate_args(&path));
+    let mut gate = lab.bench_gate(&gate_args(&path));
     let load_secs = started.elapsed().as_secs_f64();
     let pid = gate.child.id();
     let cpu0 = cpu_seconds(pid);

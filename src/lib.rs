@@ -47,8 +47,10 @@
 pub mod engine;
 pub mod fleet;
 pub mod policy;
-pub mod sim;
 pub mod wire;
+
+#[cfg(feature = "testing")]
+pub mod testing;
 
 #[cfg(feature = "daemon")]
 pub mod config;

@@ -19,8 +19,7 @@
 //!
 //! Needs root (network namespaces); skips with a message otherwise. CI runs as root.
 
-#[path = "lab/mod.rs"]
-mod lab;
+use doxm_gate::testing::lab;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6, UdpSocket};

@@ -2,9 +2,7 @@
 //! names every key, the fleet loads and uses every field, and the systemd unit passes
 //! `systemd-analyze verify`.
 
-#[path = "lab/link.rs"]
-#[allow(dead_code)] // Only `skip` is used here.
-mod link;
+use doxm_gate::testing::lab::link;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

@@ -2,21 +2,14 @@
 //!
 //! Every file in `fuzz/corpus/<target>/` (the seeds) and `fuzz/regressions/<target>/` (inputs
 //! that once failed, if any) goes through the same check function as the fuzz target, included
-//! from `fuzz/checks/`. An empty or missing corpus directory fails the test, so that a renamed
+//! (`doxm_gate::testing::fuzz`). An empty or missing corpus directory fails the test, so that a renamed
 //! target cannot silently replay nothing. To run a real campaign, see `.ci/fuzz-smoke`.
 
 use std::fs;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
-#[path = "../fuzz/checks/coap_parse.rs"]
-mod coap_parse;
-#[path = "../fuzz/checks/engine.rs"]
-mod engine;
-#[path = "../fuzz/checks/ocf_encode.rs"]
-mod ocf_encode;
-#[path = "../fuzz/checks/query.rs"]
-mod query;
+use doxm_gate::testing::fuzz::{coap_parse, engine, ocf_encode, query};
 
 #[test]
 fn coap_parse_corpus() {

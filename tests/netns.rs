@@ -4,8 +4,7 @@
 //! Needs root (`ip netns add`); skips with a message otherwise. CI runs as root, so these run
 //! there. The lab itself is in `tests/lab/mod.rs`.
 
-#[path = "lab/mod.rs"]
-mod lab;
+use doxm_gate::testing::lab;
 
 use std::time::{Duration, Instant};
 

@@ -9,9 +9,7 @@
 //!
 //! Also: the README's links lead to files in the repository, never outside it.
 
-#[path = "lab/link.rs"]
-#[allow(dead_code)] // Only `skip` and `lab_unavailable` are used here.
-mod link;
+use doxm_gate::testing::lab::link;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

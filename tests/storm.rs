@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use doxm_gate::engine::endpoint::EndpointPlan;
 use doxm_gate::engine::Config;
-use doxm_gate::sim::{self, Client, ClientKind, Flip, Scenario};
+use doxm_gate::testing::sim::{self, Client, ClientKind, Flip, Scenario};
 
 fn scenario() -> Scenario {
     let ms = Duration::from_millis;

@@ -10,8 +10,7 @@
 //! missing skips with a visible `SKIP` line, except under `DOXM_GATE_REQUIRE_ALL=1` (set by
 //! `.ci/run`), where it fails the test: CI must exercise them. The drivers are in `tests/clients/`.
 
-#[path = "lab/mod.rs"]
-mod lab;
+use doxm_gate::testing::lab;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;

@@ -100,7 +100,7 @@ impl Discovery {
 
 pub(crate) fn fleet_run(lab: &Lab, plan: &Plan, n: usize, kinds: &[Kind]) -> FleetResult {
     let control = format!("{GATE_V4}:8683");
-    let mut gate = lab.gate(&["--control", &control]);
+    let mut gate = lab.bench_gate(&["--control", &control]);
     let pid = gate.child.id();
     let rss_before = rss(pid);
     let cpu0 = cpu_seconds(pid);

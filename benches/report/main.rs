@@ -30,8 +30,10 @@
 //! HTTP call), `load` (a fleet in batches of upserts), `steady` (discoveries at a fixed rate,
 //! every answer checked) and `patcher` (concurrent `PATCH` clients).
 
-#[path = "../common/lab.rs"]
-mod lab;
+use doxm_gate::testing::lab::load as lab;
+
+/// The gate under test (cargo builds it for benches; the lab finds the same file).
+const BIN: &str = env!("CARGO_BIN_EXE_doxm-gate");
 
 mod calls;
 mod drops;
@@ -59,7 +61,7 @@ use hdrhistogram::Histogram;
 use lab::{
     common_role, cpu_seconds, device_uuid, discovery, env, fields, interface, median, min, number,
     remove_stale_labs, sender_socket, snmp6, stopped_fields, thousands, BatchReader, Blast, Kernel,
-    Kind, Lab, Rep, BIN, DRAIN, ELIGIBLE, GATE_V4, GROUP, LOW, PORT, ROLE,
+    Kind, Lab, Rep, DRAIN, ELIGIBLE, GATE_V4, GROUP, LOW, PORT, ROLE,
 };
 use plotters::prelude::*;
 use serde_json::{json, Value};
@@ -185,7 +187,7 @@ fn run(plan: &Plan) -> Results {
         machine.loadavg_start
     );
     let monitor = Monitor::start();
-    let lab = Lab::new();
+    let lab = lab::bench_lab();
     let mut floors = vec![floor_run(&lab, plan.blast_secs, "before the gate runs".to_owned())];
     let mut fleets = Vec::new();
     for (i, &n) in plan.fleets.iter().enumerate() {
@@ -201,7 +203,7 @@ fn run(plan: &Plan) -> Results {
         floors.push(floor_run(&lab, plan.blast_secs, format!("after N = {}", short(n))));
     }
     let file = update_fleet(plan.update_fleet, plan.update_eligible);
-    let path = lab.write_fleet("updates", &file);
+    let path = std::path::PathBuf::from(lab.write_fleet_as("updates", &file));
     let updates = [(false, false), (true, false), (true, true)]
         .into_iter()
         .map(|(load, durable)| update_run(&lab, plan, &path, load, durable))

@@ -46,7 +46,7 @@ pub(crate) fn update_run(
     if durable {
         args.extend(["--state-dir", state.to_str().expect("UTF-8 path")]);
     }
-    let mut gate = lab.gate(&args);
+    let mut gate = lab.bench_gate(&args);
     let pid = gate.child.id();
     let cpu0 = cpu_seconds(pid);
     let t0 = Instant::now();

@@ -20,10 +20,9 @@ use std::time::Duration;
 
 use doxm_gate::control::mutation::PatchBody;
 
-/// The skip helper shared with the netns lab.
-#[path = "../lab/link.rs"]
-mod link;
 use doxm_gate::control::fleet_file::DeviceEntry;
+/// The skip helper shared with the netns lab.
+use doxm_gate::testing::lab::link;
 use serde_json::Value;
 use uuid::Uuid;
 

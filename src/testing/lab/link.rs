@@ -1,6 +1,6 @@
 //! The network both kinds of lab stand on: two namespaces joined by a veth pair, with the routes
 //! address mode needs. Used by the netns tests (`tests/lab/mod.rs`) and by the load benches
-//! (`benches/common/lab.rs`, through `#[path]`), which differ only in names and subnet.
+//! ([`super::load`]), which differ only in names and subnet.
 
 use std::io::Write;
 use std::process::Command;

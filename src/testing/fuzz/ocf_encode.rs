@@ -25,10 +25,10 @@
 //! items; `text` is a length byte (0xf0..=0xff: a u16 length follows) then that many bytes, read
 //! as lossy UTF-8. A short input reads as zeros and empty strings.
 
+use crate::wire::ocf::{encode_links, encode_res_baseline, write_response};
+use crate::wire::ocf::{DeviceInfo, Doxm, Link, View};
+use crate::wire::{BufferTooSmall, Code, Message, MessageType};
 use ciborium::Value;
-use doxm_gate::wire::ocf::{encode_links, encode_res_baseline, write_response};
-use doxm_gate::wire::ocf::{DeviceInfo, Doxm, Link, View};
-use doxm_gate::wire::{BufferTooSmall, Code, Message, MessageType};
 use uuid::Uuid;
 
 /// Field values for every OCF encoder.

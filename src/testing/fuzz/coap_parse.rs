@@ -12,8 +12,8 @@
 //!   payload marker is present exactly when the payload is non-empty (`0xFF` with nothing after
 //!   it is rejected by the parser, and the writer writes no marker for an empty payload).
 
-use doxm_gate::wire::query::Filters;
-use doxm_gate::wire::{CoapOption, Code, Message, MessageType, Writer};
+use crate::wire::query::Filters;
+use crate::wire::{CoapOption, Code, Message, MessageType, Writer};
 
 /// SPEC section 3: the options the gate recognises, as `(number, max_len, repeatable)`.
 const SPEC_OPTIONS: [(u16, usize, bool); 7] = [
@@ -52,7 +52,7 @@ fn rewrite(
     msg: &Message<'_>,
     opts: &[CoapOption<'_>],
     buf: &mut [u8],
-) -> Result<usize, doxm_gate::wire::WriteError> {
+) -> Result<usize, crate::wire::WriteError> {
     let mut w = Writer::new(buf, msg.ty(), msg.code(), msg.message_id(), msg.token())?;
     for opt in opts {
         w.option(opt.number, opt.value)?;

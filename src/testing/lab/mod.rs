@@ -1,6 +1,7 @@
 //! A lab for tests that cross a real link: two network namespaces joined by a veth pair, the
 //! gate in one, the OBT side (the `discover` probe, raw senders, third-party clients, API calls)
-//! in the other. Shared by the test files that need it (`#[path = "lab/mod.rs"] mod lab;`).
+//! in the other. Shared by the netns tests (`doxm_gate::testing::lab`) and, with the load roles
+//! of [`load`], by the benches.
 //!
 //! Needs root (`ip netns add`): [`Lab::new`] otherwise skips ([`link::skip`]: a visible `SKIP`
 //! line, or a failure under `DOXM_GATE_REQUIRE_ALL=1`) and returns `None`.
@@ -14,21 +15,39 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use doxm_gate::control::fleet_file::FleetFile;
+use crate::control::fleet_file::FleetFile;
 
 pub mod link;
+pub mod load;
 
 #[allow(unused_imports)] // Not every binary that includes this module uses both.
 pub use link::{is_root, sh, skip, Net};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_doxm-gate");
+/// The gate's executable: next to the test or bench executable's directory (`target/<profile>/
+/// deps/<test>-<hash>` runs `target/<profile>/doxm-gate`, which cargo builds for every
+/// integration test and bench).
+pub fn bin() -> &'static str {
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let me = std::env::current_exe().expect("the test executable");
+        let profile = me.parent().and_then(|deps| deps.parent()).expect("target/<profile>/deps");
+        let gate = profile.join("doxm-gate");
+        assert!(gate.exists(), "{} is not built (cargo builds it for tests)", gate.display());
+        gate.display().to_string()
+    })
+}
 
 /// Two namespaces and the veth pair between them.
 pub struct Lab {
+    /// The gate's namespace.
     pub gate_ns: String,
+    /// The OBT side's namespace.
     pub obt_ns: String,
+    /// The gate's veth end.
     pub gate_if: String,
+    /// The OBT side's veth end.
     pub obt_if: String,
+    /// A scratch directory (fleet files, logs), removed on drop.
     pub dir: PathBuf,
     /// The addresses the link carries.
     pub net: Net,
@@ -47,17 +66,25 @@ impl Lab {
             return None;
         }
         let id = format!("{tag}{}{:x}", net.letter(), std::process::id() & 0xffff);
+        Some(Lab::create("dg-", "v", &id, 200, net))
+    }
+
+    /// Creates namespaces `{ns_prefix}g-{id}` and `{ns_prefix}o-{id}`, veth ends
+    /// `{if_prefix}g{id}` and `{if_prefix}o{id}` on subnet `subnet`, and a scratch directory;
+    /// all removed on drop. The caller has checked that it may ([`link::lab_unavailable`]).
+    pub fn create(ns_prefix: &str, if_prefix: &str, id: &str, subnet: u8, net: Net) -> Lab {
         let lab = Lab {
-            gate_ns: format!("dg-g-{id}"),
-            obt_ns: format!("dg-o-{id}"),
-            gate_if: format!("vg{id}"),
-            obt_if: format!("vo{id}"),
-            dir: std::env::temp_dir().join(format!("doxm-gate-netns-{id}")),
+            gate_ns: format!("{ns_prefix}g-{id}"),
+            obt_ns: format!("{ns_prefix}o-{id}"),
+            gate_if: format!("{if_prefix}g{id}"),
+            obt_if: format!("{if_prefix}o{id}"),
+            dir: std::env::temp_dir().join(format!("doxm-gate-{ns_prefix}{id}")),
             net,
         };
-        let _ = std::fs::create_dir_all(&lab.dir);
-        link::create_on(&lab.gate_ns, &lab.obt_ns, &lab.gate_if, &lab.obt_if, 200, net);
-        Some(lab)
+        // From here on, Drop removes whatever was created, also when a step panics.
+        std::fs::create_dir_all(&lab.dir).expect("the lab's directory");
+        link::create_on(&lab.gate_ns, &lab.obt_ns, &lab.gate_if, &lab.obt_if, subnet, net);
+        lab
     }
 
     /// The gate's link-local address on its veth (the source of port-mode answers to
@@ -68,15 +95,30 @@ impl Lab {
 
     /// Writes `fleet` as the lab's fleet file; returns its path for `--fleet`.
     pub fn write_fleet(&self, fleet: &FleetFile) -> String {
-        let path = self.dir.join("fleet.toml");
-        std::fs::write(&path, toml::to_string(fleet).unwrap()).unwrap();
+        self.write_file("fleet.toml", fleet)
+    }
+
+    /// Writes `fleet` as `fleet-{name}.toml` in the lab's directory; returns its path.
+    pub fn write_fleet_as(&self, name: &str, fleet: &FleetFile) -> String {
+        self.write_file(&format!("fleet-{name}.toml"), fleet)
+    }
+
+    fn write_file(&self, file_name: &str, fleet: &FleetFile) -> String {
+        let path = self.dir.join(file_name);
+        std::fs::write(&path, toml::to_string(fleet).expect("fleet to TOML")).expect("fleet file");
         path.display().to_string()
     }
 
     /// Starts the gate in its namespace and waits until it serves.
     pub fn gate(&self, args: &[&str]) -> Gate {
+        self.gate_within(args, Duration::from_secs(10))
+    }
+
+    /// Starts the gate in its namespace and waits up to `limit` until it serves (a gate loading
+    /// a million devices takes longer than the tests' small fleets).
+    pub fn gate_within(&self, args: &[&str], limit: Duration) -> Gate {
         let mut gate = self.spawn_gate(args);
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + limit;
         while !gate.log().contains("doxm-gate serving") {
             let exited = gate.child.try_wait().unwrap();
             assert!(
@@ -109,14 +151,14 @@ impl Lab {
         let log = self.dir.join(format!("gate-{n}.log"));
         let file = std::fs::File::create(&log).unwrap();
         let child = Command::new("ip")
-            .args(["netns", "exec", &self.gate_ns, BIN])
+            .args(["netns", "exec", &self.gate_ns, bin()])
             .args(args)
             .args(["--iface", &self.gate_if])
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()
             .unwrap();
-        Gate { child, log }
+        Gate { child, log, stopped: false }
     }
 
     /// Runs `discover --json` in the OBT namespace; returns its JSON lines and exit status.
@@ -126,7 +168,7 @@ impl Lab {
                 "netns",
                 "exec",
                 &self.obt_ns,
-                BIN,
+                bin(),
                 "discover",
                 "--json",
                 "--iface",
@@ -212,10 +254,12 @@ impl Drop for Lab {
     }
 }
 
-/// The gate process; killed on drop.
+/// The gate process (`ip netns exec` execs it, so its pid is the gate's); stopped on drop.
 pub struct Gate {
-    child: Child,
+    /// The process.
+    pub child: Child,
     log: PathBuf,
+    stopped: bool,
 }
 
 impl Gate {
@@ -224,6 +268,7 @@ impl Gate {
         self.child.id()
     }
 
+    /// What the gate has written to stderr so far.
     pub fn log(&self) -> String {
         let mut text = String::new();
         if let Ok(mut f) = std::fs::File::open(&self.log) {
@@ -233,14 +278,39 @@ impl Gate {
     }
 }
 
+impl Gate {
+    /// SIGTERM, wait for the exit, and the log (with the `stopped ...` summary line).
+    pub fn stop(&mut self) -> String {
+        terminate(&mut self.child);
+        self.stopped = true;
+        self.log()
+    }
+}
+
 impl Drop for Gate {
     fn drop(&mut self) {
-        // SIGTERM first (clean stop), then make sure.
-        let _ = Command::new("kill").arg(self.child.id().to_string()).output();
-        std::thread::sleep(Duration::from_millis(100));
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if !self.stopped {
+            // SIGTERM first (clean stop), then make sure.
+            let _ = Command::new("kill").arg(self.child.id().to_string()).output();
+            std::thread::sleep(Duration::from_millis(100));
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
+}
+
+/// SIGTERM, then up to 10 s for `child` to exit, then SIGKILL.
+pub fn terminate(child: &mut Child) {
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).output();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 impl Lab {
@@ -284,10 +354,13 @@ pub fn eligible_uuids(file: &FleetFile) -> BTreeSet<String> {
         .collect()
 }
 
+/// The `uuid`s of `discover --json` lines.
 pub fn uuids(lines: &[serde_json::Value]) -> BTreeSet<String> {
     lines.iter().map(|l| l["deviceuuid"].as_str().unwrap().to_owned()).collect()
 }
 
+/// Asserts that every `discover --follow --json` line carries the follow-ups of its device as
+/// registered in `file` (`/oic/res` link, `eps`, `/oic/d`).
 pub fn assert_followed(lines: &[serde_json::Value], file: &FleetFile) {
     for line in lines {
         assert_eq!(line["follow"], "ok", "{line}");

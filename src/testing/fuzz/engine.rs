@@ -111,13 +111,13 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::engine::endpoint::EndpointPlan;
+use crate::engine::{Config, Engine, Meta, Transmit, Verdict};
+use crate::fleet::{DeviceRecord, Fleet, OnboardingState, StatePatch};
+use crate::policy::Dos;
+use crate::wire::query::{Filters, Owned};
+use crate::wire::{option, Code, Message, MessageType, Writer};
 use ciborium::Value;
-use doxm_gate::engine::endpoint::EndpointPlan;
-use doxm_gate::engine::{Config, Engine, Meta, Transmit, Verdict};
-use doxm_gate::fleet::{DeviceRecord, Fleet, OnboardingState, StatePatch};
-use doxm_gate::policy::Dos;
-use doxm_gate::wire::query::{Filters, Owned};
-use doxm_gate::wire::{option, Code, Message, MessageType, Writer};
 use uuid::Uuid;
 
 /// Runs one script; panics on any violated invariant.

@@ -9,30 +9,30 @@
 //!   bounded time, each with a fresh Message ID and token;
 //! - `probe` (OBT namespace): one discovery per repetition, then every answer, timed.
 //!
-//! Included by each bench with `#[path = "common/lab.rs"] mod lab;` (each uses a part of it).
+//! Used by both benches through `doxm_gate::testing::lab::load` (each uses a part of it).
 //! Every namespace and process is removed when its guard drops, also when a step panics; the
 //! namespaces of a bench that was killed outright are removed by the next run
 //! ([`remove_stale_labs`]).
 
-#![allow(dead_code)]
+// The benches' own vocabulary (roles, counters, formatting), named for what each measures and
+// not documented item by item; some items serve only one of the two benches.
+#![allow(dead_code, missing_docs)]
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use doxm_gate::control::fleet_file::FleetFile;
-use doxm_gate::io::net;
-use doxm_gate::io::sys::{self, Outgoing, Received, BATCH, DATAGRAM_MAX};
-use doxm_gate::wire::{option, Code, Message, MessageType, Writer};
+use crate::io::net;
+use crate::io::sys::{self, Outgoing, Received, BATCH, DATAGRAM_MAX};
+use crate::wire::{option, Code, Message, MessageType, Writer};
 use socket2::{Domain, Protocol, Socket, Type};
 use uuid::Uuid;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_doxm-gate");
 pub const ROLE: &str = "DOXM_BENCH_ROLE";
 pub const GROUP: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0x158);
 pub const PORT: u16 = 5683;
@@ -156,12 +156,9 @@ pub fn median(v: &[u64]) -> u64 {
 // ---------------------------------------------------------------------------------------------
 // The lab: two namespaces, a veth pair, and the processes in them.
 
-/// The namespaces and veth pair, shared with the netns tests.
-#[path = "../../tests/lab/link.rs"]
-mod link;
-
-#[allow(unused_imports)] // Not every binary that includes this module uses both.
-pub use link::{is_root, lab_unavailable, sh, skip};
+pub use super::link::{is_root, lab_unavailable, sh, skip};
+use super::Net;
+pub use super::{bin, terminate, Gate, Lab};
 
 pub const NS_PREFIX: &str = "dgbench-";
 
@@ -193,65 +190,24 @@ pub fn common_role(role: &str) -> Option<i32> {
     }
 }
 
-/// Two namespaces, a veth pair between them, and a scratch directory; removed on drop.
-pub struct Lab {
-    pub gate_ns: String,
-    pub obt_ns: String,
-    pub gate_if: String,
-    pub obt_if: String,
-    pub dir: PathBuf,
+/// The bench's lab: namespaces `dgbench-g-{pid}` and `dgbench-o-{pid}` on subnet 201 (so that a
+/// bench never meets a test's lab), removed on drop or by the next run's [`remove_stale_labs`].
+pub fn bench_lab() -> Lab {
+    let pid = std::process::id().to_string();
+    Lab::create(NS_PREFIX, "vb", &pid, 201, Net::Dual)
 }
 
 impl Lab {
-    pub fn new() -> Lab {
-        let pid = std::process::id();
-        let lab = Lab {
-            gate_ns: format!("{NS_PREFIX}g-{pid}"),
-            obt_ns: format!("{NS_PREFIX}o-{pid}"),
-            gate_if: format!("vbg{pid:x}"),
-            obt_if: format!("vbo{pid:x}"),
-            dir: std::env::temp_dir().join(format!("doxm-gate-bench-{pid}")),
-        };
-        // From here on, Drop removes whatever was created, also when a step panics.
-        std::fs::create_dir_all(&lab.dir).expect("bench directory");
-        link::create(&lab.gate_ns, &lab.obt_ns, &lab.gate_if, &lab.obt_if, 201);
-        lab
-    }
-
-    pub fn write_fleet(&self, name: &str, file: &FleetFile) -> PathBuf {
-        let path = self.dir.join(format!("fleet-{name}.toml"));
-        std::fs::write(&path, toml::to_string(file).expect("fleet to TOML")).expect("write fleet");
-        path
-    }
-
     /// The gate in address mode (a device address each in fd00:d0c::/64, port 5683) with leisure
     /// 0 and every limit out of the way, serving the lab's veth; `args` adds flags (`--fleet`,
     /// `--v4-prefix`, `--control`, `--state-dir`, ...). Waits until it serves.
-    pub fn gate(&self, args: &[&str]) -> Gate {
-        let log = self.dir.join("gate.log");
-        let file = std::fs::File::create(&log).expect("gate log");
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.gate_ns, BIN, "run"])
-            .args(["--mode", "address", "--v6-prefix", "fd00:d0c::/64"])
-            .args(["--iface", &self.gate_if])
-            .args(["--leisure-ms", "0", "--answer-rate-bytes", "1000000000000"])
-            .args(["--source-rate", "1000000000", "--source-burst", "1000000000"])
-            .args(["--max-pending-answers", "100000000", "--log-level", "info"])
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .expect("start the gate");
-        let mut gate = Gate { child, log, stopped: false };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !gate.log().contains("doxm-gate serving") {
-            if let Ok(Some(status)) = gate.child.try_wait() {
-                panic!("the gate exited ({status}):\n{}", gate.log());
-            }
-            assert!(Instant::now() < deadline, "gate did not start:\n{}", gate.log());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        gate
+    pub fn bench_gate(&self, args: &[&str]) -> Gate {
+        let mut all = vec!["run", "--mode", "address", "--v6-prefix", "fd00:d0c::/64"];
+        all.extend(["--leisure-ms", "0", "--answer-rate-bytes", "1000000000000"]);
+        all.extend(["--source-rate", "1000000000", "--source-burst", "1000000000"]);
+        all.extend(["--max-pending-answers", "100000000", "--log-level", "info"]);
+        all.extend(args);
+        self.gate_within(&all, Duration::from_secs(60))
     }
 
     pub fn role(&self, ns: &str, role: &str) -> Command {
@@ -380,60 +336,6 @@ impl Rep {
     pub fn exact(&self, e: usize) -> bool {
         let e = e as u64;
         self.answers == e && self.sources == e && self.uuids == e && self.wrong == 0
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        // Deleting a namespace deletes the veth end in it (and so the pair).
-        link::remove(&self.gate_ns, &self.obt_ns);
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-pub fn terminate(child: &mut Child) {
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).output();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
-/// The gate process (`ip netns exec` execs it, so its pid is the gate's); killed on drop.
-pub struct Gate {
-    pub child: Child,
-    pub log: PathBuf,
-    pub stopped: bool,
-}
-
-impl Gate {
-    pub fn log(&self) -> String {
-        let mut text = String::new();
-        if let Ok(mut f) = std::fs::File::open(&self.log) {
-            let _ = f.read_to_string(&mut text);
-        }
-        text
-    }
-
-    /// SIGTERM, wait, and the log (with the `stopped ...` counters).
-    pub fn stop(&mut self) -> String {
-        terminate(&mut self.child);
-        self.stopped = true;
-        self.log()
-    }
-}
-
-impl Drop for Gate {
-    fn drop(&mut self) {
-        if !self.stopped {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
     }
 }
 

@@ -10,8 +10,8 @@
 //! - the same values carried as Uri-Query options of a CoAP message come back unchanged from
 //!   [`Message::uri_query`], with the same filters.
 
-use doxm_gate::wire::query::{args, Arg, Filters, Owned};
-use doxm_gate::wire::{option, Code, Message, MessageType, Writer};
+use crate::wire::query::{args, Arg, Filters, Owned};
+use crate::wire::{option, Code, Message, MessageType, Writer};
 
 /// Runs one input; panics on any violated invariant.
 pub fn check(data: &[u8]) {
@@ -35,7 +35,7 @@ pub fn check(data: &[u8]) {
 }
 
 /// A GET carrying `values` as Uri-Query options.
-fn carry(values: &[&[u8]], buf: &mut [u8]) -> Result<usize, doxm_gate::wire::WriteError> {
+fn carry(values: &[&[u8]], buf: &mut [u8]) -> Result<usize, crate::wire::WriteError> {
     let mut w = Writer::new(buf, MessageType::NonConfirmable, Code::GET, 1, &[])?;
     for value in values {
         w.option(option::URI_QUERY, value)?;
