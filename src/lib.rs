@@ -43,6 +43,8 @@
 #![cfg_attr(not(feature = "daemon"), forbid(unsafe_code))]
 #![cfg_attr(feature = "daemon", deny(unsafe_code))]
 #![warn(missing_docs)]
+// Every unsafe block (all in `io::sys`) says why it is sound.
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod engine;
 pub mod fleet;

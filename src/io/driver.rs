@@ -394,7 +394,13 @@ impl Driver {
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock && retries < 3 => {
-                    // The socket buffer is full: give the kernel a moment, then drop.
+                    // The socket buffer is full: give the kernel a moment, then drop. A
+                    // deliberate, bounded wait (at most 3 x 200 us per batch, and only while
+                    // the 4 MB send buffer is full, i.e. the link is saturated) rather than
+                    // writable interest and a queue of unsent answers: answers are paced far
+                    // below a saturated link's rate, so this path means a burst the kernel
+                    // could not take, and dropping (counted) after a short wait is the answer
+                    // the leisure window's spread already allows.
                     retries += 1;
                     std::thread::sleep(Duration::from_micros(200));
                 }

@@ -133,8 +133,9 @@ pub fn enable_freebind(socket: &impl AsRawFd, v6: bool) -> io::Result<()> {
 /// Raises the soft limit of open files to `wanted` (or the hard limit, if lower); returns the
 /// new soft limit. Port mode opens one socket per device.
 pub fn raise_nofile_limit(wanted: u64) -> io::Result<u64> {
-    // SAFETY: `limit` is a valid, writable rlimit for getrlimit to fill.
+    // SAFETY: rlimit is a plain C struct for which all-zero bytes are a valid value.
     let mut limit: libc::rlimit = unsafe { zeroed() };
+    // SAFETY: `limit` is a valid, writable rlimit that lives across the call.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
         return Err(io::Error::last_os_error());
     }
@@ -157,11 +158,13 @@ pub fn recv_batch(
     meta: &mut [Received],
 ) -> io::Result<usize> {
     let n = bufs.len().min(meta.len()).min(BATCH);
-    // SAFETY (all zeroed values below): these are plain C structs for which all-zero bytes are
-    // a valid value.
+    // SAFETY: sockaddr_storage is a plain C struct for which all-zero bytes are a valid value
+    // (so are the iovec and mmsghdr arrays below).
     let mut names: [libc::sockaddr_storage; BATCH] = unsafe { zeroed() };
     let mut controls = [[0u8; CMSG_SPACE]; BATCH];
+    // SAFETY: as above, plain C structs valid when zeroed.
     let mut iovecs: [libc::iovec; BATCH] = unsafe { zeroed() };
+    // SAFETY: as above.
     let mut headers: [libc::mmsghdr; BATCH] = unsafe { zeroed() };
     for i in 0..n {
         iovecs[i] = libc::iovec { iov_base: bufs[i].as_mut_ptr().cast(), iov_len: DATAGRAM_MAX };
@@ -216,14 +219,16 @@ pub fn send_batch(
     let mut names: [libc::sockaddr_storage; BATCH] = unsafe { zeroed() };
     let mut name_lens = [0 as libc::socklen_t; BATCH];
     let mut controls = [[0u8; CMSG_SPACE]; BATCH];
+    // SAFETY: as above, plain C structs valid when zeroed.
     let mut iovecs: [libc::iovec; BATCH] = unsafe { zeroed() };
+    // SAFETY: as above.
     let mut headers: [libc::mmsghdr; BATCH] = unsafe { zeroed() };
     for i in 0..n {
         let o = &out[i];
         name_lens[i] = to_storage(o.destination, dual_stack, &mut names[i]);
         iovecs[i] =
             libc::iovec { iov_base: o.data.as_ptr() as *mut libc::c_void, iov_len: o.data.len() };
-        let control_len = write_packet_info(o, dual_stack, &mut controls[i]);
+        let control_len = write_packet_info(o, &mut controls[i]);
         let hdr = &mut headers[i].msg_hdr;
         hdr.msg_name = (&mut names[i] as *mut libc::sockaddr_storage).cast();
         hdr.msg_namelen = name_lens[i];
@@ -277,14 +282,15 @@ fn read_control(hdr: &libc::msghdr) -> (Option<IpAddr>, u32, Option<u32>) {
 
 /// Writes the IPV6_PKTINFO / IP_PKTINFO control message for `o` into `buf`; returns its length
 /// (0 when neither a source nor an interface is chosen).
-fn write_packet_info(o: &Outgoing<'_>, dual_stack: bool, buf: &mut [u8; CMSG_SPACE]) -> usize {
+fn write_packet_info(o: &Outgoing<'_>, buf: &mut [u8; CMSG_SPACE]) -> usize {
     if o.source_ip.is_none() && o.interface == 0 {
         return 0;
     }
     // An IPv4 destination takes IP_PKTINFO even on a dual-stack socket: the kernel sends it on
-    // its IPv4 path, which rejects an IPV6_PKTINFO whose source is not IPv4-mapped.
-    let _ = dual_stack;
+    // its IPv4 path, which rejects an IPV6_PKTINFO whose source is not IPv4-mapped. So the
+    // destination's family alone decides, whatever the socket's.
     let v6 = o.destination.is_ipv6();
+    // SAFETY: msghdr is a plain C struct for which all-zero bytes are a valid value.
     let mut hdr: libc::msghdr = unsafe { zeroed() };
     hdr.msg_control = buf.as_mut_ptr().cast();
     hdr.msg_controllen = CMSG_SPACE as _;
