@@ -6,37 +6,44 @@
 //! for exactly the devices the OCF Security rule allows (RFOTM, no open onboarding connection),
 //! each from that device's own endpoint, and drops everything else, counted by reason.
 //!
-//! # Data flow
+//! # Data flow, as the code runs
 //!
 //! ```text
-//!   datagram + metadata + now
-//!            |
-//!            v
-//!   +-----------------+    borrowed views, validated in one pass, no allocation
-//!   | wire            |    coap::Message, query::Filters, cbor/ocf encoders
-//!   +-----------------+
-//!            |
-//!            v
-//!   +-----------------+    the rule as a pure function (SPEC section 1.1)
-//!   | policy          |
-//!   +-----------------+
-//!            |
-//!            v
-//!   +-----------------+    dedup, leisure scheduling, budgets; actions out
-//!   | engine          |    (reads the lock-free fleet table and eligibility index)
-//!   +-----------------+
-//!            |
-//!            v
-//!   +-----------------+    thin drivers: mio loop, multicast joins, pktinfo, batching
-//!   | io, control     |
-//!   +-----------------+
+//!                      kernel (UDP 5683 and the device endpoints)
+//!                          |  recvmmsg + pktinfo            ^  sendmmsg + pktinfo
+//!                          v                                |
+//!   +------------------------------------------------------------------+
+//!   | io: the mio loop (one thread), joins, claims   [daemon feature]  |
+//!   +------------------------------------------------------------------+
+//!        | handle(now, meta, bytes)          poll_transmit(now, buf) |
+//!        v                                                          |
+//!   +------------------------------------------------------------------+
+//!   | engine: dedup, source checks, limits (rate, budget, pacer),      |
+//!   |         the paced schedule, the unicast endpoint                 |
+//!   |    wire:   CoAP view and writer, query, CBOR, OCF bodies         |
+//!   |    policy: the rule of SPEC 1.1 as pure functions                |
+//!   +------------------------------------------------------------------+
+//!        | reads (lock-free: one atomic state word per device,
+//!        v        the eligibility index, the UUID index)
+//!   +------------------------------------------------------------------+
+//!   | fleet: the device table                                           |
+//!   +------------------------------------------------------------------+
+//!        ^ writes from the side (one writer lock the data path never takes)
+//!        |
+//!   +------------------------------------------------------------------+
+//!   | control: HTTP API, checked mutations, journal  [daemon feature]  |
+//!   +------------------------------------------------------------------+
+//!        ^ the bridge's calls; io publishes its figures on io::board for /metrics
 //! ```
 //!
-//! The core (`wire`, and the layers built on it) performs no I/O and reads no clock: bytes,
+//! The core (`wire`, `policy`, `fleet`, `engine`) performs no I/O and reads no clock: bytes,
 //! metadata and time go in, decisions and datagrams come out. That is what makes it testable
-//! without sockets and fuzzable without a network.
-//!
-//! This release contains the [`wire`] layer and the [`policy`]; the engine and drivers follow.
+//! without sockets and fuzzable without a network, and the compiler keeps it so: without the
+//! default `daemon` feature the crate is just the core, under `forbid(unsafe_code)`, with no
+//! socket, runtime, HTTP, CLI or logging dependency. Imports run one way: `wire` -> `policy` ->
+//! `fleet` -> `engine`; `io` and `control` use the core and never each other's internals
+//! (`control` reads `io::board`). `testing` (a feature of its own) is the test support shared
+//! by the tests, benches and fuzz targets.
 
 // The core forbids unsafe code outright. With the daemon, unsafe code is denied everywhere but
 // `io::sys`, which documents each use (recvmmsg, sendmmsg, packet info).
