@@ -83,21 +83,6 @@ fn obt_request_typed_accessors() {
 }
 
 #[test]
-fn obt_request_rebuilt_by_writer_is_byte_identical() {
-    let mut buf = [0u8; 64];
-    let mut w =
-        Writer::new(&mut buf, MessageType::NonConfirmable, Code::GET, 0xf1cd, &OBT_TOKEN).unwrap();
-    w.option(option::URI_PATH, b"oic").unwrap();
-    w.option(option::URI_PATH, b"sec").unwrap();
-    w.option(option::URI_PATH, b"doxm").unwrap();
-    w.option(option::URI_QUERY, b"owned=FALSE").unwrap();
-    w.uint_option(option::ACCEPT, 10_000).unwrap();
-    w.uint_option(option::OCF_ACCEPT_CONTENT_FORMAT_VERSION, 2048).unwrap();
-    let len = w.finish();
-    assert_eq!(buf[..len], OBT_REQUEST);
-}
-
-#[test]
 fn obt_request_writer_needs_exactly_45_bytes() {
     let write = |buf: &mut [u8]| -> Result<usize, WriteError> {
         let mut w = Writer::new(buf, MessageType::NonConfirmable, Code::GET, 0xf1cd, &OBT_TOKEN)?;
