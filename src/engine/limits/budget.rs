@@ -202,21 +202,9 @@ impl AnswerBudget {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_util::{ip, ms, secs};
     use super::super::SourceLimiter;
     use super::*;
-    use std::net::IpAddr;
-
-    fn ip(s: &str) -> IpAddr {
-        s.parse().unwrap()
-    }
-
-    fn ms(n: u64) -> Duration {
-        Duration::from_millis(n)
-    }
-
-    fn secs(n: u64) -> Duration {
-        Duration::from_secs(n)
-    }
 
     const DEFAULT: Duration = Duration::from_secs(2);
     /// What an idle source holds.

@@ -23,3 +23,22 @@ mod source;
 pub use budget::AnswerBudget;
 pub use pacer::SendPacer;
 pub use source::SourceLimiter;
+
+/// Shorthands of the limits' unit tests.
+#[cfg(test)]
+mod test_util {
+    use std::net::IpAddr;
+    use std::time::Duration;
+
+    pub fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    pub fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    pub fn secs(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+}

@@ -281,20 +281,9 @@ impl SourceLimiter {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_util::{ip, ms, secs};
     use super::*;
     use std::net::{Ipv4Addr, Ipv6Addr};
-
-    fn ip(s: &str) -> IpAddr {
-        s.parse().unwrap()
-    }
-
-    fn ms(n: u64) -> Duration {
-        Duration::from_millis(n)
-    }
-
-    fn secs(n: u64) -> Duration {
-        Duration::from_secs(n)
-    }
 
     fn allowed(limiter: &mut SourceLimiter, now: Instant, source: IpAddr, tries: usize) -> usize {
         (0..tries).filter(|_| limiter.allow(now, source).is_some()).count()
