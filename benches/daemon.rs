@@ -14,7 +14,7 @@
 //! on SIGTERM, `stopped datagrams=N ...`, belong to that workload alone), and prints the report.
 //! Re-executed under `ip netns exec` with `DOXM_BENCH_ROLE` set, it is the `sink` (the floor),
 //! the `blast` sender or the discovery `probe` of the lab shared with the report generator
-//! (`benches/common/lab.rs`, which describes them). `cargo bench --bench report` runs these
+//! (`doxm_gate::testing::lab::load`, which describes them). `cargo bench --bench report` runs these
 //! workloads and more (fleets up to 1,000,000 devices loaded through the control API, control
 //! updates under load) and writes the Markdown report with plots.
 

@@ -1,4 +1,4 @@
-//! Abuse tests on a real link (issue 6, "Abuse"; SPEC section 7): the gate runs in one network
+//! Abuse tests on a real link (SPEC section 7): the gate runs in one network
 //! namespace, an attacker in the other.
 //!
 //! - [`flood_gets_no_answer_and_every_datagram_is_counted`]: junk, every malformed class,

@@ -1,6 +1,6 @@
 //! `doxm-gate decode HEX`, run as users run it: the real binary, its stdout, stderr and exit code.
 //!
-//! Contract (issue 2): one JSON line and exit 0 for a well-formed datagram; `{"error":"<reason>"}`
+//! Contract: one JSON line and exit 0 for a well-formed datagram; `{"error":"<reason>"}`
 //! and exit 1 for a malformed one; a message on stderr, nothing on stdout and exit 2 for an
 //! argument that is not hex.
 

@@ -654,7 +654,7 @@ fn usage_errors_exit_2() {
     }
 }
 
-/// Issue 15: `--device UUID` adds `deviceuuid=UUID` (hyphenated, lower case, whatever spelling
+/// `--device UUID` adds `deviceuuid=UUID` (hyphenated, lower case, whatever spelling
 /// was given) as a Uri-Query option of its own; a value that is not a UUID is a usage error.
 #[test]
 fn device_sends_deviceuuid() {

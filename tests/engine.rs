@@ -527,7 +527,7 @@ fn unicast_doxm_codes_and_unknown_resources() {
     assert_eq!(code(unicast(&mut engine, 0, &con(&["oic", "res"], &[]))), None);
 }
 
-/// Issue 15: `deviceuuid` (OCF's published doxm schema) filters a multicast discovery like
+/// `deviceuuid` (OCF's published doxm schema) filters a multicast discovery like
 /// `di`: one lookup in the UUID index, so only the named device answers, if it is eligible.
 #[test]
 fn deviceuuid_filter_names_one_device() {

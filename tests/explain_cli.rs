@@ -99,7 +99,7 @@ fn doxm_hex(ty: doxm_gate::wire::MessageType, queries: &[&str]) -> String {
     buf[..len].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Issue 15: `deviceuuid` (OCF's doxm schema) against the device's `--uuid`.
+/// `deviceuuid` (OCF's doxm schema) against the device's `--uuid`.
 #[test]
 fn deviceuuid_query() {
     use doxm_gate::wire::MessageType::{Confirmable, NonConfirmable};
@@ -139,7 +139,7 @@ fn deviceuuid_query() {
     assert_eq!(explain(&args), (0, r#"{"outcome":"2.05","reason":"ok"}"#.to_owned()));
 }
 
-/// Issue 10: `--request obt|plgd` stands for a real client's discovery, so that no one needs
+/// `--request obt|plgd` stands for a real client's discovery, so that no one needs
 /// the hex at hand; exactly one of `--hex` and `--request` is required.
 #[test]
 fn request_presets_of_real_clients() {

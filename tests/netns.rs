@@ -2,7 +2,7 @@
 //! one, the `discover` probe (and raw senders) in the other.
 //!
 //! Needs root (`ip netns add`); skips with a message otherwise. CI runs as root, so these run
-//! there. The lab itself is in `tests/lab/mod.rs`.
+//! there. The lab itself is `doxm_gate::testing::lab`.
 
 use doxm_gate::testing::lab;
 
@@ -278,7 +278,7 @@ fn ipv6_enabled_after_start_is_joined() {
     }
 }
 
-/// One gate per port (issue 10): a second gate over the same device ports, or the same
+/// One gate per port: a second gate over the same device ports, or the same
 /// address-mode prefix, refuses to start within a second, naming the endpoint and the process
 /// that holds it; gates over disjoint shards start side by side.
 #[test]

@@ -52,7 +52,7 @@ fn storm_invariants() {
     let (_, repeater) = &report.clients[2];
     // 40 requests over 2 s at 1/s with a burst of 5: at most 5 + 2 are answered.
     assert!(repeater.answers <= 7 * 100, "the per-source bucket bounds the repeater");
-    // deviceuuid (issue 15): of its 8 discoveries, 4 name device 100 (alone, or with di), and
+    // deviceuuid: of its 8 discoveries, 4 name device 100 (alone, or with di), and
     // only it answers them, once each; 2 name nobody (`deviceuuid=`: both copies of each are
     // dropped by the policy, before dedup, under their own reason); 2 name device 101, which is
     // not eligible (the v4 copy is a duplicate).

@@ -1,9 +1,9 @@
-//! Proof against software no one here wrote (issue 6): libcoap's `coap-client-notls`, aiocoap
+//! Proof against software no one here wrote: libcoap's `coap-client-notls`, aiocoap
 //! and node-coap send the OBT's multicast discovery over the lab's veth to the real gate, and
-//! must see exactly the eligible devices; then the scenarios of issue 6 (state flips through the
+//! must see exactly the eligible devices; then the scenarios a bridge meets (state flips through the
 //! control API, copies, query variants, No-Response, follow-ups in both endpoint modes).
 //!
-//! Needs root (network namespaces, see `tests/lab/mod.rs`) and the clients, which
+//! Needs root (network namespaces, see `doxm_gate::testing::lab`) and the clients, which
 //! `.ci/install-clients` installs: `coap-client-notls` on PATH (Debian `libcoap3-bin`), aiocoap
 //! and cbor2 importable by the `python3` on PATH, and node-coap in
 //! `$DOXM_GATE_CLIENTS/node_modules` (default `/opt/doxm-gate-clients`). A test whose client is
@@ -452,7 +452,7 @@ fn aiocoap_discovers_and_follows_up_in_port_mode() {
 }
 
 /// On every kind of link; on a link-local-only one the OBT reaches the devices' prefix through
-/// the gate's `fe80::` address (tests/lab/link.rs).
+/// the gate's `fe80::` address (`doxm_gate::testing::lab::link`).
 #[test]
 fn aiocoap_follows_up_in_address_mode() {
     for net in Net::ALL {
@@ -737,7 +737,7 @@ fn identical_copies_are_answered_once() {
     assert_eq!(lines.len(), want.len());
 }
 
-// ---- 4. deviceuuid (issue 15) -------------------------------------------------------------
+// ---- 4. deviceuuid -------------------------------------------------------------
 
 /// The `deviceuuid` query of OCF's published doxm schema: aiocoap (and libcoap, when installed)
 /// ask one device by it on ff02::158 and 224.0.1.187, and exactly that device answers, once,

@@ -1,4 +1,4 @@
-//! What a new user trips on (issue 10), run as users run it: the real binary, its stderr and its
+//! What a new user trips on, run as users run it: the real binary, its stderr and its
 //! exit status. Each test names the item of the issue it keeps fixed.
 //!
 //! The tests that start a gate serve loopback on their own ports with the control API off; where

@@ -25,7 +25,7 @@
 //!    update-to-visible percentiles from `/v1/stats`.
 //!
 //! The lab and the roles `sink`, `blast` and `probe` are shared with `benches/daemon.rs`
-//! (`benches/common/lab.rs`). This bench adds four roles, all run in the OBT namespace (the API
+//! (`doxm_gate::testing::lab::load`). This bench adds four roles, all run in the OBT namespace (the API
 //! listens on the gate's veth address, so every control call crosses the link): `api` (one
 //! HTTP call), `load` (a fleet in batches of upserts), `steady` (discoveries at a fixed rate,
 //! every answer checked) and `patcher` (concurrent `PATCH` clients).

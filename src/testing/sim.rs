@@ -32,7 +32,7 @@ pub enum ClientKind {
     Repeater,
     /// Sends malformed and wrong datagrams.
     Junk,
-    /// An OBT that asks for one device (by fleet index) with `deviceuuid` (issue 15), in the
+    /// An OBT that asks for one device (by fleet index) with `deviceuuid`, in the
     /// IoTivity-Lite OBT's v6 + v4 copies. Its discoveries cycle through four queries:
     /// `deviceuuid=<device>`; `DeviceUUID=<DEVICE>&di=<device>`; `deviceuuid=` (names nobody);
     /// `deviceuuid=<the next device>`.

@@ -104,8 +104,8 @@
 //! bridge is owned; bridge removed and re-registered; `mark_all_unknown`),
 //! `unicast-obt-follow-up` (`/oic/res?rt=oic.r.doxm`, `/oic/d`, error codes, empty ACK),
 //! `filters-and-odd-sources` (one request per pre-filter and source rule), `limits-shed-and-rate`
-//! (the smallest limits), `budget-stretch`, `junk` and `deviceuuid-names-one-device` (issue 15:
-//! `deviceuuid` in each form, alone and with `di`, to eligible, RFNOP and unknown devices).
+//! (the smallest limits), `budget-stretch`, `junk` and `deviceuuid-names-one-device`
+//! (`deviceuuid` in each form, alone and with `di`, to eligible, RFNOP and unknown devices).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::sync::Arc;

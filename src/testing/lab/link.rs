@@ -1,5 +1,5 @@
 //! The network both kinds of lab stand on: two namespaces joined by a veth pair, with the routes
-//! address mode needs. Used by the netns tests (`tests/lab/mod.rs`) and by the load benches
+//! address mode needs. Used by the netns tests (through [`super::Lab`]) and by the load benches
 //! ([`super::load`]), which differ only in names and subnet.
 
 use std::io::Write;
