@@ -32,7 +32,7 @@ pub struct Recovery {
     pub from_snapshot: usize,
     /// Journal records replayed after it.
     pub replayed: usize,
-    /// A torn or corrupt journal tail that was discarded (never acknowledged), described.
+    /// A torn journal tail that was discarded (the last record cut short: never acknowledged).
     pub torn_tail: Option<String>,
 }
 

@@ -263,6 +263,20 @@ impl Gate {
         }
     }
 
+    /// Starts a gate that must refuse to start: its log, ending in `(exit: STATUS)`. Panics
+    /// if it starts.
+    pub fn refused(opts: GateOpts) -> String {
+        match Gate::try_start(&opts) {
+            Ok(gate) => panic!("the gate started but should have refused:\n{}", gate.log()),
+            Err(log) => log,
+        }
+    }
+
+    /// The process id (`None` once killed).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The same gate again (same options and state directory), after [`Gate::kill9`].
     pub fn restart(&self) -> Gate {
         assert!(self.child.is_none(), "kill the gate before restarting it");

@@ -14,14 +14,22 @@
 //! - Group commit: [`Journal::append`] only copies the record into a pending buffer; the first
 //!   waiter becomes the leader, writes every pending record with one write and one fsync, and
 //!   wakes everyone it covered. Concurrent callers and batches therefore share fsyncs.
-//! - Loading keeps the longest valid prefix: it stops at the first record that is truncated, has a
-//!   bad magic or checksum, or whose sequence is not the next one, reports that torn tail
-//!   ([`TornTail`], and a `tracing` warning), truncates the file there and fsyncs, so that new
-//!   appends follow the good prefix. Such a tail was never acknowledged, because acknowledgement
-//!   waits for the fsync that covers it. A corrupt record in the *middle* (intact records after
-//!   it) means the disk lost acknowledged data; we still keep only the prefix, because nothing
-//!   after a broken link of the chain can be trusted, and report it loudly
-//!   ([`TornTail::intact_after`], a `tracing` error).
+//! - One process owns the directory: [`Journal::open`] takes an exclusive `flock` on its
+//!   [`LOCK_FILE`] before it reads anything, writes its pid there for the next one to name, and
+//!   holds it until the journal is dropped (the kernel releases it when the process dies, even by
+//!   `kill -9`). A second opener gets [`JournalError::Locked`].
+//! - Only a torn tail is discarded. A torn tail is the last record cut short (its header, or the
+//!   length it declares, runs past the end of the file) or zero-filled pages after the last good
+//!   record, with no intact record anywhere after it (searched by magic, so a damaged length
+//!   cannot hide one). It was provably never acknowledged, because an acknowledgement waits for
+//!   the fdatasync that covers the whole record: loading reports it ([`TornTail`], a `tracing`
+//!   warning), truncates the file there and fsyncs, so that new appends follow the good prefix.
+//!   Anything else is corruption ([`Corruption`]): a record that fails its checks with intact
+//!   records after it, a whole last record that fails its checksum (a cut record is never whole),
+//!   or an intact record out of sequence. What it held may have been acknowledged, so loading
+//!   refuses ([`JournalError::Corrupt`]) before it changes any byte of any file; the operator
+//!   inspects with [`check`] (`doxm-gate journal check`) and writes the trusted prefix into a new
+//!   directory with [`salvage`] (`doxm-gate journal salvage --into`).
 //! - A snapshot that fails its checks, or a journal that begins after what the snapshot covers
 //!   (records missing in between), is a hard error: the gate refuses to start rather than start
 //!   from a silently smaller state. A missing snapshot is fine (a new gate).
@@ -50,9 +58,11 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 use tracing::{error, info, warn};
 
 mod format;
+mod repair;
 
-pub use format::TornTail;
 use format::{read_snapshot, record_header, scan, snapshot_header};
+pub use format::{Corruption, Damage, TornTail};
+pub use repair::{check, lock_dir, salvage, Report, Salvaged};
 
 /// The journal's file name inside the directory: operators and crash tests name it.
 pub const JOURNAL_FILE: &str = "journal";
@@ -61,6 +71,9 @@ pub const SNAPSHOT_FILE: &str = "snapshot";
 /// An unfinished snapshot: written and fsynced before it is renamed over [`SNAPSHOT_FILE`], so a
 /// crash leaves at worst this file, which the next open removes.
 pub const SNAPSHOT_TMP_FILE: &str = "snapshot.tmp";
+/// The state directory's lock: `flock`ed by the one process that owns the directory, and holding
+/// its pid for the error message of the next one.
+pub const LOCK_FILE: &str = "lock";
 /// The largest payload of one record: the length field is a `u32`. A caller with more must split
 /// it into several records (and lose all-or-nothing) or snapshot instead.
 pub const MAX_RECORD: usize = u32::MAX as usize;
@@ -73,6 +86,8 @@ const SPARE_MAX: usize = 4 << 20;
 /// one journal so that their commits can share fsyncs.
 pub struct Journal {
     dir: PathBuf,
+    /// The directory's lock, held (open) as long as the journal lives.
+    _lock: File,
     state: Mutex<State>,
     /// Signalled whenever the files change hands (a leader or a snapshot finishes).
     turn: Condvar,
@@ -157,6 +172,34 @@ pub enum JournalError {
     /// The ticket was not issued by this journal (waiting on it would never end).
     #[error("ticket {0} was not issued by this journal")]
     UnknownTicket(u64),
+    /// Another process holds the state directory's lock.
+    #[error(
+        "state directory {} is locked by another process{}: only one doxm-gate may use a \
+         state directory",
+        dir.display(),
+        pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+    )]
+    Locked {
+        /// The state directory.
+        dir: PathBuf,
+        /// The holder's pid, as it wrote it in the lock file (`None` if unreadable).
+        pid: Option<u32>,
+    },
+    /// The journal is damaged before its last record: nothing was changed on disk.
+    #[error(
+        "journal {} is corrupt at offset {}, record {} (sequence {}): {}; {} intact records \
+         follow it. Nothing was changed. Report: doxm-gate journal check --state-dir {dir}; \
+         keep what can be trusted: doxm-gate journal salvage --state-dir {dir} --into NEWDIR, \
+         then start the gate with --state-dir NEWDIR",
+        .0.path.display(),
+        .0.offset,
+        .0.record,
+        .0.seq,
+        .0.reason,
+        .0.intact_after,
+        dir = .0.path.parent().unwrap_or(Path::new(".")).display()
+    )]
+    Corrupt(Box<Corruption>),
 }
 
 impl Journal {
@@ -177,12 +220,7 @@ impl Journal {
             let parent = dir.parent().filter(|p| !p.as_os_str().is_empty());
             sync_dir(parent.unwrap_or(Path::new(".")))?;
         }
-        let tmp = dir.join(SNAPSHOT_TMP_FILE);
-        match fs::remove_file(&tmp) {
-            Ok(()) => info!(path = %tmp.display(), "journal: removed an unfinished snapshot"),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e.into()),
-        }
+        let lock = lock_dir(dir)?;
         let (covers, snapshot) = match read_snapshot(&dir.join(SNAPSHOT_FILE))? {
             Some((covers, payload)) => (covers, Some(payload)),
             None => (0, None),
@@ -191,28 +229,28 @@ impl Journal {
         let path = dir.join(JOURNAL_FILE);
         let file =
             OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path)?;
-        let scan = scan(&file, covers)?;
+        let mut scan = scan(&file, &path, covers)?;
+        // Corruption is refused before anything on disk changes.
+        let torn = match scan.damage.take() {
+            Some(Damage::Corrupt(c)) => return Err(JournalError::Corrupt(Box::new(c))),
+            Some(Damage::Torn(t)) => Some(t),
+            None => None,
+        };
+        let tmp = dir.join(SNAPSHOT_TMP_FILE);
+        match fs::remove_file(&tmp) {
+            Ok(()) => info!(path = %tmp.display(), "journal: removed an unfinished snapshot"),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
         let mut len = scan.good_len;
-        if let Some(tail) = &scan.torn {
-            if tail.intact_after > 0 {
-                error!(
-                    path = %path.display(),
-                    offset = tail.offset,
-                    discarded_bytes = tail.discarded_bytes,
-                    reason = tail.reason,
-                    intact_after = tail.intact_after,
-                    "journal: a bad record is followed by intact ones: discarding them all; \
-                     either an unfinished group commit or a disk that lost acknowledged data"
-                );
-            } else {
-                warn!(
-                    path = %path.display(),
-                    offset = tail.offset,
-                    discarded_bytes = tail.discarded_bytes,
-                    reason = tail.reason,
-                    "journal: discarding a torn tail (never acknowledged)"
-                );
-            }
+        if let Some(tail) = &torn {
+            warn!(
+                path = %path.display(),
+                offset = tail.offset,
+                discarded_bytes = tail.discarded_bytes,
+                reason = tail.reason,
+                "journal: discarding a torn tail (never acknowledged)"
+            );
             file.set_len(len)?;
             file.sync_all()?;
         }
@@ -232,6 +270,7 @@ impl Journal {
         let last = scan.last_seq.max(covers);
         let journal = Journal {
             dir: dir.to_owned(),
+            _lock: lock,
             state: Mutex::new(State {
                 pending: Vec::new(),
                 spare: Vec::new(),
@@ -255,7 +294,7 @@ impl Journal {
             next_seq = last + 1,
             "journal opened"
         );
-        Ok((journal, Loaded { snapshot, records: scan.records, torn_tail: scan.torn }))
+        Ok((journal, Loaded { snapshot, records: scan.records, torn_tail: torn }))
     }
 
     /// Appends one record (one payload = one atomic unit) and returns its ticket. Cheap: the
