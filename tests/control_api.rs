@@ -205,7 +205,7 @@ fn export_healthz_metrics_stats() {
     let Some(gate) = Gate::start(GateOpts::ports(16).state_dir(dir.path())) else { return };
     let health = gate.get("/healthz");
     assert_eq!(health.status, 200, "{health:?}");
-    assert_eq!(health.json(), json!({"status": "ok", "devices": 0}));
+    assert_eq!(health.json(), json!({"status": "ok", "devices": 0, "journal": "ok"}));
 
     let devices: Vec<DeviceEntry> = (0..12u64)
         .map(|i| {

@@ -1,6 +1,8 @@
 //! The state directory against operator and disk mistakes, on the real daemon: two gates on one
-//! directory, and a journal damaged before its last record (refused, files untouched, then
-//! `doxm-gate journal check` and `salvage`).
+//! directory; a journal damaged before its last record (refused, files untouched, then
+//! `doxm-gate journal check` and `salvage`); and a full disk (a 3 MB tmpfs): a change that
+//! cannot be made durable is invisible, the gate heals without a restart once space returns,
+//! and a `kill -9` afterwards loses no acknowledged change and resurrects no failed one.
 
 mod support;
 
@@ -9,7 +11,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use doxm_gate::control::journal::{JOURNAL_FILE, LOCK_FILE};
-use support::{entry, to_json, uuid, Gate, GateOpts, TempDir, BIN};
+use serde_json::Value;
+use support::{entry, link, to_json, uuid, Gate, GateOpts, TempDir, BIN};
 
 fn put(gate: &Gate, space: u32, i: u64) {
     let u = uuid(space, i);
@@ -136,4 +139,134 @@ fn corrupt_journal_is_refused_then_checked_and_salvaged() {
     for i in 0..3 {
         assert!(salvaged.device(&uuid(0x301, i)).is_some());
     }
+}
+
+/// A tmpfs of `size` mounted on a fresh directory; unmounted (lazily, should a process still
+/// hold it) and removed on drop.
+struct Tmpfs(TempDir);
+
+impl Tmpfs {
+    fn mount(name: &str, size: &str) -> Result<Tmpfs, String> {
+        let dir = TempDir::new(name);
+        std::fs::create_dir_all(dir.path()).map_err(|e| e.to_string())?;
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .map_err(|e| format!("mount: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("mount -t tmpfs: {}", String::from_utf8_lossy(&out.stderr)));
+        }
+        Ok(Tmpfs(dir))
+    }
+
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+
+    /// Fills the file system with a file `filler` until ENOSPC.
+    fn fill(&self) {
+        use std::io::Write;
+        let mut file = std::fs::File::create(self.path().join("filler")).expect("filler");
+        let chunk = vec![0x55; 4096];
+        while file.write_all(&chunk).is_ok() {}
+        let _ = file.sync_all();
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.path().join("filler")).expect("remove filler");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.path()).status();
+    }
+}
+
+fn metric(gate: &Gate, name: &str) -> u64 {
+    let text = gate.get("/metrics").body;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
+}
+
+#[test]
+fn disk_full_changes_nothing_and_heals_without_restart() {
+    let fs = match Tmpfs::mount("enospc", "3m") {
+        Ok(fs) => fs,
+        Err(e) => return link::skip(&format!("cannot mount a tmpfs (needs root): {e}")),
+    };
+    let state_dir = fs.path().join("state");
+    let opts = GateOpts::ports(32).state_dir(&state_dir).policy("resume");
+    let Some(mut gate) = Gate::start(opts) else { return };
+    assert_eq!(gate.get("/healthz").json()["journal"], "ok");
+    // Acknowledged before the disk fills.
+    let mut acked = Vec::new();
+    for i in 0..5 {
+        put(&gate, 0x302, i);
+        acked.push(i);
+    }
+    fs.fill();
+    // The journal's last page may still have room for a record or two: go on until one fails.
+    let mut next = 5;
+    let failed_put = loop {
+        let u = uuid(0x302, next);
+        let e = entry(u, "d", (Some(3), Some(true), false));
+        let reply = gate.call("PUT", &format!("/v1/devices/{u}"), Some(&to_json(&e)));
+        if reply.status == 503 {
+            break reply;
+        }
+        assert_eq!(reply.status, 201, "{reply:?}");
+        acked.push(next);
+        next += 1;
+        assert!(next < 200, "the journal never hit ENOSPC");
+    };
+    let (field, reason) = failed_put.error();
+    assert_eq!(field, "journal");
+    assert!(reason.contains("No space left on device"), "{reason}");
+    // The failing change is invisible.
+    let ghost = uuid(0x302, next);
+    assert_eq!(gate.get(&format!("/v1/devices/{ghost}")).status, 404, "a 503 PUT is not visible");
+    // A replacement that fails leaves the old device; a failed DELETE leaves it too.
+    let first = uuid(0x302, 0);
+    let renamed = entry(first, "renamed", (Some(3), Some(true), false));
+    let reply = gate.call("PUT", &format!("/v1/devices/{first}"), Some(&to_json(&renamed)));
+    assert_eq!(reply.status, 503, "{reply:?}");
+    let reply = gate.call("DELETE", &format!("/v1/devices/{first}"), None);
+    assert_eq!(reply.status, 503, "{reply:?}");
+    let view = gate.device(&first).expect("a 503 DELETE leaves the device");
+    assert_eq!(view.device.name, "d");
+    assert_eq!(view.revision, 1);
+    assert_eq!(view.device.dos, Some(3), "the fleet is not forced to unknown");
+    // Health and metrics say so.
+    let health = gate.get("/healthz");
+    assert_eq!(health.status, 503, "{health:?}");
+    let body: Value = health.json();
+    assert_eq!(body["status"], "journal-failing");
+    assert!(body["error"].as_str().is_some_and(|e| e.contains("No space left")), "{body}");
+    assert_eq!(metric(&gate, "doxm_gate_journal_writable"), 0);
+    assert!(metric(&gate, "doxm_gate_journal_errors_total") >= 1);
+
+    // Space returns: the next change recovers the journal, without a restart.
+    fs.free();
+    let reply = gate.call("PUT", &format!("/v1/devices/{first}"), Some(&to_json(&renamed)));
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(gate.get("/healthz").status, 200);
+    assert_eq!(metric(&gate, "doxm_gate_journal_writable"), 1);
+    assert!(metric(&gate, "doxm_gate_journal_recoveries_total") >= 1);
+    assert!(metric(&gate, "doxm_gate_journal_bytes_written_total") > 0);
+    put(&gate, 0x302, 1000);
+
+    // kill -9 and restart: every acknowledged change, none of the failed ones.
+    gate.kill9();
+    let gate = gate.restart();
+    for &i in &acked {
+        let view = gate.device(&uuid(0x302, i)).unwrap_or_else(|| panic!("device {i} lost"));
+        assert_eq!(view.device.name, if i == 0 { "renamed" } else { "d" });
+    }
+    assert!(gate.device(&uuid(0x302, 1000)).is_some());
+    assert!(gate.device(&ghost).is_none(), "the failed PUT came back");
+    assert_eq!(gate.device_count(), acked.len() as u64 + 1);
+    assert_eq!(gate.device(&first).expect("first").revision, 2);
 }

@@ -220,7 +220,8 @@ fn route(call: &Call, shared: &Shared) -> Reply {
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (method, segments.as_slice()) {
         (&Method::GET, ["healthz"]) => {
-            Reply::json(200, &json!({"status": "ok", "devices": store.fleet().len()}))
+            let (status, body) = metrics::health(store);
+            Reply::json(status, &body)
         }
         (&Method::GET, ["metrics"]) => Reply {
             status: 200,

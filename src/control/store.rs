@@ -1,10 +1,23 @@
 //! The durable fleet: every acknowledged change is in the journal before it is acknowledged.
 //!
-//! A change goes: check (all of the batch) -> apply to the fleet and append to the journal,
-//! both under one lock so the journal's order is the order of application -> release the lock
-//! -> wait until the record is on disk (group commit: concurrent callers share one fsync) ->
-//! acknowledge. A crash before the fsync loses a change nobody was told about; a crash after it
-//! loses nothing, because start-up replays the snapshot and the journal.
+//! A change goes, under one lock: check (all of the batch) -> append to the journal -> wait
+//! until the record is on disk -> apply to the fleet -> acknowledge. So a change is visible
+//! (to `GET`, and to the data path that answers discovery) only once it is durable, and the
+//! journal's order is the order of application. A crash before the fsync loses a change nobody
+//! was told about; a crash after it loses nothing, because start-up replays the snapshot and
+//! the journal.
+//!
+//! When the journal cannot write (disk full, I/O error), the call gets a 503 naming the journal
+//! and nothing changed, neither in memory nor on disk: the fleet keeps serving what was
+//! acknowledged (no device is forced to unknown). The next change first asks the journal to
+//! recover ([`Journal::recover`]: reopen, truncate to the last durable batch, verify, continue),
+//! so the gate heals without a restart once space returns; until then every change gets 503 and
+//! `/healthz` says why.
+//!
+//! The price of "visible only once durable": changes are serialised through their fsync, so
+//! concurrent API calls no longer share one (the journal still groups concurrent appenders; the
+//! store no longer has any). Applying first and undoing on failure would keep the sharing but
+//! show readers, for an fsync's time, changes that may then vanish.
 //!
 //! Restart policy: `fail-closed` (the default) brings every device back with its registry data
 //! but an unknown state, so nothing answers until the bridge reports it again; `resume` keeps the
@@ -19,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 use uuid::Uuid;
 
-use super::journal::Journal;
+use super::journal::{Health, Journal};
 use super::mutation::{self, Mutation, Rejection};
 use super::RestartPolicy;
 use crate::control::fleet_file::DeviceEntry;
@@ -147,39 +160,41 @@ impl Store {
         self.journal.is_some()
     }
 
-    /// Checks, applies, journals and (when durable) waits for the disk; returns each touched
-    /// device's new revision. Nothing changes when the batch is refused.
+    /// Checks, journals and (when durable) waits for the disk, then applies; returns each
+    /// touched device's new revision. Nothing changes when the batch is refused or the journal
+    /// fails.
     ///
     /// # Errors
-    /// The refused change ([`Rejection`], 4xx), or 503 when the journal cannot make it durable
-    /// (the fleet then fails closed: every state becomes unknown).
+    /// The refused change ([`Rejection`], 4xx), or 503 naming the journal when it cannot make
+    /// the change durable (nothing changed; the next call retries the journal).
     pub fn mutate(
         &self,
         batch: Vec<Mutation>,
         expected_revision: Option<u64>,
     ) -> Result<Vec<(Uuid, u64)>, Rejection> {
         let received = Instant::now();
-        let (revisions, ticket) = {
-            let _guard = self.lock.lock();
-            mutation::check(&self.fleet, &batch, expected_revision)?;
+        let _guard = self.lock.lock();
+        mutation::check(&self.fleet, &batch, expected_revision)?;
+        if let Some(journal) = &self.journal {
             let payload = serde_json::to_vec(&batch)
                 .map_err(|e| Rejection::new(500, "body", e.to_string()))?;
-            // Apply first: the journal must only ever hold records that replay. If the append
-            // then fails, the change is visible but not acknowledged, and the fleet fails closed.
-            let revisions = mutation::apply(&self.fleet, &batch)?;
-            let ticket = match &self.journal {
-                Some(journal) => Some(journal.append(&payload).map_err(|e| self.not_durable(&e))?),
-                None => None,
-            };
-            self.maybe_snapshot();
-            (revisions, ticket)
-        };
+            // After a failure, the journal must verify itself before it takes anything new.
+            journal.recover().map_err(|e| not_durable(&e))?;
+            let ticket = journal.append(&payload).map_err(|e| not_durable(&e))?;
+            journal.wait_durable(ticket).map_err(|e| not_durable(&e))?;
+        }
+        // Checked under the same lock, so this cannot fail; were it to, the journal would hold a
+        // record that does not replay, and the next start would say so.
+        let revisions = mutation::apply(&self.fleet, &batch)?;
         let visible = received.elapsed().as_micros() as u64;
         let _ = self.visible.lock().record(visible.max(1));
-        if let (Some(journal), Some(ticket)) = (&self.journal, ticket) {
-            journal.wait_durable(ticket).map_err(|e| self.not_durable(&e))?;
-        }
+        self.maybe_snapshot();
         Ok(revisions)
+    }
+
+    /// The journal's state (`None` in memory).
+    pub fn journal_health(&self) -> Option<Health> {
+        self.journal.as_ref().map(Journal::health)
     }
 
     /// The update-to-visible histogram (microseconds).
@@ -222,10 +237,79 @@ impl Store {
             Err(e) => warn!(error = %e, "snapshot encoding failed"),
         }
     }
+}
 
-    fn not_durable(&self, e: &dyn std::fmt::Display) -> Rejection {
-        warn!(error = %e, "journal failed: failing closed (every device state unknown)");
-        self.fleet.mark_all_unknown();
-        Rejection::new(503, "journal", format!("the change could not be made durable: {e}"))
+fn not_durable(e: &dyn std::fmt::Display) -> Rejection {
+    warn!(error = %e, "journal failed: the change was refused, nothing changed");
+    Rejection::new(
+        503,
+        "journal",
+        format!("the change could not be made durable, nothing changed: {e}"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::control::fleet_file::demo_fleet;
+    use crate::control::mutation::PatchBody;
+
+    struct TempDir(PathBuf);
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn open(dir: &Path) -> Store {
+        let fleet = Arc::new(Fleet::with_capacity(64));
+        Store::open(dir, fleet, RestartPolicy::Resume, None).unwrap().0
+    }
+
+    fn state(store: &Store, uuid: &Uuid) -> Option<(u64, Option<u8>)> {
+        let id = store.fleet.lookup(uuid)?;
+        let dos = store.fleet.word(id).state().map(|s| s.dos as u8);
+        Some((store.fleet.revision(id), dos))
+    }
+
+    /// A change whose journal write or fsync fails changes nothing, in memory or on disk; the
+    /// next change recovers the journal without a restart; no device becomes unknown.
+    #[test]
+    fn test_failed_journal_changes_nothing_then_recovers() {
+        let dir = TempDir(std::env::temp_dir().join(format!("doxm-store-{}", std::process::id())));
+        let devices = demo_fleet(3).device;
+        let store = open(&dir.0);
+        let upserts = devices.iter().map(|d| Mutation::Upsert { device: d.clone() }).collect();
+        store.mutate(upserts, None).unwrap();
+        let (a, b) = (devices[1].uuid, devices[2].uuid);
+        let before = (state(&store, &a), state(&store, &b));
+        let rfpro = || PatchBody { dos: Some(3), owned: Some(true), ..PatchBody::default() };
+        let faults = store.journal.as_ref().unwrap().faults();
+        for (write, sync) in [(true, false), (false, true)] {
+            faults.fail_writes(write);
+            faults.fail_syncs(sync);
+            let patch = vec![Mutation::Patch { uuid: a, patch: rfpro() }];
+            let refused = store.mutate(patch, None).unwrap_err();
+            assert_eq!((refused.status, refused.field.as_str()), (503, "journal"));
+            let refused = store.mutate(vec![Mutation::Delete { uuid: b }], None).unwrap_err();
+            assert_eq!(refused.status, 503);
+            assert_eq!((state(&store, &a), state(&store, &b)), before, "nothing changed");
+            assert!(store.fleet.word(store.fleet.lookup(&a).unwrap()).state().is_some());
+            assert!(!store.journal_health().unwrap().writable);
+        }
+        faults.fail_writes(false);
+        faults.fail_syncs(false);
+        let revisions =
+            store.mutate(vec![Mutation::Patch { uuid: a, patch: rfpro() }], None).unwrap();
+        assert_eq!(revisions, [(a, before.0.unwrap().0 + 1)]);
+        assert!(store.journal_health().unwrap().writable);
+        let after = (state(&store, &a), state(&store, &b));
+        drop(store);
+        let reopened = open(&dir.0);
+        assert_eq!((state(&reopened, &a), state(&reopened, &b)), after);
+        assert_eq!(reopened.fleet.len(), 4);
     }
 }
