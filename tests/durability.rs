@@ -270,3 +270,43 @@ fn disk_full_changes_nothing_and_heals_without_restart() {
     assert_eq!(gate.device_count(), acked.len() as u64 + 1);
     assert_eq!(gate.device(&first).expect("first").revision, 2);
 }
+
+/// A batch carries at most `MAX_BATCH` changes (more: 413, nothing changed), and its reply
+/// does not grow with it: counts, and the revisions of the first 1,000 changes only.
+#[test]
+fn batches_are_bounded() {
+    use doxm_gate::control::api::{MAX_BATCH, REPLY_REVISIONS_MAX};
+    let dir = TempDir::new("bounded");
+    let Some(gate) = Gate::start(GateOpts::addresses().state_dir(dir.path())) else { return };
+    let n = 2_500u64;
+    let devices: Vec<Value> = (0..n)
+        .map(|i| serde_json::json!({"uuid": uuid(0x303, i), "name": format!("d{i}"), "dos": 3}))
+        .collect();
+    let reply = gate.call(
+        "POST",
+        "/v1/devices:batch",
+        Some(&to_json(&serde_json::json!({"upserts": devices, "deletes": []}))),
+    );
+    assert_eq!(reply.status, 200, "{}", &reply.body[..reply.body.len().min(300)]);
+    let body = reply.json();
+    assert_eq!(body["count"], n);
+    assert_eq!((body["upserts"].as_u64(), body["patches"].as_u64()), (Some(n), Some(0)));
+    assert_eq!(body["applied"].as_array().map(Vec::len), Some(REPLY_REVISIONS_MAX));
+    assert_eq!(body["applied"][0]["uuid"], uuid(0x303, 0).to_string());
+    assert_eq!(body["applied_omitted"], n - REPLY_REVISIONS_MAX as u64);
+    assert!(reply.body.len() < 80_000, "{} bytes", reply.body.len());
+
+    let too_many: Vec<String> =
+        (0..=MAX_BATCH as u64).map(|i| uuid(0x303, i % n).to_string()).collect();
+    let reply = gate.call(
+        "POST",
+        "/v1/devices:batch",
+        Some(&to_json(&serde_json::json!({ "deletes": too_many }))),
+    );
+    assert_eq!(reply.status, 413, "{reply:?}");
+    let (field, reason) = reply.error();
+    assert_eq!(field, "body");
+    assert!(reason.contains(&format!("at most {MAX_BATCH} changes")), "{reason}");
+    assert!(reason.contains(&format!("this one has {}", MAX_BATCH + 1)), "{reason}");
+    assert_eq!(gate.device_count(), n, "nothing changed");
+}
