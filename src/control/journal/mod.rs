@@ -440,6 +440,24 @@ impl Journal {
         }
     }
 
+    /// Whether `ticket`'s record is durable (`Some(true)`), was dropped with a failed batch
+    /// (`Some(false)`), or is still pending (`None`). Never blocks on I/O.
+    pub fn status(&self, ticket: Ticket) -> Option<bool> {
+        let st = self.state.lock();
+        if ticket.epoch < st.epoch {
+            return Some(
+                st.epoch_ends.get(ticket.epoch as usize).is_some_and(|&e| ticket.seq <= e),
+            );
+        }
+        if st.durable >= ticket.seq {
+            Some(true)
+        } else if st.poisoned {
+            Some(false)
+        } else {
+            None
+        }
+    }
+
     /// Brings the journal back after a failed write or fsync (see the [module docs](self) for
     /// why it does not trust the page cache): reopens the file, truncates it to the last durable
     /// batch, fsyncs, verifies by a scan that it holds exactly the durable records, and accepts
@@ -450,6 +468,11 @@ impl Journal {
     /// verify: it stays failed, and the next call tries again.
     pub fn recover(&self) -> Result<bool, JournalError> {
         let mut st = self.state.lock();
+        // The common case returns at once: never wait for a leader's I/O here (a caller may
+        // hold its own lock around this, as the store does).
+        if !st.poisoned {
+            return Ok(false);
+        }
         while st.busy {
             self.turn.wait(&mut st);
         }
@@ -819,6 +842,11 @@ mod tests {
         /// Fail every write (ENOSPC-like) until cleared.
         pub(crate) fn fail_writes(&self, on: bool) {
             self.fail_write.store(on, Ordering::SeqCst);
+        }
+
+        /// Holds every leader before its write while the guard lives, so that commits queue up.
+        pub(crate) fn hold(&self) -> parking_lot::MutexGuard<'_, ()> {
+            self.hold.lock()
         }
 
         /// Fail every fsync (EIO-like) until cleared.
