@@ -128,13 +128,7 @@ impl fmt::Display for Report {
 /// # Errors
 /// A missing directory, the lock, I/O errors.
 pub fn check(dir: &Path) -> Result<Report, JournalError> {
-    if !dir.is_dir() {
-        return Err(io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("{}: no such directory", dir.display()),
-        )
-        .into());
-    }
+    must_exist(dir)?;
     let _lock = lock_dir(dir)?;
     inspect(dir)
 }
@@ -239,13 +233,7 @@ impl fmt::Display for Salvaged {
 /// Whatever [`check`] finds fatal (a corrupt snapshot, missing records: there is no trusted
 /// state to write), a non-empty `into`, the locks, I/O errors.
 pub fn salvage(dir: &Path, into: &Path) -> Result<Salvaged, JournalError> {
-    if !dir.is_dir() {
-        return Err(io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("{}: no such directory", dir.display()),
-        )
-        .into());
-    }
+    must_exist(dir)?;
     let _source_lock = lock_dir(dir)?;
     let source = inspect(dir)?;
     if let Some(fatal) = &source.fatal {
@@ -276,6 +264,16 @@ pub fn salvage(dir: &Path, into: &Path) -> Result<Salvaged, JournalError> {
     let parent = into.parent().filter(|p| !p.as_os_str().is_empty());
     sync_dir(parent.unwrap_or(Path::new(".")))?;
     Ok(Salvaged { source, into: into.to_owned() })
+}
+
+/// `check` and `salvage` never create the directory they are pointed at.
+fn must_exist(dir: &Path) -> Result<(), JournalError> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let e =
+        io::Error::new(io::ErrorKind::NotFound, format!("{}: no such directory", dir.display()));
+    Err(e.into())
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
