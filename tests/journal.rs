@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use doxm_gate::control::journal::{
-    Journal, JournalError, Loaded, TornTail, JOURNAL_FILE, SNAPSHOT_FILE, SNAPSHOT_TMP_FILE,
+    check, salvage, Corruption, Damage, Journal, JournalError, Loaded, TornTail, JOURNAL_FILE,
+    LOCK_FILE, SNAPSHOT_FILE, SNAPSHOT_TMP_FILE,
 };
 
 /// A unique directory under the system temp dir, removed on drop.
@@ -191,7 +192,6 @@ fn torn_tail_at_every_offset() {
             offset: good,
             discarded_bytes: cut - good,
             reason: if cut - good < 20 { "truncated header" } else { "length past end of file" },
-            intact_after: 0,
         });
         assert_eq!(loaded.torn_tail, expected, "cut at {cut}");
         assert_eq!(journal_len(&work), good, "truncated back to the good prefix");
@@ -204,51 +204,106 @@ fn torn_tail_at_every_offset() {
     }
 }
 
-#[test]
-fn corrupt_last_record() {
-    let dir = TempDir::new("flip-last");
-    let payloads: Vec<Vec<u8>> = (1..=3).map(payload).collect();
-    let ends = {
-        let (journal, _) = open(&dir.0);
-        commit_all(&journal, &dir, &payloads)
-    };
-    flip(&dir.file(JOURNAL_FILE), ends[2] - 1);
-    let (journal, loaded) = open(&dir.0);
-    assert_eq!(loaded.records, payloads[..2]);
-    let tail = loaded.torn_tail.unwrap();
-    assert_eq!((tail.offset, tail.reason, tail.intact_after), (ends[1], "checksum mismatch", 0));
-    assert_eq!(tail.discarded_bytes, ends[2] - ends[1]);
-    journal.commit(b"after").unwrap();
-    drop(journal);
-    assert_eq!(reopen(&dir.0).records, [&payloads[..2], &[b"after".to_vec()]].concat());
+/// Every file of `dir` but the lock (which holds the opener's pid), by name.
+fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name() != LOCK_FILE)
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), fs::read(e.path()).unwrap()))
+        .collect();
+    files.sort();
+    files
 }
 
-#[test]
-fn corrupt_header_fields() {
-    // Magic, sequence and length are each caught (the CRC covers sequence and length).
-    let cases: [(u64, &str); 3] =
-        [(0, "bad magic"), (4, "checksum mismatch"), (12, "length past end of file")];
-    for (field, reason) in cases {
-        let dir = TempDir::new("flip-header");
-        let ends = {
-            let (journal, _) = open(&dir.0);
-            commit_all(&journal, &dir, &[b"one".to_vec(), b"two".to_vec()])
-        };
-        let mut bytes = fs::read(dir.file(JOURNAL_FILE)).unwrap();
-        // Byte 15 is the length's top byte: a flip there claims gigabytes.
-        let at = ends[0] + if field == 12 { 15 } else { field };
-        bytes[at as usize] ^= 0x40;
-        fs::write(dir.file(JOURNAL_FILE), bytes).unwrap();
-        let loaded = reopen(&dir.0);
-        assert_eq!(loaded.records, [b"one".to_vec()], "{reason}");
-        assert_eq!(loaded.torn_tail.unwrap().reason, reason);
+fn corruption(dir: &Path) -> Corruption {
+    match Journal::open(dir) {
+        Err(JournalError::Corrupt(c)) => *c,
+        Err(e) => panic!("expected corruption, got {e}"),
+        Ok((_, loaded)) => panic!("expected corruption, the journal opened: {loaded:?}"),
     }
 }
 
+/// A byte flipped in each field of a record (magic, length, payload, checksum), in the first,
+/// a middle and the last record: every one is corruption, refused with the offset and record
+/// named, and no file changes. Only a cut (a torn tail) is discarded.
 #[test]
-fn sequence_out_of_order() {
+fn flipped_byte_in_every_field_is_refused() {
+    let base = TempDir::new("flip-base");
+    let payloads: Vec<Vec<u8>> =
+        (0..5).map(|i| format!("{{\"record\":{i},\"pad\":\"xxxxxxxx\"}}").into_bytes()).collect();
+    let ends = {
+        let (journal, _) = open(&base.0);
+        journal.write_snapshot(b"state").unwrap();
+        commit_all(&journal, &base, &payloads)
+    };
+    let starts: Vec<u64> = [0].into_iter().chain(ends.iter().copied()).collect();
+    // (field, offset in the record, expected reason); 13 is a low byte of the length (a smaller
+    // or larger length), 15 its top byte (claims gigabytes).
+    let fields: [(&str, u64, &[&str]); 6] = [
+        ("magic", 1, &["bad magic"]),
+        ("length low byte", 12, &["checksum mismatch", "length past end of file"]),
+        ("length top byte", 15, &["length past end of file"]),
+        ("sequence", 6, &["checksum mismatch"]),
+        ("checksum", 17, &["checksum mismatch"]),
+        ("payload", 25, &["checksum mismatch"]),
+    ];
+    let work = TempDir::new("flip-work");
+    for (place, record) in [("start", 0), ("middle", 2), ("tail", 4)] {
+        for (field, at, reasons) in fields {
+            copy_dir(&base.0, &work.0);
+            flip(&work.file(JOURNAL_FILE), starts[record] + at);
+            let before = files(&work.0);
+            let c = corruption(&work.0);
+            let what = format!("{field} of the {place} record");
+            assert_eq!(c.offset, starts[record], "{what}");
+            assert_eq!((c.record, c.seq), (record as u64 + 1, record as u64 + 1), "{what}");
+            assert!(reasons.contains(&c.reason), "{what}: {}", c.reason);
+            assert_eq!(c.intact_after, 4 - record as u64, "{what}");
+            assert_eq!(c.path, work.file(JOURNAL_FILE));
+            assert_eq!(files(&work.0), before, "{what}: every file byte-for-byte as it was");
+            let text = JournalError::Corrupt(Box::new(c)).to_string();
+            for needle in [
+                format!("offset {}", starts[record]),
+                format!("record {}", record + 1),
+                format!("doxm-gate journal check --state-dir {}", work.0.display()),
+                format!("doxm-gate journal salvage --state-dir {} --into NEWDIR", work.0.display()),
+            ] {
+                assert!(text.contains(&needle), "{what}: {text:?} lacks {needle:?}");
+            }
+        }
+    }
+}
+
+/// A cut last record, and the zero-filled pages of a write that never finished, are torn tails:
+/// discarded, and the journal continues after the good prefix.
+#[test]
+fn zero_filled_tail_is_torn() {
+    let dir = TempDir::new("zeros");
+    let ends = {
+        let (journal, _) = open(&dir.0);
+        commit_all(&journal, &dir, &[b"{\"a\":1}".to_vec(), b"{\"b\":2}".to_vec()])
+    };
+    // The second record's payload zeroed (header intact), then 4 KiB of zeros after it.
+    let mut bytes = fs::read(dir.file(JOURNAL_FILE)).unwrap();
+    for b in &mut bytes[ends[0] as usize + 20..] {
+        *b = 0;
+    }
+    bytes.resize(bytes.len() + 4096, 0);
+    fs::write(dir.file(JOURNAL_FILE), &bytes).unwrap();
+    let (journal, loaded) = open(&dir.0);
+    assert_eq!(loaded.records, [b"{\"a\":1}".to_vec()]);
+    let tail = loaded.torn_tail.unwrap();
+    assert_eq!((tail.offset, tail.reason), (ends[0], "zero-filled"));
+    journal.commit(b"after").unwrap();
+    drop(journal);
+    assert_eq!(reopen(&dir.0).records, [b"{\"a\":1}".to_vec(), b"after".to_vec()]);
+}
+
+#[test]
+fn sequence_out_of_order_is_corruption() {
     // A valid record whose sequence is not the next one (here: a record duplicated by a
-    // misbehaving disk or copy) ends the good prefix.
+    // misbehaving disk or copy) cannot be a torn write.
     let dir = TempDir::new("seq");
     let ends = {
         let (journal, _) = open(&dir.0);
@@ -258,39 +313,69 @@ fn sequence_out_of_order() {
     let second = bytes[ends[0] as usize..].to_vec();
     bytes.extend_from_slice(&second);
     fs::write(dir.file(JOURNAL_FILE), bytes).unwrap();
-    let loaded = reopen(&dir.0);
-    assert_eq!(loaded.records, [b"one".to_vec(), b"two".to_vec()]);
-    let tail = loaded.torn_tail.unwrap();
-    assert_eq!((tail.offset, tail.reason), (ends[1], "sequence out of order"));
+    let c = corruption(&dir.0);
+    assert_eq!((c.offset, c.record, c.seq, c.reason), (ends[1], 3, 3, "sequence out of order"));
 }
 
-/// A corrupt record in the middle means the disk lost data that may have been acknowledged. We
-/// keep the prefix (nothing after a broken link can be trusted: fail closed) and report loudly:
-/// `intact_after` counts the intact records thrown away with it.
+/// `check` reports and changes nothing; `salvage` writes the snapshot and the valid prefix into
+/// a new directory that opens, and leaves the old one as it was.
 #[test]
-fn corrupt_middle_record() {
-    let dir = TempDir::new("flip-middle");
-    let payloads: Vec<Vec<u8>> = (10..15).map(payload).collect();
+fn check_and_salvage_a_corrupt_directory() {
+    let dir = TempDir::new("salvage-src");
+    let into = TempDir::new("salvage-into");
+    let payloads: Vec<Vec<u8>> = (20..26).map(payload).collect();
     let ends = {
         let (journal, _) = open(&dir.0);
+        journal.commit(b"covered").unwrap();
+        journal.write_snapshot(b"state").unwrap();
         commit_all(&journal, &dir, &payloads)
     };
-    flip(&dir.file(JOURNAL_FILE), ends[1] - 1);
-    let (journal, loaded) = open(&dir.0);
-    assert_eq!(loaded.records, payloads[..1]);
-    assert_eq!(
-        loaded.torn_tail,
-        Some(TornTail {
-            offset: ends[0],
-            discarded_bytes: ends[4] - ends[0],
-            reason: "checksum mismatch",
-            intact_after: 3,
-        })
+    flip(&dir.file(JOURNAL_FILE), ends[2] + 25);
+    let before = files(&dir.0);
+
+    let report = check(&dir.0).unwrap();
+    assert!(!report.would_start());
+    assert_eq!(report.snapshot, Some((1, 5)));
+    assert_eq!((report.records, report.first_seq, report.last_seq), (3, 2, 4));
+    let Some(Damage::Corrupt(c)) = &report.damage else { panic!("{report:?}") };
+    assert_eq!((c.offset, c.record, c.seq, c.intact_after), (ends[2], 4, 5, 2));
+    let text = report.to_string();
+    assert!(text.contains("CORRUPT"), "{text}");
+    assert!(text.contains(&format!("offset {}", ends[2])), "{text}");
+    assert_eq!(files(&dir.0), before);
+
+    let salvaged = salvage(&dir.0, &into.0).unwrap();
+    let text = salvaged.to_string();
+    assert!(text.contains("kept 3 records"), "{text}");
+    assert!(text.contains(&format!("--state-dir {}", into.0.display())), "{text}");
+    assert_eq!(files(&dir.0), before, "salvage leaves the source as it was");
+    assert!(check(&into.0).unwrap().would_start());
+    let (_, loaded) = open(&into.0);
+    assert_eq!(loaded.snapshot.as_deref(), Some(&b"state"[..]));
+    assert_eq!(loaded.records, payloads[..3]);
+    assert!(loaded.torn_tail.is_none());
+    // Salvage writes only into a new or empty directory.
+    assert!(salvage(&dir.0, &into.0).is_err());
+}
+
+/// One process owns a state directory: a second opener is refused with the directory and the
+/// holder's pid; the lock goes with the journal.
+#[test]
+fn state_dir_is_locked() {
+    let dir = TempDir::new("lock");
+    let (journal, _) = open(&dir.0);
+    let refused = Journal::open(&dir.0).map(|_| ()).unwrap_err();
+    let pid = std::process::id();
+    assert!(
+        matches!(&refused, JournalError::Locked { dir: d, pid: Some(p) } if *d == dir.0 && *p == pid),
+        "{refused:?}"
     );
-    assert_eq!(journal_len(&dir), ends[0]);
-    journal.commit(b"after").unwrap();
+    let text = refused.to_string();
+    assert!(text.contains(&dir.0.display().to_string()) && text.contains(&format!("pid {pid}")));
+    assert!(matches!(check(&dir.0), Err(JournalError::Locked { .. })));
+    journal.commit(b"still working").unwrap();
     drop(journal);
-    assert_eq!(reopen(&dir.0).records, [payloads[0].clone(), b"after".to_vec()]);
+    assert_eq!(reopen(&dir.0).records, [b"still working".to_vec()]);
 }
 
 #[test]

@@ -4,7 +4,7 @@
 //! |---|---|
 //! | `PUT /v1/devices/{uuid}` | create or replace a device (a fleet-file entry as JSON) |
 //! | `PATCH /v1/devices/{uuid}` | change `dos`, `owned`, `doc_open`, `devowneruuid`, `rowneruuid`, `oxmsel`; `If-Match: "rev"` makes it conditional |
-//! | `POST /v1/devices:batch` | `{"upserts":[..],"patches":[{"uuid":..,..}],"deletes":[..]}`, all or nothing |
+//! | `POST /v1/devices:batch` | `{"upserts":[..],"patches":[{"uuid":..,..}],"deletes":[..]}`, all or nothing, at most [`MAX_BATCH`] changes; the reply counts them and lists the first [`REPLY_REVISIONS_MAX`] revisions |
 //! | `DELETE /v1/devices/{uuid}` | remove a device |
 //! | `GET /v1/devices/{uuid}` | the record, its revision (also the ETag), and whether it is eligible or why not (a drop reason, or `bridge-missing`) |
 //! | `GET /v1/devices?eligible=true\|false&stale=true&limit=N&cursor=C` | a page of devices |
@@ -220,7 +220,8 @@ fn route(call: &Call, shared: &Shared) -> Reply {
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (method, segments.as_slice()) {
         (&Method::GET, ["healthz"]) => {
-            Reply::json(200, &json!({"status": "ok", "devices": store.fleet().len()}))
+            let (status, body) = metrics::health(store);
+            Reply::json(status, &body)
         }
         (&Method::GET, ["metrics"]) => Reply {
             status: 200,
@@ -296,12 +297,36 @@ fn mutate_as(
     status: u16,
     batch_call: bool,
 ) -> Reply {
+    let counts = batch_call.then(|| {
+        let mut counts = [0usize; 3];
+        for m in &batch {
+            counts[match m {
+                Mutation::Upsert { .. } => 0,
+                Mutation::Patch { .. } => 1,
+                Mutation::Delete { .. } => 2,
+            }] += 1;
+        }
+        counts
+    });
     match store.mutate(batch, expected) {
         Ok(revisions) => {
-            let mut reply = Reply::json(
-                status,
-                &json!({"applied": revisions.iter().map(|(u, r)| json!({"uuid": u, "revision": r})).collect::<Vec<_>>()}),
-            );
+            let listed = revisions.len().min(REPLY_REVISIONS_MAX);
+            let applied: Vec<_> = revisions[..listed]
+                .iter()
+                .map(|(u, r)| json!({"uuid": u, "revision": r}))
+                .collect();
+            let body = match counts {
+                Some([upserts, patches, deletes]) => json!({
+                    "count": revisions.len(),
+                    "upserts": upserts,
+                    "patches": patches,
+                    "deletes": deletes,
+                    "applied": applied,
+                    "applied_omitted": revisions.len() - listed,
+                }),
+                None => json!({"applied": applied}),
+            };
+            let mut reply = Reply::json(status, &body);
             if let [(_, rev)] = revisions.as_slice() {
                 reply.etag = Some(*rev);
             }
@@ -381,8 +406,26 @@ fn batch(store: &Store, bytes: &[u8]) -> Reply {
     if batch.is_empty() {
         return Reply::error(400, "body", "an empty batch");
     }
+    if batch.len() > MAX_BATCH {
+        let reason = format!(
+            "a batch holds at most {MAX_BATCH} changes and this one has {}: split it into \
+             several calls",
+            batch.len()
+        );
+        return Reply::error(413, "body", &reason);
+    }
     mutate_as(store, batch, None, 200, true)
 }
+
+/// The most changes (upserts + patches + deletes) one batch call may carry: more get 413 and
+/// change nothing; load a larger fleet in several calls. (The body limit, 128 MiB by default,
+/// bounds it too: 100,000 upserts of typical devices take about 30 MB.)
+pub const MAX_BATCH: usize = 100_000;
+
+/// A batch reply lists the revisions of at most this many changes (the first ones, in the
+/// order of the body: upserts, patches, deletes); its counts cover the whole batch. So the
+/// reply does not grow with the batch.
+pub const REPLY_REVISIONS_MAX: usize = 1_000;
 
 /// The `reason` of a VOD whose bridge is not in the fleet: it answers nothing (fail closed, as
 /// for an unowned bridge: the data path counts its drops as `bridge-unowned`) until the bridge

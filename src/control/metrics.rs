@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
+use super::journal::Health;
 use super::store::Store;
 use crate::io::board::Published;
 
@@ -58,6 +59,16 @@ pub fn json(store: &Store, p: &Published) -> Value {
         "answers_per_request": quantiles(&p.answers_per_request),
         "answer_lateness_us": quantiles(&p.lateness_us),
         "update_to_visible_us": quantiles(&store.visible_latency()),
+        "journal": store.journal_health().map(|j| json!({
+            "writable": j.writable,
+            "error": j.error,
+            "errors": j.errors,
+            "recoveries": j.recoveries,
+            "bytes_written": j.bytes_written,
+            "bytes_since_snapshot": j.bytes_since_snapshot,
+            "last_fsync_us": j.last_fsync_us,
+            "last_snapshot_us": j.last_snapshot_us,
+        })),
     })
 }
 
@@ -165,5 +176,74 @@ pub fn prometheus(store: &Store, p: &Published) -> String {
         "Microseconds from a control call to the change being visible.",
         &store.visible_latency(),
     );
+    if let Some(j) = store.journal_health() {
+        journal(&mut out, &j);
+    }
     out
+}
+
+fn journal(out: &mut String, j: &Health) {
+    gauge(
+        out,
+        "doxm_gate_journal_writable",
+        "1 while the journal accepts changes, 0 from a failed write or fsync until it recovers.",
+        u64::from(j.writable),
+    );
+    counter(
+        out,
+        "doxm_gate_journal_errors_total",
+        "Journal write, fsync, snapshot and recovery failures.",
+        j.errors,
+    );
+    counter(
+        out,
+        "doxm_gate_journal_recoveries_total",
+        "Journal recoveries after a failure, without restart.",
+        j.recoveries,
+    );
+    counter(
+        out,
+        "doxm_gate_journal_bytes_written_total",
+        "Journal bytes written and fsynced.",
+        j.bytes_written,
+    );
+    gauge(
+        out,
+        "doxm_gate_journal_bytes_since_snapshot",
+        "Journal bytes a restart would replay.",
+        j.bytes_since_snapshot,
+    );
+    gauge(
+        out,
+        "doxm_gate_journal_last_fsync_us",
+        "Microseconds the last journal fsync took.",
+        j.last_fsync_us,
+    );
+    gauge(
+        out,
+        "doxm_gate_journal_last_snapshot_us",
+        "Microseconds the last snapshot took (write, fsync, rename, journal reset).",
+        j.last_snapshot_us,
+    );
+}
+
+/// `GET /healthz`: 200 `{"status":"ok",..}` while changes can be made durable (or without a
+/// journal); 503 `{"status":"journal-failing",..}` with the journal's error while they cannot.
+pub fn health(store: &Store) -> (u16, Value) {
+    let devices = store.fleet().len();
+    match store.journal_health() {
+        None => (200, json!({"status": "ok", "devices": devices})),
+        Some(j) if j.writable => {
+            (200, json!({"status": "ok", "devices": devices, "journal": "ok"}))
+        }
+        Some(j) => (
+            503,
+            json!({
+                "status": "journal-failing",
+                "devices": devices,
+                "journal": "failing",
+                "error": j.error,
+            }),
+        ),
+    }
 }

@@ -1,25 +1,46 @@
 //! The durable fleet: every acknowledged change is in the journal before it is acknowledged.
 //!
-//! A change goes: check (all of the batch) -> apply to the fleet and append to the journal,
-//! both under one lock so the journal's order is the order of application -> release the lock
-//! -> wait until the record is on disk (group commit: concurrent callers share one fsync) ->
-//! acknowledge. A crash before the fsync loses a change nobody was told about; a crash after it
-//! loses nothing, because start-up replays the snapshot and the journal.
+//! A change goes: under the store's lock, check (all of the batch) and append it to the journal
+//! and to a queue of journaled changes -> release the lock -> wait until the record is on disk
+//! (group commit: concurrent callers share one fsync) -> under the lock again, apply every
+//! queued change whose record is durable, in journal order -> acknowledge. So a change is
+//! visible (to `GET`, and to the data path that answers discovery) only once it is durable, and
+//! the order of application is the journal's. A crash before the fsync loses a change nobody
+//! was told about; a crash after it loses nothing, because start-up replays the snapshot and
+//! the journal.
+//!
+//! A change is checked against the fleet while earlier changes may still be queued. So that the
+//! check holds when it is applied after them (and on replay), a change that touches a device
+//! some queued change touches, or that could overflow the fleet's capacity together with the
+//! queued upserts, waits until those are applied before it is checked. (A check reads only the
+//! devices of its batch and the fleet's size.) A snapshot is taken only when the queue is empty,
+//! so that it holds every record it covers.
+//!
+//! When the journal cannot write (disk full, I/O error), the call gets a 503 naming the journal
+//! and nothing changed, neither in memory nor on disk: the fleet keeps serving what was
+//! acknowledged (no device is forced to unknown). The next change first asks the journal to
+//! recover ([`Journal::recover`]: reopen, truncate to the last durable batch, verify, continue),
+//! so the gate heals without a restart once space returns; until then every change gets 503 and
+//! `/healthz` says why.
+//!
+//! (Applying first and undoing on failure, the other way to keep the fsync shared, would show
+//! readers, for an fsync's time, changes that may then vanish.)
 //!
 //! Restart policy: `fail-closed` (the default) brings every device back with its registry data
 //! but an unknown state, so nothing answers until the bridge reports it again; `resume` keeps the
 //! recovered states.
 
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex, MutexGuard};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 use uuid::Uuid;
 
-use super::journal::Journal;
+use super::journal::{Health, Journal, Ticket};
 use super::mutation::{self, Mutation, Rejection};
 use super::RestartPolicy;
 use crate::control::fleet_file::DeviceEntry;
@@ -32,7 +53,7 @@ pub struct Recovery {
     pub from_snapshot: usize,
     /// Journal records replayed after it.
     pub replayed: usize,
-    /// A torn or corrupt journal tail that was discarded (never acknowledged), described.
+    /// A torn journal tail that was discarded (the last record cut short: never acknowledged).
     pub torn_tail: Option<String>,
 }
 
@@ -57,9 +78,41 @@ const SNAPSHOT_EVERY_BYTES: u64 = 256 << 20;
 pub struct Store {
     fleet: Arc<Fleet>,
     journal: Option<Journal>,
-    lock: Mutex<()>,
+    lock: Mutex<Queue>,
+    /// Signalled when queued changes are applied (or dropped).
+    settled: Condvar,
     /// Microseconds from receiving a change to it being visible to the data path.
     visible: Mutex<hdrhistogram::Histogram<u64>>,
+}
+
+/// Journaled changes not yet applied, in journal order; see the [module docs](self).
+#[derive(Debug, Default)]
+struct Queue {
+    queued: VecDeque<Queued>,
+    /// How many queued changes touch each device.
+    touched: HashMap<Uuid, usize>,
+    /// Upserts queued: at most this many devices will be added.
+    upserts: usize,
+    /// Results of applied changes whose callers have not collected them yet.
+    results: HashMap<Ticket, Result<Vec<(Uuid, u64)>, Rejection>>,
+}
+
+#[derive(Debug)]
+struct Queued {
+    ticket: Ticket,
+    batch: Vec<Mutation>,
+    received: Instant,
+}
+
+fn uuid_of(m: &Mutation) -> &Uuid {
+    match m {
+        Mutation::Upsert { device } => &device.uuid,
+        Mutation::Patch { uuid, .. } | Mutation::Delete { uuid } => uuid,
+    }
+}
+
+fn upserts(batch: &[Mutation]) -> usize {
+    batch.iter().filter(|m| matches!(m, Mutation::Upsert { .. })).count()
 }
 
 fn histogram() -> hdrhistogram::Histogram<u64> {
@@ -71,7 +124,13 @@ fn histogram() -> hdrhistogram::Histogram<u64> {
 impl Store {
     /// A store without a journal: changes are applied but not durable (tests, `demo`).
     pub fn in_memory(fleet: Arc<Fleet>) -> Store {
-        Store { fleet, journal: None, lock: Mutex::new(()), visible: Mutex::new(histogram()) }
+        Store {
+            fleet,
+            journal: None,
+            lock: Mutex::default(),
+            settled: Condvar::new(),
+            visible: Mutex::new(histogram()),
+        }
     }
 
     /// Opens the journal in `dir`, restores the fleet from it, and applies the restart policy.
@@ -118,7 +177,8 @@ impl Store {
         let store = Store {
             fleet,
             journal: Some(journal),
-            lock: Mutex::new(()),
+            lock: Mutex::default(),
+            settled: Condvar::new(),
             visible: Mutex::new(histogram()),
         };
         if policy == RestartPolicy::FailClosed && !empty {
@@ -147,39 +207,98 @@ impl Store {
         self.journal.is_some()
     }
 
-    /// Checks, applies, journals and (when durable) waits for the disk; returns each touched
-    /// device's new revision. Nothing changes when the batch is refused.
+    /// Checks, journals and (when durable) waits for the disk, then applies; returns each
+    /// touched device's new revision. Nothing changes when the batch is refused or the journal
+    /// fails.
     ///
     /// # Errors
-    /// The refused change ([`Rejection`], 4xx), or 503 when the journal cannot make it durable
-    /// (the fleet then fails closed: every state becomes unknown).
+    /// The refused change ([`Rejection`], 4xx), or 503 naming the journal when it cannot make
+    /// the change durable (nothing changed; the next call retries the journal).
     pub fn mutate(
         &self,
         batch: Vec<Mutation>,
         expected_revision: Option<u64>,
     ) -> Result<Vec<(Uuid, u64)>, Rejection> {
         let received = Instant::now();
-        let (revisions, ticket) = {
-            let _guard = self.lock.lock();
+        let mut queue = self.lock.lock();
+        let Some(journal) = &self.journal else {
             mutation::check(&self.fleet, &batch, expected_revision)?;
-            let payload = serde_json::to_vec(&batch)
-                .map_err(|e| Rejection::new(500, "body", e.to_string()))?;
-            // Apply first: the journal must only ever hold records that replay. If the append
-            // then fails, the change is visible but not acknowledged, and the fleet fails closed.
             let revisions = mutation::apply(&self.fleet, &batch)?;
-            let ticket = match &self.journal {
-                Some(journal) => Some(journal.append(&payload).map_err(|e| self.not_durable(&e))?),
-                None => None,
-            };
-            self.maybe_snapshot();
-            (revisions, ticket)
+            self.record_visible(received);
+            return Ok(revisions);
         };
+        // Wait for the queued changes this one's check depends on (module docs).
+        let adds = upserts(&batch);
+        while batch.iter().any(|m| queue.touched.contains_key(uuid_of(m)))
+            || (!queue.queued.is_empty()
+                && self.fleet.len() + queue.upserts + adds > self.fleet.capacity())
+        {
+            self.settled.wait(&mut queue);
+        }
+        mutation::check(&self.fleet, &batch, expected_revision)?;
+        let payload =
+            serde_json::to_vec(&batch).map_err(|e| Rejection::new(500, "body", e.to_string()))?;
+        // After a failure, the journal must verify itself before it takes anything new.
+        journal.recover().map_err(|e| not_durable(&e))?;
+        let ticket = journal.append(&payload).map_err(|e| not_durable(&e))?;
+        for m in &batch {
+            *queue.touched.entry(*uuid_of(m)).or_default() += 1;
+        }
+        queue.upserts += adds;
+        queue.queued.push_back(Queued { ticket, batch, received });
+        let durable = MutexGuard::unlocked(&mut queue, || journal.wait_durable(ticket));
+        self.settle(&mut queue, journal);
+        let result = match durable {
+            // Every change before this one is settled too: durable ones before a durable one,
+            // and any one before a failed one (its batch ended its epoch).
+            Ok(()) => queue.results.remove(&ticket).unwrap_or_else(|| {
+                Err(Rejection::new(500, "journal", "a durable change was not applied"))
+            }),
+            Err(e) => Err(not_durable(&e)),
+        };
+        if queue.queued.is_empty() {
+            self.maybe_snapshot();
+        }
+        result
+    }
+
+    /// Applies the queued changes whose records are durable, in journal order, and drops those
+    /// whose records failed, up to the first still pending.
+    fn settle(&self, queue: &mut Queue, journal: &Journal) {
+        let mut changed = false;
+        while let Some(front) = queue.queued.front() {
+            let Some(durable) = journal.status(front.ticket) else { break };
+            let Some(q) = queue.queued.pop_front() else { break };
+            if durable {
+                let result = mutation::apply(&self.fleet, &q.batch);
+                self.record_visible(q.received);
+                queue.results.insert(q.ticket, result);
+            }
+            for m in &q.batch {
+                let uuid = uuid_of(m);
+                if let Some(n) = queue.touched.get_mut(uuid) {
+                    *n -= 1;
+                    if *n == 0 {
+                        queue.touched.remove(uuid);
+                    }
+                }
+            }
+            queue.upserts -= upserts(&q.batch);
+            changed = true;
+        }
+        if changed {
+            self.settled.notify_all();
+        }
+    }
+
+    fn record_visible(&self, received: Instant) {
         let visible = received.elapsed().as_micros() as u64;
         let _ = self.visible.lock().record(visible.max(1));
-        if let (Some(journal), Some(ticket)) = (&self.journal, ticket) {
-            journal.wait_durable(ticket).map_err(|e| self.not_durable(&e))?;
-        }
-        Ok(revisions)
+    }
+
+    /// The journal's state (`None` in memory).
+    pub fn journal_health(&self) -> Option<Health> {
+        self.journal.as_ref().map(Journal::health)
     }
 
     /// The update-to-visible histogram (microseconds).
@@ -222,10 +341,137 @@ impl Store {
             Err(e) => warn!(error = %e, "snapshot encoding failed"),
         }
     }
+}
 
-    fn not_durable(&self, e: &dyn std::fmt::Display) -> Rejection {
-        warn!(error = %e, "journal failed: failing closed (every device state unknown)");
-        self.fleet.mark_all_unknown();
-        Rejection::new(503, "journal", format!("the change could not be made durable: {e}"))
+fn not_durable(e: &dyn std::fmt::Display) -> Rejection {
+    warn!(error = %e, "journal failed: the change was refused, nothing changed");
+    Rejection::new(
+        503,
+        "journal",
+        format!("the change could not be made durable, nothing changed: {e}"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::control::fleet_file::demo_fleet;
+    use crate::control::mutation::PatchBody;
+
+    struct TempDir(PathBuf);
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn open(dir: &Path) -> Store {
+        let fleet = Arc::new(Fleet::with_capacity(64));
+        Store::open(dir, fleet, RestartPolicy::Resume, None).unwrap().0
+    }
+
+    fn state(store: &Store, uuid: &Uuid) -> Option<(u64, Option<u8>)> {
+        let id = store.fleet.lookup(uuid)?;
+        let dos = store.fleet.word(id).state().map(|s| s.dos as u8);
+        Some((store.fleet.revision(id), dos))
+    }
+
+    /// A change whose journal write or fsync fails changes nothing, in memory or on disk; the
+    /// next change recovers the journal without a restart; no device becomes unknown.
+    #[test]
+    fn test_failed_journal_changes_nothing_then_recovers() {
+        let dir = TempDir(std::env::temp_dir().join(format!("doxm-store-{}", std::process::id())));
+        let devices = demo_fleet(3).device;
+        let store = open(&dir.0);
+        let upserts = devices.iter().map(|d| Mutation::Upsert { device: d.clone() }).collect();
+        store.mutate(upserts, None).unwrap();
+        let (a, b) = (devices[1].uuid, devices[2].uuid);
+        let before = (state(&store, &a), state(&store, &b));
+        let rfpro = || PatchBody { dos: Some(3), owned: Some(true), ..PatchBody::default() };
+        let faults = store.journal.as_ref().unwrap().faults();
+        for (write, sync) in [(true, false), (false, true)] {
+            faults.fail_writes(write);
+            faults.fail_syncs(sync);
+            let patch = vec![Mutation::Patch { uuid: a, patch: rfpro() }];
+            let refused = store.mutate(patch, None).unwrap_err();
+            assert_eq!((refused.status, refused.field.as_str()), (503, "journal"));
+            let refused = store.mutate(vec![Mutation::Delete { uuid: b }], None).unwrap_err();
+            assert_eq!(refused.status, 503);
+            assert_eq!((state(&store, &a), state(&store, &b)), before, "nothing changed");
+            assert!(store.fleet.word(store.fleet.lookup(&a).unwrap()).state().is_some());
+            assert!(!store.journal_health().unwrap().writable);
+        }
+        faults.fail_writes(false);
+        faults.fail_syncs(false);
+        let revisions =
+            store.mutate(vec![Mutation::Patch { uuid: a, patch: rfpro() }], None).unwrap();
+        assert_eq!(revisions, [(a, before.0.unwrap().0 + 1)]);
+        assert!(store.journal_health().unwrap().writable);
+        let after = (state(&store, &a), state(&store, &b));
+        drop(store);
+        let reopened = open(&dir.0);
+        assert_eq!((state(&reopened, &a), state(&reopened, &b)), after);
+        assert_eq!(reopened.fleet.len(), 4);
+    }
+
+    /// Concurrent callers, some on the same devices: every change is applied in journal order
+    /// (a restart replays to the same fleet), and callers still share fsyncs.
+    #[test]
+    fn test_concurrent_changes_share_fsyncs_and_replay_identically() {
+        let dir =
+            TempDir(std::env::temp_dir().join(format!("doxm-store-conc-{}", std::process::id())));
+        let devices = demo_fleet(8).device;
+        let store = Arc::new(open(&dir.0));
+        let upserts = devices.iter().map(|d| Mutation::Upsert { device: d.clone() }).collect();
+        store.mutate(upserts, None).unwrap();
+        // First, deterministically: while one leader is held before its write, 7 callers on
+        // other devices queue up behind it; they all go out with the next leader (2 fsyncs).
+        let journal = || store.journal.as_ref().unwrap();
+        let before = journal().syncs();
+        let hold = journal().faults().hold();
+        let patch_on = |store: &Arc<Store>, uuid: Uuid, dos: u8| {
+            let patch = PatchBody { dos: Some(dos), owned: Some(dos >= 2), ..PatchBody::default() };
+            store.mutate(vec![Mutation::Patch { uuid, patch }], None).unwrap();
+        };
+        let queued: Vec<_> = (1..=8)
+            .map(|d| {
+                let (store, uuid) = (Arc::clone(&store), devices[d].uuid);
+                std::thread::spawn(move || patch_on(&store, uuid, 3))
+            })
+            .collect();
+        while journal().records_since_snapshot() < 9 {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert_eq!(state(&store, &devices[1].uuid).unwrap().0, 1, "nothing visible before durable");
+        drop(hold);
+        for t in queued {
+            t.join().unwrap();
+        }
+        assert_eq!(journal().syncs(), before + 2);
+        // Then freely, half the threads on the same two devices.
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let store = Arc::clone(&store);
+                let uuids: Vec<Uuid> = devices.iter().map(|d| d.uuid).collect();
+                std::thread::spawn(move || {
+                    for i in 0..40usize {
+                        let d = if t % 2 == 0 { 1 + i % 2 } else { 3 + t / 2 };
+                        patch_on(&store, uuids[d], [1u8, 2, 3][(i + t) % 3]);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let live: Vec<_> = devices.iter().map(|d| state(&store, &d.uuid)).collect();
+        assert_eq!(live[1].unwrap().0, 2 + 80, "every change to device 1 applied once");
+        drop(store);
+        let reopened = open(&dir.0);
+        let replayed: Vec<_> = devices.iter().map(|d| state(&reopened, &d.uuid)).collect();
+        assert_eq!(replayed, live);
     }
 }

@@ -11,6 +11,8 @@
 //!   mode which device a request is for.
 //! - [`send_batch`]: `sendmmsg(2)`, each datagram with an optional source address and interface
 //!   (`IPV6_PKTINFO` / `IP_PKTINFO`): in address mode the source is the device's own address.
+//! - [`try_lock_exclusive`]: `flock(2)`, which std offers only from Rust 1.89 (above our MSRV):
+//!   the journal's state-directory lock.
 
 #![allow(unsafe_code)]
 
@@ -148,6 +150,21 @@ pub fn raise_nofile_limit(wanted: u64) -> io::Result<u64> {
         }
     }
     Ok(limit.rlim_cur.max(target))
+}
+
+/// Takes an exclusive `flock(2)` on `file` without waiting: `Ok(true)` when taken, `Ok(false)`
+/// when another open file description holds it (another process, or this one through another
+/// `open`). Released when the file is closed. The journal uses it to own its state directory.
+pub fn try_lock_exclusive(file: &impl AsRawFd) -> io::Result<bool> {
+    // SAFETY: flock takes a file descriptor, valid for as long as `file` is borrowed, and flags.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(true);
+    }
+    let e = io::Error::last_os_error();
+    if e.kind() == io::ErrorKind::WouldBlock {
+        return Ok(false);
+    }
+    Err(e)
 }
 
 /// Receives up to `bufs.len()` (at most [`BATCH`]) datagrams without blocking; fills `meta` and

@@ -22,7 +22,7 @@ use doxm_gate::control::mutation::PatchBody;
 
 use doxm_gate::control::fleet_file::DeviceEntry;
 /// The skip helper shared with the netns lab.
-use doxm_gate::testing::lab::link;
+pub use doxm_gate::testing::lab::link;
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -260,6 +260,20 @@ impl Gate {
                 Err(format!("{}(no 'control API listening' within 60 s)", read_log(&log)))
             }
         }
+    }
+
+    /// Starts a gate that must refuse to start: its log, ending in `(exit: STATUS)`. Panics
+    /// if it starts.
+    pub fn refused(opts: GateOpts) -> String {
+        match Gate::try_start(&opts) {
+            Ok(gate) => panic!("the gate started but should have refused:\n{}", gate.log()),
+            Err(log) => log,
+        }
+    }
+
+    /// The process id (`None` once killed).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// The same gate again (same options and state directory), after [`Gate::kill9`].

@@ -9,6 +9,7 @@ mod client;
 mod decode;
 mod discover;
 mod explain;
+mod journal;
 mod run;
 
 use std::process::ExitCode;
@@ -53,6 +54,9 @@ enum Command {
     /// Move a fleet between a file and a running gate.
     #[command(subcommand)]
     Fleet(client::FleetCommand),
+    /// Inspect a state directory, or salvage a corrupt one into a new directory.
+    #[command(subcommand)]
+    Journal(journal::JournalCommand),
 }
 
 fn main() -> ExitCode {
@@ -64,5 +68,6 @@ fn main() -> ExitCode {
         Command::Discover(args) => discover::run(&args),
         Command::Stats(endpoint) => client::stats(&endpoint),
         Command::Fleet(command) => client::fleet(&command),
+        Command::Journal(command) => journal::run(&command),
     }
 }

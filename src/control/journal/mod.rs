@@ -14,24 +14,46 @@
 //! - Group commit: [`Journal::append`] only copies the record into a pending buffer; the first
 //!   waiter becomes the leader, writes every pending record with one write and one fsync, and
 //!   wakes everyone it covered. Concurrent callers and batches therefore share fsyncs.
-//! - Loading keeps the longest valid prefix: it stops at the first record that is truncated, has a
-//!   bad magic or checksum, or whose sequence is not the next one, reports that torn tail
-//!   ([`TornTail`], and a `tracing` warning), truncates the file there and fsyncs, so that new
-//!   appends follow the good prefix. Such a tail was never acknowledged, because acknowledgement
-//!   waits for the fsync that covers it. A corrupt record in the *middle* (intact records after
-//!   it) means the disk lost acknowledged data; we still keep only the prefix, because nothing
-//!   after a broken link of the chain can be trusted, and report it loudly
-//!   ([`TornTail::intact_after`], a `tracing` error).
+//! - One process owns the directory: [`Journal::open`] takes an exclusive `flock` on its
+//!   [`LOCK_FILE`] before it reads anything, writes its pid there for the next one to name, and
+//!   holds it until the journal is dropped (the kernel releases it when the process dies, even by
+//!   `kill -9`). A second opener gets [`JournalError::Locked`].
+//! - Only a torn tail is discarded. A torn tail is the last record cut short (its header, or the
+//!   length it declares, runs past the end of the file) or zero-filled pages after the last good
+//!   record, with no intact record anywhere after it (searched by magic, so a damaged length
+//!   cannot hide one). It was provably never acknowledged, because an acknowledgement waits for
+//!   the fdatasync that covers the whole record: loading reports it ([`TornTail`], a `tracing`
+//!   warning), truncates the file there and fsyncs, so that new appends follow the good prefix.
+//!   Anything else is corruption ([`Corruption`]): a record that fails its checks with intact
+//!   records after it, a whole last record that fails its checksum (a cut record is never whole),
+//!   or an intact record out of sequence. What it held may have been acknowledged, so loading
+//!   refuses ([`JournalError::Corrupt`]) before it changes any byte of any file; the operator
+//!   inspects with [`check`] (`doxm-gate journal check`) and writes the trusted prefix into a new
+//!   directory with [`salvage`] (`doxm-gate journal salvage --into`).
 //! - A snapshot that fails its checks, or a journal that begins after what the snapshot covers
 //!   (records missing in between), is a hard error: the gate refuses to start rather than start
 //!   from a silently smaller state. A missing snapshot is fine (a new gate).
 //! - Compaction is crash-safe at every step (see [`Journal::write_snapshot`]).
-//! - Fail closed: once a journal write or fsync fails, the journal is poisoned and every later
-//!   call, and every waiter not already covered, gets an error. After a failed fsync the kernel
-//!   may have dropped the dirty pages and cleared the error ("fsyncgate", PostgreSQL 2018), so a
-//!   retried fsync can succeed without the data being on disk: the only honest answer is to stop
-//!   acknowledging and let a restart reload what the disk actually holds.
-
+//! - A failed write or fsync fails its batch, never more and never less. Every record not yet
+//!   durable when a write or fsync fails (the leader's batch, and whatever was appended while it
+//!   wrote) is dropped and its waiters get an error, so none of them may be acknowledged; every
+//!   record acknowledged before stays. The journal then refuses appends until
+//!   [`Journal::recover`] succeeds; the caller calls it on its next change (the store does), so
+//!   the gate heals without a restart once the disk has room again.
+//! - Why recovery does not trust the page cache. After a failed fsync Linux may have dropped the
+//!   dirty pages, or marked them clean while the disk never got them, and it reports the error
+//!   once per open file ("fsyncgate", PostgreSQL 2018): retrying the fsync can succeed while the
+//!   data is not on disk, and reading the file back can show bytes that the disk does not hold.
+//!   So recovery never retries an fsync over the failed batch's pages and never takes them from
+//!   the cache: it opens the file anew (a new descriptor, which does not inherit the old one's
+//!   error state), truncates it to the length of the last batch whose fsync *succeeded*, which
+//!   throws the failed pages away whatever state the cache holds them in, fsyncs that
+//!   truncation, and scans the file to verify that what remains is exactly the acknowledged
+//!   records, ending with the last durable sequence number. Only then are appends accepted
+//!   again, continuing the sequence from there. The records of the failed batch are written
+//!   again only if their callers retry them, as new records. A snapshot whose rename succeeded
+//!   but whose directory fsync or journal reset failed is settled the same way: the directory
+//!   fsync is redone, the snapshot read and checked, and the journal reset to empty.
 //!
 //! # Layout
 //!
@@ -45,14 +67,19 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use tracing::{error, info, warn};
 
 mod format;
+mod repair;
 
-pub use format::TornTail;
 use format::{read_snapshot, record_header, scan, snapshot_header};
+pub use format::{Corruption, Damage, TornTail};
+pub use repair::{check, lock_dir, salvage, Report, Salvaged};
+#[cfg(test)]
+pub(crate) use tests::Faults;
 
 /// The journal's file name inside the directory: operators and crash tests name it.
 pub const JOURNAL_FILE: &str = "journal";
@@ -61,6 +88,9 @@ pub const SNAPSHOT_FILE: &str = "snapshot";
 /// An unfinished snapshot: written and fsynced before it is renamed over [`SNAPSHOT_FILE`], so a
 /// crash leaves at worst this file, which the next open removes.
 pub const SNAPSHOT_TMP_FILE: &str = "snapshot.tmp";
+/// The state directory's lock: `flock`ed by the one process that owns the directory, and holding
+/// its pid for the error message of the next one.
+pub const LOCK_FILE: &str = "lock";
 /// The largest payload of one record: the length field is a `u32`. A caller with more must split
 /// it into several records (and lose all-or-nothing) or snapshot instead.
 pub const MAX_RECORD: usize = u32::MAX as usize;
@@ -73,6 +103,8 @@ const SPARE_MAX: usize = 4 << 20;
 /// one journal so that their commits can share fsyncs.
 pub struct Journal {
     dir: PathBuf,
+    /// The directory's lock, held (open) as long as the journal lives.
+    _lock: File,
     state: Mutex<State>,
     /// Signalled whenever the files change hands (a leader or a snapshot finishes).
     turn: Condvar,
@@ -80,8 +112,40 @@ pub struct Journal {
     /// length mutable through `&self`.
     io: Mutex<Io>,
     syncs: AtomicU64,
+    stats: Stats,
     #[cfg(test)]
     faults: tests::Faults,
+}
+
+/// Counters for metrics, updated without the state lock.
+#[derive(Default)]
+struct Stats {
+    errors: AtomicU64,
+    bytes: AtomicU64,
+    recoveries: AtomicU64,
+    last_fsync_us: AtomicU64,
+    last_snapshot_us: AtomicU64,
+}
+
+/// The journal's state for `/healthz` and `/metrics`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    /// Whether appends are accepted (false from a failed write or fsync until a recovery).
+    pub writable: bool,
+    /// The failure that keeps it from writing (or the last failed recovery).
+    pub error: Option<String>,
+    /// Write, fsync, snapshot and recovery failures since start.
+    pub errors: u64,
+    /// Recoveries without restart since start.
+    pub recoveries: u64,
+    /// Journal bytes written (and fsynced) since start.
+    pub bytes_written: u64,
+    /// Journal bytes since the last snapshot: what a restart replays.
+    pub bytes_since_snapshot: u64,
+    /// The duration of the last journal fsync, in microseconds.
+    pub last_fsync_us: u64,
+    /// The duration of the last snapshot (write, fsync, rename, reset), in microseconds.
+    pub last_snapshot_us: u64,
 }
 
 /// The sequence number of an appended record: pass it to [`Journal::wait_durable`] before
@@ -89,12 +153,17 @@ pub struct Journal {
 /// knowing the change is on disk.
 #[must_use = "a change is durable only after wait_durable(ticket) returns Ok"]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Ticket(u64);
+pub struct Ticket {
+    seq: u64,
+    /// Which run of the journal between failures issued it: a ticket from before a failure was
+    /// either durable by then or failed, whatever a later record with its sequence does.
+    epoch: u64,
+}
 
 impl Ticket {
     /// The record's sequence number (logs, and tests that check the order).
     pub fn seq(self) -> u64 {
-        self.0
+        self.seq
     }
 }
 
@@ -116,9 +185,11 @@ pub enum JournalError {
     /// The file system refused a read, write, fsync, rename or truncation.
     #[error("journal I/O: {0}")]
     Io(#[from] io::Error),
-    /// An earlier write or fsync failed: the page cache state is unknown, so the journal refuses
-    /// every further write and every waiter it had not covered (fail closed; restart to reload).
-    #[error("journal poisoned by an earlier write or fsync failure; restart to recover")]
+    /// A write or fsync failed and the journal has not recovered yet (see
+    /// [`Journal::recover`]); or this record was dropped with the failed batch.
+    #[error(
+        "journal unavailable since a write or fsync failed; nothing of this change was written"
+    )]
     Poisoned,
     /// The snapshot fails its checks. A hard error: starting without it would silently lose the
     /// state it holds.
@@ -157,6 +228,34 @@ pub enum JournalError {
     /// The ticket was not issued by this journal (waiting on it would never end).
     #[error("ticket {0} was not issued by this journal")]
     UnknownTicket(u64),
+    /// Another process holds the state directory's lock.
+    #[error(
+        "state directory {} is locked by another process{}: only one doxm-gate may use a \
+         state directory",
+        dir.display(),
+        pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+    )]
+    Locked {
+        /// The state directory.
+        dir: PathBuf,
+        /// The holder's pid, as it wrote it in the lock file (`None` if unreadable).
+        pid: Option<u32>,
+    },
+    /// The journal is damaged before its last record: nothing was changed on disk.
+    #[error(
+        "journal {} is corrupt at offset {}, record {} (sequence {}): {}; {} intact records \
+         follow it. Nothing was changed. Report: doxm-gate journal check --state-dir {dir}; \
+         keep what can be trusted: doxm-gate journal salvage --state-dir {dir} --into NEWDIR, \
+         then start the gate with --state-dir NEWDIR",
+        .0.path.display(),
+        .0.offset,
+        .0.record,
+        .0.seq,
+        .0.reason,
+        .0.intact_after,
+        dir = .0.path.parent().unwrap_or(Path::new(".")).display()
+    )]
+    Corrupt(Box<Corruption>),
 }
 
 impl Journal {
@@ -177,12 +276,7 @@ impl Journal {
             let parent = dir.parent().filter(|p| !p.as_os_str().is_empty());
             sync_dir(parent.unwrap_or(Path::new(".")))?;
         }
-        let tmp = dir.join(SNAPSHOT_TMP_FILE);
-        match fs::remove_file(&tmp) {
-            Ok(()) => info!(path = %tmp.display(), "journal: removed an unfinished snapshot"),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e.into()),
-        }
+        let lock = lock_dir(dir)?;
         let (covers, snapshot) = match read_snapshot(&dir.join(SNAPSHOT_FILE))? {
             Some((covers, payload)) => (covers, Some(payload)),
             None => (0, None),
@@ -191,28 +285,28 @@ impl Journal {
         let path = dir.join(JOURNAL_FILE);
         let file =
             OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path)?;
-        let scan = scan(&file, covers)?;
+        let mut scan = scan(&file, &path, covers)?;
+        // Corruption is refused before anything on disk changes.
+        let torn = match scan.damage.take() {
+            Some(Damage::Corrupt(c)) => return Err(JournalError::Corrupt(Box::new(c))),
+            Some(Damage::Torn(t)) => Some(t),
+            None => None,
+        };
+        let tmp = dir.join(SNAPSHOT_TMP_FILE);
+        match fs::remove_file(&tmp) {
+            Ok(()) => info!(path = %tmp.display(), "journal: removed an unfinished snapshot"),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
         let mut len = scan.good_len;
-        if let Some(tail) = &scan.torn {
-            if tail.intact_after > 0 {
-                error!(
-                    path = %path.display(),
-                    offset = tail.offset,
-                    discarded_bytes = tail.discarded_bytes,
-                    reason = tail.reason,
-                    intact_after = tail.intact_after,
-                    "journal: a bad record is followed by intact ones: discarding them all; \
-                     either an unfinished group commit or a disk that lost acknowledged data"
-                );
-            } else {
-                warn!(
-                    path = %path.display(),
-                    offset = tail.offset,
-                    discarded_bytes = tail.discarded_bytes,
-                    reason = tail.reason,
-                    "journal: discarding a torn tail (never acknowledged)"
-                );
-            }
+        if let Some(tail) = &torn {
+            warn!(
+                path = %path.display(),
+                offset = tail.offset,
+                discarded_bytes = tail.discarded_bytes,
+                reason = tail.reason,
+                "journal: discarding a torn tail (never acknowledged)"
+            );
             file.set_len(len)?;
             file.sync_all()?;
         }
@@ -232,6 +326,7 @@ impl Journal {
         let last = scan.last_seq.max(covers);
         let journal = Journal {
             dir: dir.to_owned(),
+            _lock: lock,
             state: Mutex::new(State {
                 pending: Vec::new(),
                 spare: Vec::new(),
@@ -239,12 +334,17 @@ impl Journal {
                 durable: last,
                 busy: false,
                 poisoned: false,
+                failure: None,
+                epoch: 0,
+                epoch_ends: Vec::new(),
+                unsettled_snapshot: None,
                 records_since_snapshot: scan.records.len() as u64,
                 bytes_since_snapshot: scan.uncovered_bytes,
             }),
             turn: Condvar::new(),
-            io: Mutex::new(Io { file, len }),
+            io: Mutex::new(Io { file, len, durable_len: len }),
             syncs: AtomicU64::new(0),
+            stats: Stats::default(),
             #[cfg(test)]
             faults: tests::Faults::default(),
         };
@@ -255,7 +355,7 @@ impl Journal {
             next_seq = last + 1,
             "journal opened"
         );
-        Ok((journal, Loaded { snapshot, records: scan.records, torn_tail: scan.torn }))
+        Ok((journal, Loaded { snapshot, records: scan.records, torn_tail: torn }))
     }
 
     /// Appends one record (one payload = one atomic unit) and returns its ticket. Cheap: the
@@ -284,7 +384,7 @@ impl Journal {
         st.next_seq += 1;
         st.records_since_snapshot += 1;
         st.bytes_since_snapshot += (header.len() + payload.len()) as u64;
-        Ok(Ticket(seq))
+        Ok(Ticket { seq, epoch: st.epoch })
     }
 
     /// Blocks until the record of `ticket` is on disk (written and fdatasync'ed, or covered by a
@@ -293,16 +393,24 @@ impl Journal {
     /// go out with the next leader.
     ///
     /// # Errors
-    /// The leader whose write or fsync fails gets [`JournalError::Io`]; it poisons the journal and
-    /// every waiter it did not cover gets [`JournalError::Poisoned`] (the change must not be
-    /// acknowledged). A ticket already durable before the failure still returns `Ok`.
+    /// The leader whose write or fsync fails gets [`JournalError::Io`]; every other record not
+    /// yet durable is dropped with its batch and its waiter gets [`JournalError::Poisoned`] (the
+    /// change must not be acknowledged), and appends are refused until [`Journal::recover`]. A
+    /// ticket durable before the failure still returns `Ok`.
     pub fn wait_durable(&self, ticket: Ticket) -> Result<(), JournalError> {
         let mut st = self.state.lock();
-        if ticket.0 >= st.next_seq {
-            return Err(JournalError::UnknownTicket(ticket.0));
+        if ticket.epoch > st.epoch || (ticket.epoch == st.epoch && ticket.seq >= st.next_seq) {
+            return Err(JournalError::UnknownTicket(ticket.seq));
         }
         loop {
-            if st.durable >= ticket.0 {
+            if ticket.epoch < st.epoch {
+                // Its run ended with a failure: durable by then, or dropped.
+                return match st.epoch_ends.get(ticket.epoch as usize) {
+                    Some(&end) if ticket.seq <= end => Ok(()),
+                    _ => Err(JournalError::Poisoned),
+                };
+            }
+            if st.durable >= ticket.seq {
                 return Ok(());
             }
             if st.poisoned {
@@ -321,18 +429,85 @@ impl Journal {
             st.busy = false;
             self.turn.notify_all();
             if let Err(e) = result {
-                st.poisoned = true;
-                error!(
-                    dir = %self.dir.display(),
-                    error = %e,
-                    "journal write failed: poisoned, refusing every further write (fail closed)"
-                );
+                self.fail(&mut st, &e, "journal write or fsync failed: the batch is dropped");
                 return Err(e);
             }
             st.durable = target;
             if batch.capacity() <= SPARE_MAX {
                 batch.clear();
                 st.spare = batch;
+            }
+        }
+    }
+
+    /// Whether `ticket`'s record is durable (`Some(true)`), was dropped with a failed batch
+    /// (`Some(false)`), or is still pending (`None`). Never blocks on I/O.
+    pub fn status(&self, ticket: Ticket) -> Option<bool> {
+        let st = self.state.lock();
+        if ticket.epoch < st.epoch {
+            return Some(
+                st.epoch_ends.get(ticket.epoch as usize).is_some_and(|&e| ticket.seq <= e),
+            );
+        }
+        if st.durable >= ticket.seq {
+            Some(true)
+        } else if st.poisoned {
+            Some(false)
+        } else {
+            None
+        }
+    }
+
+    /// Brings the journal back after a failed write or fsync (see the [module docs](self) for
+    /// why it does not trust the page cache): reopens the file, truncates it to the last durable
+    /// batch, fsyncs, verifies by a scan that it holds exactly the durable records, and accepts
+    /// appends again, continuing the sequence. `Ok(false)` when there was nothing to recover.
+    ///
+    /// # Errors
+    /// The I/O error that still stands (the disk is still full), or a journal that does not
+    /// verify: it stays failed, and the next call tries again.
+    pub fn recover(&self) -> Result<bool, JournalError> {
+        let mut st = self.state.lock();
+        // The common case returns at once: never wait for a leader's I/O here (a caller may
+        // hold its own lock around this, as the store does).
+        if !st.poisoned {
+            return Ok(false);
+        }
+        while st.busy {
+            self.turn.wait(&mut st);
+        }
+        if !st.poisoned {
+            return Ok(false);
+        }
+        st.busy = true;
+        let (unsettled, durable) = (st.unsettled_snapshot, st.durable);
+        let result = MutexGuard::unlocked(&mut st, || self.reopen(unsettled, durable));
+        st.busy = false;
+        self.turn.notify_all();
+        match result {
+            Ok(reopened) => {
+                st.poisoned = false;
+                st.failure = None;
+                st.unsettled_snapshot = None;
+                st.durable = durable.max(reopened.covers);
+                st.next_seq = st.durable + 1;
+                st.pending.clear();
+                st.records_since_snapshot = reopened.records;
+                st.bytes_since_snapshot = reopened.bytes;
+                self.stats.recoveries.fetch_add(1, Ordering::Relaxed);
+                info!(
+                    dir = %self.dir.display(),
+                    durable = st.durable,
+                    journal_bytes = reopened.len,
+                    "journal recovered: reopened, truncated to the last durable batch, verified"
+                );
+                Ok(true)
+            }
+            Err(e) => {
+                st.failure = Some(e.to_string());
+                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                warn!(dir = %self.dir.display(), error = %e, "journal still cannot recover");
+                Err(e)
             }
         }
     }
@@ -375,12 +550,14 @@ impl Journal {
             return Err(JournalError::Poisoned);
         }
         st.busy = true;
+        let started = Instant::now();
         let covers = st.next_seq - 1;
         let covered = std::mem::take(&mut st.pending);
         let (records, bytes) = (st.records_since_snapshot, st.bytes_since_snapshot);
         let result = MutexGuard::unlocked(&mut st, || self.replace_snapshot(covers, payload));
         st.busy = false;
         self.turn.notify_all();
+        self.stats.last_snapshot_us.store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         match result {
             Ok(()) => {
                 st.durable = covers;
@@ -393,6 +570,7 @@ impl Journal {
                 // since, for the next leader to write.
                 let later = std::mem::replace(&mut st.pending, covered);
                 st.pending.extend_from_slice(&later);
+                self.stats.errors.fetch_add(1, Ordering::Relaxed);
                 warn!(dir = %self.dir.display(), error = %e, "snapshot not written");
                 Err(e)
             }
@@ -400,13 +578,8 @@ impl Journal {
                 if stage == Stage::Durable {
                     st.durable = covers;
                 }
-                st.poisoned = true;
-                error!(
-                    dir = %self.dir.display(),
-                    error = %e,
-                    ?stage,
-                    "snapshot failed after its rename: poisoned (fail closed)"
-                );
+                st.unsettled_snapshot = Some(covers);
+                self.fail(&mut st, &e, "snapshot failed after its rename: settled by recovery");
                 Err(e)
             }
         }
@@ -424,15 +597,99 @@ impl Journal {
         self.state.lock().bytes_since_snapshot
     }
 
+    /// Test-only fault injection (the store's tests fail the journal under it).
+    #[cfg(test)]
+    pub(crate) fn faults(&self) -> &Faults {
+        &self.faults
+    }
+
     /// Journal fsyncs done so far by group commits: commits per fsync is the grouping achieved
     /// (metrics, tests).
     pub fn syncs(&self) -> u64 {
         self.syncs.load(Ordering::Relaxed)
     }
 
-    /// Whether a write or fsync failed: a health check reports it (the process must restart).
+    /// Whether a write or fsync failed and the journal has not recovered yet.
     pub fn is_poisoned(&self) -> bool {
         self.state.lock().poisoned
+    }
+
+    /// The journal's state and counters, for `/healthz` and `/metrics`.
+    pub fn health(&self) -> Health {
+        let (writable, error, bytes_since_snapshot) = {
+            let st = self.state.lock();
+            (!st.poisoned, st.failure.clone(), st.bytes_since_snapshot)
+        };
+        let s = &self.stats;
+        Health {
+            writable,
+            error,
+            errors: s.errors.load(Ordering::Relaxed),
+            recoveries: s.recoveries.load(Ordering::Relaxed),
+            bytes_written: s.bytes.load(Ordering::Relaxed),
+            bytes_since_snapshot,
+            last_fsync_us: s.last_fsync_us.load(Ordering::Relaxed),
+            last_snapshot_us: s.last_snapshot_us.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Marks the journal failed: every record not durable is dropped (their tickets end with
+    /// this epoch), appends are refused until [`Journal::recover`].
+    fn fail(&self, st: &mut State, e: &JournalError, what: &str) {
+        st.poisoned = true;
+        st.failure = Some(e.to_string());
+        st.epoch_ends.push(st.durable);
+        st.epoch += 1;
+        st.pending.clear();
+        self.stats.errors.fetch_add(1, Ordering::Relaxed);
+        error!(
+            dir = %self.dir.display(),
+            error = %e,
+            durable = st.durable,
+            "{what}; refusing changes until the journal recovers (retried on the next change)"
+        );
+    }
+
+    /// The I/O of [`Journal::recover`], with the files to itself.
+    fn reopen(&self, unsettled: Option<u64>, durable: u64) -> Result<Reopened, JournalError> {
+        let mut io = self.io.lock();
+        #[cfg(test)]
+        {
+            self.faults.before_write()?;
+            self.faults.before_sync()?;
+        }
+        let mut target = io.durable_len;
+        if unsettled.is_some() {
+            // The snapshot was renamed into place; make that durable, then the journal it covers
+            // is reset to empty.
+            sync_dir(&self.dir)?;
+            target = 0;
+        }
+        let path = self.dir.join(JOURNAL_FILE);
+        let file = OpenOptions::new().read(true).write(true).open(&path)?;
+        file.set_len(target)?;
+        file.sync_all()?;
+        let covers = read_snapshot(&self.dir.join(SNAPSHOT_FILE))?.map_or(0, |(c, _)| c);
+        let scan = scan(&file, &path, covers)?;
+        let last = scan.last_seq.max(covers);
+        if scan.damage.is_some() || scan.good_len != target || last < durable {
+            return Err(io::Error::other(format!(
+                "{} does not verify after truncation to {target} bytes: {} valid bytes, last \
+                 record {last}, {durable} expected",
+                path.display(),
+                scan.good_len,
+            ))
+            .into());
+        }
+        io.file = file;
+        io.len = target;
+        io.durable_len = target;
+        Ok(Reopened {
+            covers,
+            records: scan.records.len() as u64,
+            bytes: scan.uncovered_bytes,
+            len: target,
+        })
     }
 
     /// The leader's I/O: one positioned write of the whole batch, one fdatasync.
@@ -444,7 +701,11 @@ impl Journal {
         io.len += batch.len() as u64;
         #[cfg(test)]
         self.faults.before_sync()?;
+        let started = Instant::now();
         io.file.sync_data()?;
+        self.stats.last_fsync_us.store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        io.durable_len = io.len;
+        self.stats.bytes.fetch_add(batch.len() as u64, Ordering::Relaxed);
         self.syncs.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -469,6 +730,7 @@ impl Journal {
         let mut io = self.io.lock();
         io.file.set_len(0).map_err(|e| (Stage::Durable, e.into()))?;
         io.len = 0;
+        io.durable_len = 0;
         io.file.sync_all().map_err(|e| (Stage::Durable, e.into()))?;
         Ok(())
     }
@@ -512,7 +774,17 @@ struct State {
     /// A leader or a snapshot owns the files. Invariant while false: every record after
     /// `durable` is in `pending`.
     busy: bool,
+    /// A write or fsync failed; no appends until [`Journal::recover`].
     poisoned: bool,
+    /// What failed (health).
+    failure: Option<String>,
+    /// Runs between failures, counted; a ticket carries the one that issued it.
+    epoch: u64,
+    /// `durable` at the end of each finished epoch.
+    epoch_ends: Vec<u64>,
+    /// A snapshot renamed into place whose directory fsync or journal reset failed: what it
+    /// covers (recovery settles it).
+    unsettled_snapshot: Option<u64>,
     records_since_snapshot: u64,
     bytes_since_snapshot: u64,
 }
@@ -520,6 +792,16 @@ struct State {
 struct Io {
     file: File,
     /// Where the next batch is written: the end of the good records.
+    len: u64,
+    /// The length after the last successful fsync: what recovery truncates back to.
+    durable_len: u64,
+}
+
+/// What [`Journal::recover`] found after reopening.
+struct Reopened {
+    covers: u64,
+    records: u64,
+    bytes: u64,
     len: u64,
 }
 
@@ -550,13 +832,28 @@ mod tests {
     /// Test-only fault injection: fail the leader's write or fsync, or hold the leader before
     /// its write so that waiters pile up deterministically.
     #[derive(Default)]
-    pub(super) struct Faults {
+    pub(crate) struct Faults {
         fail_write: AtomicBool,
         fail_sync: AtomicBool,
         hold: Mutex<()>,
     }
 
     impl Faults {
+        /// Fail every write (ENOSPC-like) until cleared.
+        pub(crate) fn fail_writes(&self, on: bool) {
+            self.fail_write.store(on, Ordering::SeqCst);
+        }
+
+        /// Holds every leader before its write while the guard lives, so that commits queue up.
+        pub(crate) fn hold(&self) -> parking_lot::MutexGuard<'_, ()> {
+            self.hold.lock()
+        }
+
+        /// Fail every fsync (EIO-like) until cleared.
+        pub(crate) fn fail_syncs(&self, on: bool) {
+            self.fail_sync.store(on, Ordering::SeqCst);
+        }
+
         pub(super) fn before_write(&self) -> io::Result<()> {
             drop(self.hold.lock());
             if self.fail_write.load(Ordering::SeqCst) {
@@ -658,44 +955,57 @@ mod tests {
     }
 
     #[test]
-    fn test_poisoned_by_failed_fsync() {
-        let dir = TempDir::new("poison-sync");
+    fn test_failed_fsync_drops_the_batch_then_recovers() {
+        let dir = TempDir::new("fail-sync");
         let (journal, _) = Journal::open(&dir.0).unwrap();
         journal.commit(b"acknowledged").unwrap();
         let covered = journal.append(b"durable before the failure").unwrap();
         journal.wait_durable(covered).unwrap();
-        journal.faults.fail_sync.store(true, Ordering::SeqCst);
+        journal.faults.fail_syncs(true);
         let a = journal.append(b"a").unwrap();
         let b = journal.append(b"b").unwrap();
         assert!(matches!(journal.wait_durable(a), Err(JournalError::Io(_))));
         assert!(journal.is_poisoned());
-        // The other waiter of the failed batch, and every later call, fail closed; a ticket
+        assert!(!journal.health().writable);
+        assert_eq!(journal.health().errors, 1);
+        // The other record of the failed batch, and every call until recovery, fail; a ticket
         // covered before the failure stays durable.
         assert!(matches!(journal.wait_durable(b), Err(JournalError::Poisoned)));
         assert!(matches!(journal.append(b"c"), Err(JournalError::Poisoned)));
         assert!(matches!(journal.commit(b"c"), Err(JournalError::Poisoned)));
         assert!(matches!(journal.write_snapshot(b"s"), Err(JournalError::Poisoned)));
         journal.wait_durable(covered).unwrap();
-        // Even though the fault is gone, nothing more is accepted: the page cache is suspect.
-        journal.faults.fail_sync.store(false, Ordering::SeqCst);
-        assert!(matches!(journal.commit(b"d"), Err(JournalError::Poisoned)));
+        // Recovery fails while the fault stands, and succeeds once it is gone.
+        assert!(journal.recover().is_err());
+        assert!(journal.is_poisoned());
+        journal.faults.fail_syncs(false);
+        assert!(journal.recover().unwrap());
+        assert!(!journal.recover().unwrap(), "nothing more to recover");
+        let health = journal.health();
+        assert!(health.writable && health.error.is_none() && health.recoveries == 1);
+        let d = journal.append(b"d").unwrap();
+        assert_eq!(d.seq(), 3, "the sequence continues after the last durable record");
+        journal.wait_durable(d).unwrap();
+        // Old tickets keep their answers even though seq 3 now exists again.
+        assert!(matches!(journal.wait_durable(a), Err(JournalError::Poisoned)));
+        journal.wait_durable(covered).unwrap();
         drop(journal);
-        // A restart reloads what the disk holds: the acknowledged records, and the unacknowledged
-        // ones only because this injected failure happened to write them.
+        // The failed batch reached the page cache (only the fsync failed), yet it is gone: the
+        // recovery truncated it away.
         let (_, loaded) = Journal::open(&dir.0).unwrap();
         assert_eq!(
-            loaded.records[..2],
-            [b"acknowledged".to_vec(), b"durable before the failure".to_vec()]
+            loaded.records,
+            [b"acknowledged".to_vec(), b"durable before the failure".to_vec(), b"d".to_vec()]
         );
         assert!(loaded.torn_tail.is_none());
     }
 
     #[test]
-    fn test_poisoned_by_failed_write_wakes_waiters() {
-        let dir = TempDir::new("poison-write");
+    fn test_failed_write_wakes_waiters_then_recovers() {
+        let dir = TempDir::new("fail-write");
         let (journal, _) = Journal::open(&dir.0).unwrap();
         let journal = Arc::new(journal);
-        journal.faults.fail_write.store(true, Ordering::SeqCst);
+        journal.faults.fail_writes(true);
         let hold = journal.faults.hold.lock();
         let threads: Vec<_> = (0..4)
             .map(|i| {
@@ -709,9 +1019,13 @@ mod tests {
             assert!(t.join().unwrap().is_err());
         }
         assert_eq!(journal.syncs(), 0);
+        journal.faults.fail_writes(false);
+        assert!(journal.recover().unwrap());
+        assert_eq!(journal.records_since_snapshot(), 0);
+        journal.commit(b"after").unwrap();
         drop(journal);
         let (_, loaded) = Journal::open(&dir.0).unwrap();
-        assert!(loaded.records.is_empty());
+        assert_eq!(loaded.records, [b"after".to_vec()]);
     }
 
     #[test]
@@ -738,6 +1052,9 @@ mod tests {
     fn test_unknown_ticket() {
         let dir = TempDir::new("ticket");
         let (journal, _) = Journal::open(&dir.0).unwrap();
-        assert!(matches!(journal.wait_durable(Ticket(1)), Err(JournalError::UnknownTicket(1))));
+        assert!(matches!(
+            journal.wait_durable(Ticket { seq: 1, epoch: 0 }),
+            Err(JournalError::UnknownTicket(1))
+        ));
     }
 }
