@@ -6,8 +6,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Args;
-use doxm_gate::config::{EndpointMode, GateConfig, LogFormat, LogLevel};
-use doxm_gate::control::api::{self, ApiConfig};
+use doxm_gate::config::{
+    read_token_file, ControlApi, EndpointMode, GateConfig, LogFormat, LogLevel,
+};
+use doxm_gate::control::api::{self, Api, ApiConfig, ApiHandle};
 use doxm_gate::control::fleet_file::{demo_fleet, FleetFile};
 use doxm_gate::control::mutation::Mutation;
 use doxm_gate::control::store::Store;
@@ -16,7 +18,10 @@ use doxm_gate::engine::endpoint::EndpointPlan;
 use doxm_gate::engine::Engine;
 use doxm_gate::fleet::Fleet;
 use doxm_gate::io::board::Board;
+use doxm_gate::io::sys::raise_nofile_limit;
 use doxm_gate::io::Driver;
+use signal_hook::consts::SIGHUP;
+use signal_hook::iterator::Signals;
 use tracing::{info, warn};
 
 /// Options of `run`: a configuration file, and a flag for every key of it (flags win).
@@ -52,9 +57,33 @@ pub struct RunArgs {
     /// The control API's address, IP:PORT; "" disables it [default: 127.0.0.1:8683]
     #[arg(long)]
     control: Option<String>,
-    /// The bearer token the control API requires (also DOXM_GATE_TOKEN).
+    /// The bearer token the control API requires (also DOXM_GATE_TOKEN); empty is an error.
     #[arg(long, env = "DOXM_GATE_TOKEN", hide_env_values = true)]
     control_token: Option<String>,
+    /// Read the control API's token from this file (systemd credentials, Kubernetes secrets):
+    /// one trailing newline is ignored, an empty file is an error; re-read on SIGHUP.
+    #[arg(long, value_name = "PATH")]
+    control_token_file: Option<PathBuf>,
+    /// Serve a non-loopback --control address without a token: anyone who reaches it can change
+    /// the fleet. Without this flag such a configuration is refused at startup.
+    #[arg(long)]
+    control_insecure_no_token: bool,
+    /// Control API: time from a request's first byte to the end of its head, in milliseconds
+    /// (then the connection is closed) [default: 10000]
+    #[arg(long)]
+    control_header_timeout_ms: Option<u64>,
+    /// Control API: time from the end of a request's head to the end of its body, in
+    /// milliseconds (then 408 and the connection is closed) [default: 30000]
+    #[arg(long)]
+    control_body_timeout_ms: Option<u64>,
+    /// Control API: how long a keep-alive connection may wait for a request, in milliseconds
+    /// [default: 30000]
+    #[arg(long)]
+    control_idle_timeout_ms: Option<u64>,
+    /// Control API: connections open at once; at the cap the longest-idle one is closed for a
+    /// new one (the open-file limit may lower it: see the startup log) [default: 256]
+    #[arg(long)]
+    control_max_connections: Option<usize>,
     /// Journal acknowledged fleet changes in this directory (durable across crashes).
     #[arg(long)]
     state_dir: Option<PathBuf>,
@@ -127,6 +156,14 @@ impl RunArgs {
         if self.control_token.is_some() {
             c.control_token.clone_from(&self.control_token);
         }
+        if self.control_token_file.is_some() {
+            c.control_token_file.clone_from(&self.control_token_file);
+        }
+        c.control_insecure_no_token |= self.control_insecure_no_token;
+        set(&mut c.control_header_timeout_ms, self.control_header_timeout_ms);
+        set(&mut c.control_body_timeout_ms, self.control_body_timeout_ms);
+        set(&mut c.control_idle_timeout_ms, self.control_idle_timeout_ms);
+        set(&mut c.control_max_connections, self.control_max_connections);
         if self.state_dir.is_some() {
             c.state_dir.clone_from(&self.state_dir);
         }
@@ -230,12 +267,27 @@ fn configured(args: &RunArgs) -> Result<GateConfig, ExitCode> {
 }
 
 fn serve(config: &GateConfig, fleet_file: &FleetFile, demo: Option<()>) -> ExitCode {
+    // First, so that a SIGHUP from here on is logged rather than fatal (its default action).
+    let hangups = match Signals::new([SIGHUP]) {
+        Ok(s) => s,
+        Err(e) => return fatal(config, &format!("SIGHUP handler: {e}")),
+    };
     if let Err(e) = check_interfaces(&config.interfaces) {
         return fatal(config, &e);
     }
     let engine_config = match config.engine() {
         Ok(c) => c,
         Err(e) => return fatal(config, &e.to_string()),
+    };
+    let control = match config.control_api() {
+        Ok(c) => c,
+        Err(e) => return fatal(config, &e.to_string()),
+    };
+    // Room for the device ports, the API's connections and the rest (journal, netlink, ..).
+    let files = plan_files(plan_ports(&engine_config.endpoints), control.as_ref());
+    let nofile = match raise_nofile_limit(files) {
+        Ok(limit) => limit,
+        Err(e) => return fatal(config, &format!("open-file limit: {e}")),
     };
     let plan = engine_config.endpoints;
     let fleet = Arc::new(Fleet::with_capacity(plan.capacity().clamp(1, 4 << 20)));
@@ -288,17 +340,23 @@ fn serve(config: &GateConfig, fleet_file: &FleetFile, demo: Option<()>) -> ExitC
     };
     let board = Arc::new(Board::default());
     driver.publish_to(board.clone());
-    let control = match config.control_addr() {
-        Ok(addr) => addr,
-        Err(e) => return fatal(config, &e.to_string()),
-    };
     let api = match control {
-        Some(listen) => {
+        Some(control) => {
+            let listen = control.listen;
+            let mut transport = control.transport;
+            transport.max_connections = connections_allowed(transport.max_connections, nofile);
             let api_config =
-                ApiConfig { listen, token: config.control_token.clone(), ..ApiConfig::default() };
+                ApiConfig { listen, token: control.token, transport, ..ApiConfig::default() };
             match api::spawn(api_config, store.clone(), board) {
                 Ok(api) => {
-                    info!(address = %api.addr(), durable = store.is_durable(), "control API listening");
+                    info!(
+                        address = %api.addr(),
+                        durable = store.is_durable(),
+                        token = config.control_token.is_some() || config.control_token_file.is_some(),
+                        max_connections = transport.max_connections,
+                        open_file_limit = nofile,
+                        "control API listening"
+                    );
                     Some(api)
                 }
                 Err(e) => return fatal(config, &format!("control API on {listen}: {e}")),
@@ -306,6 +364,7 @@ fn serve(config: &GateConfig, fleet_file: &FleetFile, demo: Option<()>) -> ExitC
         }
         None => None,
     };
+    on_hangup(hangups, config, api.as_ref().map(Api::handle));
     let names: Vec<&str> = driver.interfaces().iter().map(|i| i.name.as_str()).collect();
     info!(
         devices = fleet.len(),
@@ -322,6 +381,7 @@ fn serve(config: &GateConfig, fleet_file: &FleetFile, demo: Option<()>) -> ExitC
         return fatal(config, &format!("event loop: {e}"));
     }
     if let Some(api) = api {
+        // Idle and stalled connections close at once; calls in progress get a few seconds.
         api.stop();
     }
     let s = driver.engine().stats();
@@ -341,6 +401,71 @@ fn serve(config: &GateConfig, fleet_file: &FleetFile, demo: Option<()>) -> ExitC
         "stopped"
     );
     ExitCode::SUCCESS
+}
+
+/// Files the gate needs besides the API's connections: its device ports and a margin for the
+/// rest (group sockets, the journal, netlink, the runtime).
+const FILES_BESIDES_API: u64 = 256;
+
+/// Device ports of a plan (port mode; address mode shares the group sockets).
+fn plan_ports(plan: &EndpointPlan) -> u64 {
+    match plan {
+        EndpointPlan::Ports { count, .. } => u64::from(*count),
+        EndpointPlan::Addresses { .. } => 0,
+    }
+}
+
+/// The open-file limit the gate asks for.
+fn plan_files(ports: u64, control: Option<&ControlApi>) -> u64 {
+    ports + FILES_BESIDES_API + control.map_or(0, |c| c.transport.max_connections as u64)
+}
+
+/// The API's connection cap under the open-file limit `nofile`, counting the files open now
+/// (after the device ports) and keeping a margin for the journal and the rest: lowered, with a
+/// warning, when the limit leaves less room than configured, so that the API's connections never
+/// take the last descriptors (the accept back-off handles the rest).
+fn connections_allowed(wanted: usize, nofile: u64) -> usize {
+    const MARGIN: u64 = 64;
+    let open = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64);
+    let room = nofile.saturating_sub(open + MARGIN).max(1);
+    if room < wanted as u64 {
+        warn!(
+            wanted,
+            allowed = room,
+            open_file_limit = nofile,
+            open_files = open,
+            "the open-file limit leaves room for fewer control API connections than \
+             control_max_connections: raise it (ulimit -n, systemd LimitNOFILE=)"
+        );
+        return room as usize;
+    }
+    wanted
+}
+
+/// SIGHUP re-reads the token file (`--control-token-file`), keeping the current token when the
+/// file is unreadable or empty; without a token file it is logged and ignored. It never stops
+/// the gate. (The log level is not re-read: restart to change it.)
+fn on_hangup(mut hangups: Signals, config: &GateConfig, api: Option<ApiHandle>) {
+    let token_file = config.control_token_file.clone();
+    let spawned = std::thread::Builder::new().name("sighup".into()).spawn(move || {
+        for _ in hangups.forever() {
+            match (&token_file, &api) {
+                (Some(path), Some(api)) => match read_token_file(path) {
+                    Ok(token) => {
+                        api.set_token(Some(token));
+                        info!(file = %path.display(), "SIGHUP: control API token re-read");
+                    }
+                    Err(e) => warn!("SIGHUP: {e}; keeping the current token"),
+                },
+                _ => info!(
+                    "SIGHUP: nothing to reload (only --control-token-file is re-read); ignored"
+                ),
+            }
+        }
+    });
+    if let Err(e) = spawned {
+        warn!(error = %e, "no SIGHUP thread: SIGHUP is ignored");
+    }
 }
 
 /// Warns of every VOD whose bridge is not in the fleet (the first few by name): such a VOD
