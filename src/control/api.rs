@@ -225,7 +225,14 @@ async fn serve_call(State(shared): State<Arc<Shared>>, request: Request) -> Resp
         return too_large();
     }
     let timeout = shared.config.transport.body_timeout;
-    let body = match tokio::time::timeout(timeout, axum::body::to_bytes(body, max)).await {
+    let read = tokio::time::timeout(timeout, axum::body::to_bytes(body, max));
+    let read = tokio::select! {
+        read = read => read,
+        () = shared.transport.stopping() => {
+            return closing(respond(Reply::error(503, "server", "shutting down")));
+        }
+    };
+    let body = match read {
         Ok(Ok(bytes)) => bytes,
         Ok(Err(_)) => return too_large(),
         Err(_) => {

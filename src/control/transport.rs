@@ -18,8 +18,9 @@
 //! capped ([`READ_BUFFER`]), so memory is bounded by the connection cap whatever unauthenticated
 //! clients send.
 //!
-//! Shutdown: the listener closes, idle and stalled (`Head`) connections close at once, calls in
-//! progress get [`TransportConfig::shutdown_grace`] to finish, then whatever is left is closed.
+//! Shutdown: the listener closes, idle and stalled (`Head`) connections close at once, a call
+//! still waiting for its body gets 503 ([`Transport::stopping`]), calls in progress (the store)
+//! get [`TransportConfig::shutdown_grace`] to finish, then whatever is left is closed.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -119,6 +120,8 @@ pub struct Transport {
     pub stats: TransportStats,
     registry: Mutex<Registry>,
     max_connections: AtomicU64,
+    stopping: std::sync::atomic::AtomicBool,
+    stop: Notify,
 }
 
 #[derive(Debug, Default)]
@@ -163,6 +166,23 @@ impl Conn {
 }
 
 impl Transport {
+    /// Resolves once shutdown has begun: a call still waiting for its body gives up (503) rather
+    /// than hold the process for the shutdown grace.
+    pub async fn stopping(&self) {
+        let notified = self.stop.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if self.stopping.load(Ordering::Acquire) {
+            return;
+        }
+        notified.await;
+    }
+
+    fn begin_stopping(&self) {
+        self.stopping.store(true, Ordering::Release);
+        self.stop.notify_waiters();
+    }
+
     /// Connections open now.
     pub fn open(&self) -> usize {
         self.registry.lock().open.len()
@@ -358,17 +378,24 @@ pub(crate) async fn serve(
                 Ok((stream, peer)) => {
                     backoff = BACKOFF.0;
                     bump(&transport.stats.accepted);
-                    if transport.open() >= config.max_connections && !transport.evict_one() {
-                        bump(&transport.stats.refused);
-                        debug!(%peer, "control API: connection cap reached, all busy: 503");
-                        let _ = stream.try_write(
-                            b"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\n\
-                              content-length: 0\r\n\r\n",
-                        );
-                        continue;
+                    if transport.open() >= config.max_connections {
+                        if !transport.evict_one() {
+                            bump(&transport.stats.refused);
+                            debug!(%peer, "control API: connection cap reached, all busy: 503");
+                            let _ = stream.try_write(
+                                b"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\n\
+                                  content-length: 0\r\n\r\n",
+                            );
+                            continue;
+                        }
+                        // Let the evicted connection's task close its socket (and leave the
+                        // registry) before the next accept.
+                        tokio::task::yield_now().await;
                     }
                     let _ = stream.set_nodelay(true);
-                    tokio::spawn(connection(stream, transport.clone(), handler.clone()));
+                    // Registered before its task runs, so that the cap counts it at once.
+                    let (id, conn) = transport.register();
+                    tokio::spawn(connection(stream, id, conn, transport.clone(), handler.clone()));
                 }
                 Err(e) => {
                     bump(&transport.stats.accept_errors);
@@ -395,6 +422,7 @@ pub(crate) async fn serve(
         }
     }
     drop(listener);
+    transport.begin_stopping();
     let deadline = Instant::now() + config.shutdown_grace;
     while transport.open() > 0 && Instant::now() < deadline {
         transport.sweep(&config, Instant::now(), true);
@@ -414,8 +442,13 @@ fn out_of_files(e: &io::Error) -> bool {
 }
 
 /// Serves one connection until it ends or the registry closes it.
-async fn connection(stream: TcpStream, transport: Arc<Transport>, handler: Handler) {
-    let (id, conn) = transport.register();
+async fn connection(
+    stream: TcpStream,
+    id: u64,
+    conn: Arc<Conn>,
+    transport: Arc<Transport>,
+    handler: Handler,
+) {
     let io = hyper_util::rt::TokioIo::new(Tracked { inner: stream, conn: conn.clone() });
     let service = {
         let conn = conn.clone();
