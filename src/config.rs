@@ -15,6 +15,7 @@
 //! control_body_timeout_ms = 30000   # a request's body, from the end of its head (408)
 //! control_idle_timeout_ms = 30000   # a keep-alive connection without a request
 //! control_max_connections = 256     # at the cap the longest-idle connection is closed
+//! control_max_body_bytes = 134217728 # 128 MiB: a 100,000-device batch is about 11 MB
 //! state_dir = "/var/lib/doxm-gate" # journal of acknowledged changes
 //! restart_policy = "fail-closed"  # or "resume"
 //!
@@ -85,6 +86,8 @@ pub struct GateConfig {
     pub control_idle_timeout_ms: u64,
     /// Control API: connections open at once (the open-file limit may lower it).
     pub control_max_connections: usize,
+    /// Control API: the largest request body (bytes; larger: 413).
+    pub control_max_body_bytes: usize,
     /// Where acknowledged fleet changes are journaled; none: changes are not durable.
     pub state_dir: Option<PathBuf>,
     /// After a restart: `fail-closed` (states unknown until re-reported) or `resume`.
@@ -259,6 +262,7 @@ impl Default for GateConfig {
             control_body_timeout_ms: transport.body_timeout.as_millis() as u64,
             control_idle_timeout_ms: transport.idle_timeout.as_millis() as u64,
             control_max_connections: transport.max_connections,
+            control_max_body_bytes: crate::control::api::ApiConfig::default().max_body,
             state_dir: None,
             restart_policy: RestartPolicy::FailClosed,
             endpoints: EndpointsConfig::default(),
@@ -441,9 +445,13 @@ impl GateConfig {
         if self.control_max_connections == 0 {
             return Err(error("control_max_connections", "must be at least 1"));
         }
+        if self.control_max_body_bytes == 0 {
+            return Err(error("control_max_body_bytes", "must be at least 1"));
+        }
         Ok(Some(ControlApi {
             listen,
             token,
+            max_body: self.control_max_body_bytes,
             transport: TransportConfig {
                 header_timeout: ms("control_header_timeout_ms", self.control_header_timeout_ms)?,
                 body_timeout: ms("control_body_timeout_ms", self.control_body_timeout_ms)?,
@@ -472,6 +480,8 @@ pub struct ControlApi {
     pub listen: std::net::SocketAddr,
     /// The bearer token, if any.
     pub token: Option<String>,
+    /// The largest request body (bytes).
+    pub max_body: usize,
     /// Connection cap and timeouts.
     pub transport: TransportConfig,
 }

@@ -114,6 +114,8 @@ fn issue_14_fd_exhaustion_under_a_lowered_limit_keeps_the_api_serving() {
     // longest-idle ones out instead of exhausting the descriptors.
     let opts = GateOpts::ports(60).under(&["prlimit", "--nofile=192:192", "--"]);
     let Some(mut gate) = Gate::start(opts) else { return };
+    // The listening line may reach the log a moment after the start is reported.
+    assert!(gate.wait_log("max_connections=", Duration::from_secs(5)), "{}", gate.log());
     let log = gate.log();
     let cap: usize = log
         .split("max_connections=")
@@ -287,7 +289,7 @@ fn issue_14_non_loopback_without_token_is_refused_unless_insecure_is_said() {
     }
     let opts = GateOpts::ports(4).control("0.0.0.0:0").args(&["--control-insecure-no-token"]);
     let Some(gate) = Gate::start(opts) else { return };
-    assert!(gate.log().contains("address=0.0.0.0:"), "{}", gate.log());
+    assert!(gate.wait_log("address=0.0.0.0:", Duration::from_secs(5)), "{}", gate.log());
     let local = SocketAddr::from(([127, 0, 0, 1], gate.addr.port()));
     assert_eq!(raw_get(local, "/healthz"), Some(200));
 }
@@ -388,4 +390,50 @@ fn issue_14_sigterm_and_sigint_with_stalled_clients_exit_within_5_s() {
         eprintln!("SIG{signal} with stalled clients: exited in {took:?}");
         assert!(!gate.log().contains("panicked"), "{}", gate.log());
     }
+}
+
+// ---- The new keys: flags, defaults, limits ----
+
+#[test]
+fn issue_14_help_shows_the_control_defaults() {
+    let d = doxm_gate::config::GateConfig::default();
+    let out = Command::new(BIN).args(["run", "--help"]).output().unwrap();
+    let help: String =
+        String::from_utf8(out.stdout).unwrap().split_whitespace().collect::<Vec<_>>().join(" ");
+    for (flag, value) in [
+        ("--control-header-timeout-ms", d.control_header_timeout_ms.to_string()),
+        ("--control-body-timeout-ms", d.control_body_timeout_ms.to_string()),
+        ("--control-idle-timeout-ms", d.control_idle_timeout_ms.to_string()),
+        ("--control-max-connections", d.control_max_connections.to_string()),
+        ("--control-max-body-bytes", d.control_max_body_bytes.to_string()),
+    ] {
+        let at = help.find(&format!("{flag} <")).unwrap_or_else(|| panic!("{flag}: {help}"));
+        let paragraph = help[at + 2..].split(" --").next().unwrap_or_default();
+        assert!(paragraph.contains(&format!("[default: {value}]")), "{flag}: {paragraph}");
+    }
+    for flag in ["--control-token-file <PATH>", "--control-insecure-no-token"] {
+        assert!(help.contains(flag), "{flag}: {help}");
+    }
+}
+
+#[test]
+fn issue_14_body_limit_is_configurable() {
+    let opts = GateOpts::ports(4).token("t").args(&["--control-max-body-bytes", "1000"]);
+    let Some(gate) = Gate::start(opts) else { return };
+    let big = format!("{{\"deletes\":[{}]}}", vec!["\"x\""; 300].join(","));
+    let reply = gate.call("POST", "/v1/devices:batch", Some(&big));
+    assert_eq!(reply.status, 413, "{reply:?}");
+    assert!(reply.error().1.contains("1000"), "{reply:?}");
+    // A chunked body over the limit (no Content-Length) too, and the connection closes.
+    let mut s = connect(gate.addr);
+    s.write_all(
+        b"POST /v1/devices:batch HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t\r\n\
+          Transfer-Encoding: chunked\r\n\r\n",
+    )
+    .unwrap();
+    for _ in 0..4 {
+        s.write_all(format!("200\r\n{}\r\n", " ".repeat(512)).as_bytes()).unwrap();
+    }
+    assert_eq!(read_status(&mut s, Instant::now()).0, Some(413));
+    assert_eq!(gate.get("/healthz").status, 200);
 }

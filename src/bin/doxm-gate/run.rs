@@ -84,6 +84,9 @@ pub struct RunArgs {
     /// new one (the open-file limit may lower it: see the startup log) [default: 256]
     #[arg(long)]
     control_max_connections: Option<usize>,
+    /// Control API: the largest request body, in bytes (larger: 413) [default: 134217728]
+    #[arg(long)]
+    control_max_body_bytes: Option<usize>,
     /// Journal acknowledged fleet changes in this directory (durable across crashes).
     #[arg(long)]
     state_dir: Option<PathBuf>,
@@ -164,6 +167,7 @@ impl RunArgs {
         set(&mut c.control_body_timeout_ms, self.control_body_timeout_ms);
         set(&mut c.control_idle_timeout_ms, self.control_idle_timeout_ms);
         set(&mut c.control_max_connections, self.control_max_connections);
+        set(&mut c.control_max_body_bytes, self.control_max_body_bytes);
         if self.state_dir.is_some() {
             c.state_dir.clone_from(&self.state_dir);
         }
@@ -231,6 +235,10 @@ fn colour(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
 
 /// `doxm-gate run`.
 pub fn run(args: &RunArgs) -> ExitCode {
+    let hangups = match hangup_signals() {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
     let config = match configured(args) {
         Ok(c) => c,
         Err(code) => return code,
@@ -242,12 +250,16 @@ pub fn run(args: &RunArgs) -> ExitCode {
         },
         None => FleetFile::default(),
     };
-    serve(&config, &fleet_file, None)
+    serve(&config, &fleet_file, None, hangups)
 }
 
 /// `doxm-gate demo`: the gate with the built-in demo fleet, on every multicast-capable
 /// interface, with nothing to configure.
 pub fn demo(args: &RunArgs) -> ExitCode {
+    let hangups = match hangup_signals() {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
     let mut config = match configured(args) {
         Ok(c) => c,
         Err(code) => return code,
@@ -255,7 +267,13 @@ pub fn demo(args: &RunArgs) -> ExitCode {
     if args.port_count.is_none() && config.endpoints.mode == EndpointMode::Port {
         config.endpoints.port_count = 1_001;
     }
-    serve(&config, &demo_fleet(1_000), Some(()))
+    serve(&config, &demo_fleet(1_000), Some(()), hangups)
+}
+
+/// SIGHUP handled from the first instant (its default action kills the process without a
+/// word); [`on_hangup`] acts on it once the gate runs, and until then it waits.
+fn hangup_signals() -> Result<Signals, ExitCode> {
+    Signals::new([SIGHUP]).map_err(|e| fail(&format!("SIGHUP handler: {e}")))
 }
 
 /// The configuration, with logging set up as it says; from here on errors go out in the
@@ -266,12 +284,12 @@ fn configured(args: &RunArgs) -> Result<GateConfig, ExitCode> {
     Ok(config)
 }
 
-fn serve(config: &GateConfig, fleet_file: &FleetFile, demo: Option<()>) -> ExitCode {
-    // First, so that a SIGHUP from here on is logged rather than fatal (its default action).
-    let hangups = match Signals::new([SIGHUP]) {
-        Ok(s) => s,
-        Err(e) => return fatal(config, &format!("SIGHUP handler: {e}")),
-    };
+fn serve(
+    config: &GateConfig,
+    fleet_file: &FleetFile,
+    demo: Option<()>,
+    hangups: Signals,
+) -> ExitCode {
     if let Err(e) = check_interfaces(&config.interfaces) {
         return fatal(config, &e);
     }
@@ -345,8 +363,13 @@ fn serve(config: &GateConfig, fleet_file: &FleetFile, demo: Option<()>) -> ExitC
             let listen = control.listen;
             let mut transport = control.transport;
             transport.max_connections = connections_allowed(transport.max_connections, nofile);
-            let api_config =
-                ApiConfig { listen, token: control.token, transport, ..ApiConfig::default() };
+            let api_config = ApiConfig {
+                listen,
+                token: control.token,
+                max_body: control.max_body,
+                transport,
+                ..ApiConfig::default()
+            };
             match api::spawn(api_config, store.clone(), board) {
                 Ok(api) => {
                     info!(
