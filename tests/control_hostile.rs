@@ -352,6 +352,29 @@ fn issue_14_token_file_is_read_and_reread_on_sighup() {
 // ---- 4. Signals ----
 
 #[test]
+fn issue_14_sighup_rereads_the_log_level_of_the_config_file() {
+    let dir = TempDir::new("sighup-config");
+    let config = dir.path().join("gate.toml");
+    std::fs::write(&config, "log_level = \"info\"\n").unwrap();
+    let opts = GateOpts::ports(4).no_log_level().args(&["--config", config.to_str().unwrap()]);
+    let Some(mut gate) = Gate::start(opts) else { return };
+    std::fs::write(&config, "log_level = \"debug\"\n").unwrap();
+    gate.signal("HUP");
+    assert!(
+        gate.wait_log("SIGHUP: debug lines are now shown", Duration::from_secs(5)),
+        "{}",
+        gate.log()
+    );
+    assert!(gate.log().contains("SIGHUP: log level re-read level=\"debug\""), "{}", gate.log());
+    // A broken file keeps the level in force.
+    std::fs::write(&config, "log_level = \"loud\"\n").unwrap();
+    gate.signal("HUP");
+    assert!(gate.wait_log("keeping the log level", Duration::from_secs(5)), "{}", gate.log());
+    assert!(gate.is_running(), "{}", gate.log());
+    assert_eq!(gate.get("/healthz").status, 200);
+}
+
+#[test]
 fn issue_14_sighup_without_token_file_is_logged_and_ignored() {
     let Some(mut gate) = Gate::start(GateOpts::ports(4)) else { return };
     gate.signal("HUP");

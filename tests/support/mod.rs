@@ -96,6 +96,8 @@ pub struct GateOpts {
     pub args: Vec<String>,
     /// A command the gate runs under, e.g. `prlimit --nofile=192:192 --`.
     pub prefix: Vec<String>,
+    /// `--log-level` (default `info`; `None`: no flag, so a `--config` file's level applies).
+    pub log_level: Option<String>,
 }
 
 impl GateOpts {
@@ -108,7 +110,14 @@ impl GateOpts {
             control: "127.0.0.1:0".to_owned(),
             args: Vec::new(),
             prefix: Vec::new(),
+            log_level: Some("info".to_owned()),
         }
+    }
+
+    /// No `--log-level` flag (a `--config` file's `log_level` applies).
+    pub fn no_log_level(mut self) -> GateOpts {
+        self.log_level = None;
+        self
     }
 
     /// More arguments (`--control-idle-timeout-ms 1000`, ..).
@@ -226,7 +235,10 @@ impl Gate {
             }
             None => Command::new(BIN),
         };
-        cmd.args(["run", "--iface", "lo", "--control", &opts.control, "--log-level", "info"]);
+        cmd.args(["run", "--iface", "lo", "--control", &opts.control]);
+        if let Some(level) = &opts.log_level {
+            cmd.args(["--log-level", level]);
+        }
         cmd.args(["--port", &block.to_string()]);
         match opts.endpoints {
             Endpoints::Ports(count) => {

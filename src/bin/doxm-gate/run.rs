@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use clap::Args;
 use doxm_gate::config::{
@@ -22,7 +22,9 @@ use doxm_gate::io::sys::raise_nofile_limit;
 use doxm_gate::io::Driver;
 use signal_hook::consts::SIGHUP;
 use signal_hook::iterator::Signals;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 /// Options of `run`: a configuration file, and a flag for every key of it (flags win).
 ///
@@ -215,13 +217,24 @@ fn init_logs(level: &LogLevel, format: LogFormat) -> Result<(), String> {
         }
         _ => level.filter(),
     };
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => logs.with_ansi(colour_logs()).try_init(),
-        LogFormat::Json => logs.json().try_init(),
+    // The filter sits in a reload layer, so that SIGHUP can replace it ([`on_hangup`]).
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry().with(filter);
+    let installed = match format {
+        LogFormat::Text => registry.with(logs.with_ansi(colour_logs())).try_init(),
+        LogFormat::Json => registry.with(logs.json()).try_init(),
     };
+    if installed.is_ok() {
+        let _ = LOG_FILTER.set(handle);
+    }
     Ok(())
 }
+
+/// The installed log filter, replaced when SIGHUP re-reads the log level.
+static LOG_FILTER: OnceLock<
+    tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>,
+> = OnceLock::new();
 
 fn colour_logs() -> bool {
     use std::io::IsTerminal;
@@ -250,6 +263,7 @@ pub fn run(args: &RunArgs) -> ExitCode {
         },
         None => FleetFile::default(),
     };
+    let hangups = Hangups { signals: hangups, log_level_from: log_level_source(args) };
     serve(&config, &fleet_file, None, hangups)
 }
 
@@ -267,7 +281,21 @@ pub fn demo(args: &RunArgs) -> ExitCode {
     if args.port_count.is_none() && config.endpoints.mode == EndpointMode::Port {
         config.endpoints.port_count = 1_001;
     }
+    let hangups = Hangups { signals: hangups, log_level_from: log_level_source(args) };
     serve(&config, &demo_fleet(1_000), Some(()), hangups)
+}
+
+/// What SIGHUP reloads besides the token file.
+struct Hangups {
+    signals: Signals,
+    /// The configuration file whose `log_level` SIGHUP re-reads: only when the level comes from
+    /// it (no `--log-level`, no `RUST_LOG`).
+    log_level_from: Option<PathBuf>,
+}
+
+fn log_level_source(args: &RunArgs) -> Option<PathBuf> {
+    let rust_log = std::env::var_os("RUST_LOG").is_some_and(|v| !v.is_empty());
+    args.config.clone().filter(|_| args.log_level.is_none() && !rust_log)
 }
 
 /// SIGHUP handled from the first instant (its default action kills the process without a
@@ -288,7 +316,7 @@ fn serve(
     config: &GateConfig,
     fleet_file: &FleetFile,
     demo: Option<()>,
-    hangups: Signals,
+    hangups: Hangups,
 ) -> ExitCode {
     if let Err(e) = check_interfaces(&config.interfaces) {
         return fatal(config, &e);
@@ -465,30 +493,53 @@ fn connections_allowed(wanted: usize, nofile: u64) -> usize {
     wanted
 }
 
-/// SIGHUP re-reads the token file (`--control-token-file`), keeping the current token when the
-/// file is unreadable or empty; without a token file it is logged and ignored. It never stops
-/// the gate. (The log level is not re-read: restart to change it.)
-fn on_hangup(mut hangups: Signals, config: &GateConfig, api: Option<ApiHandle>) {
-    let token_file = config.control_token_file.clone();
+/// SIGHUP re-reads the token file (`--control-token-file`), and the log level from the
+/// configuration file (`--config`) when the level came from there (no `--log-level`, no
+/// `RUST_LOG`); a file that is unreadable or invalid keeps what was in force. With neither, it
+/// is logged and ignored. It never stops the gate.
+fn on_hangup(hangups: Hangups, config: &GateConfig, api: Option<ApiHandle>) {
+    let Hangups { mut signals, log_level_from } = hangups;
+    let token_file = config.control_token_file.clone().filter(|_| api.is_some());
     let spawned = std::thread::Builder::new().name("sighup".into()).spawn(move || {
-        for _ in hangups.forever() {
-            match (&token_file, &api) {
-                (Some(path), Some(api)) => match read_token_file(path) {
+        for _ in signals.forever() {
+            if let (Some(path), Some(api)) = (&token_file, &api) {
+                match read_token_file(path) {
                     Ok(token) => {
                         api.set_token(Some(token));
                         info!(file = %path.display(), "SIGHUP: control API token re-read");
                     }
                     Err(e) => warn!("SIGHUP: {e}; keeping the current token"),
-                },
-                _ => info!(
-                    "SIGHUP: nothing to reload (only --control-token-file is re-read); ignored"
-                ),
+                }
+            }
+            if let Some(path) = &log_level_from {
+                reload_log_level(path);
+            }
+            if token_file.is_none() && log_level_from.is_none() {
+                info!(
+                    "SIGHUP: nothing to reload (SIGHUP re-reads --control-token-file, and the \
+                     log level of --config when no --log-level or RUST_LOG sets it); ignored"
+                );
             }
         }
     });
     if let Err(e) = spawned {
         warn!(error = %e, "no SIGHUP thread: SIGHUP is ignored");
     }
+}
+
+/// Applies the `log_level` of the configuration file at `path` (SIGHUP).
+fn reload_log_level(path: &std::path::Path) {
+    let level = match GateConfig::load(path) {
+        Ok(config) => config.log_level,
+        Err(e) => return warn!("SIGHUP: {e}; keeping the log level"),
+    };
+    let Some(handle) = LOG_FILTER.get() else { return };
+    // Said before the change, so that the line shows whatever the new level.
+    info!(level = level.as_str(), file = %path.display(), "SIGHUP: log level re-read");
+    if let Err(e) = handle.reload(level.filter()) {
+        warn!(error = %e, "SIGHUP: the log level could not be changed");
+    }
+    debug!("SIGHUP: debug lines are now shown");
 }
 
 /// Warns of every VOD whose bridge is not in the fleet (the first few by name): such a VOD
