@@ -112,6 +112,10 @@ fn issue_14_fd_exhaustion_under_a_lowered_limit_keeps_the_api_serving() {
     // The gate runs under a hard open-file limit of 192 with 60 device ports: the API's cap is
     // lowered to what the limit leaves (and says so); 400 idle connections then push the
     // longest-idle ones out instead of exhausting the descriptors.
+    if Command::new("prlimit").arg("--version").output().is_err() {
+        support::link::skip("prlimit (util-linux) is not installed");
+        return;
+    }
     let opts = GateOpts::ports(60).under(&["prlimit", "--nofile=192:192", "--"]);
     let Some(mut gate) = Gate::start(opts) else { return };
     // The listening line may reach the log a moment after the start is reported.

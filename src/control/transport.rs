@@ -23,6 +23,7 @@
 //! get [`TransportConfig::shutdown_grace`] to finish, then whatever is left is closed.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -212,60 +213,49 @@ impl Transport {
     pub fn prometheus(&self) -> String {
         let s = &self.stats;
         let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let one = |value: u64| vec![("", value)];
+        let metrics = [
+            ("connections", "gauge", "Control API connections open.", one(self.open() as u64)),
+            ("connections_max", "gauge", "The control API's connection cap.", one(n(&self.max_connections))),
+            ("accepted_total", "counter", "Control API connections accepted.", one(n(&s.accepted))),
+            (
+                "accept_errors_total",
+                "counter",
+                "Failed accepts of the control API (EMFILE, ENFILE, ..), each followed by a back-off.",
+                one(n(&s.accept_errors)),
+            ),
+            (
+                "connections_closed_total",
+                "counter",
+                "Control API connections closed by the gate, by reason.",
+                vec![
+                    ("{reason=\"idle-timeout\"}", n(&s.idle_timeouts)),
+                    ("{reason=\"header-timeout\"}", n(&s.header_timeouts)),
+                    ("{reason=\"evicted\"}", n(&s.evicted)),
+                    ("{reason=\"refused\"}", n(&s.refused)),
+                ],
+            ),
+            (
+                "body_timeouts_total",
+                "counter",
+                "Control API requests whose body did not arrive within the body timeout (408).",
+                one(n(&s.body_timeouts)),
+            ),
+            (
+                "unauthorized_total",
+                "counter",
+                "Control API calls refused for a missing or wrong token (401).",
+                one(n(&s.unauthorized)),
+            ),
+        ];
         let mut out = String::new();
-        let mut metric = |name: &str, kind: &str, help: &str, lines: &[(&str, u64)]| {
-            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+        for (name, kind, help, lines) in metrics {
+            let name = format!("doxm_gate_api_{name}");
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
             for (labels, value) in lines {
-                out.push_str(&format!("{name}{labels} {value}\n"));
+                let _ = writeln!(out, "{name}{labels} {value}");
             }
-        };
-        metric(
-            "doxm_gate_api_connections",
-            "gauge",
-            "Control API connections open.",
-            &[("", self.open() as u64)],
-        );
-        metric(
-            "doxm_gate_api_connections_max",
-            "gauge",
-            "The control API's connection cap.",
-            &[("", n(&self.max_connections))],
-        );
-        metric(
-            "doxm_gate_api_accepted_total",
-            "counter",
-            "Control API connections accepted.",
-            &[("", n(&s.accepted))],
-        );
-        metric(
-            "doxm_gate_api_accept_errors_total",
-            "counter",
-            "Failed accepts of the control API (EMFILE, ENFILE, ..), each followed by a back-off.",
-            &[("", n(&s.accept_errors))],
-        );
-        metric(
-            "doxm_gate_api_connections_closed_total",
-            "counter",
-            "Control API connections closed by the gate, by reason.",
-            &[
-                ("{reason=\"idle-timeout\"}", n(&s.idle_timeouts)),
-                ("{reason=\"header-timeout\"}", n(&s.header_timeouts)),
-                ("{reason=\"evicted\"}", n(&s.evicted)),
-                ("{reason=\"refused\"}", n(&s.refused)),
-            ],
-        );
-        metric(
-            "doxm_gate_api_body_timeouts_total",
-            "counter",
-            "Control API requests whose body did not arrive within the body timeout (408).",
-            &[("", n(&s.body_timeouts))],
-        );
-        metric(
-            "doxm_gate_api_unauthorized_total",
-            "counter",
-            "Control API calls refused for a missing or wrong token (401).",
-            &[("", n(&s.unauthorized))],
-        );
+        }
         out
     }
 

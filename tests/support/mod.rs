@@ -22,7 +22,7 @@ use doxm_gate::control::mutation::PatchBody;
 
 /// The skip helper shared with the netns lab.
 #[path = "../lab/link.rs"]
-mod link;
+pub mod link;
 use doxm_gate::control::fleet_file::DeviceEntry;
 use serde_json::Value;
 use uuid::Uuid;
