@@ -389,6 +389,40 @@ fn issue_14_sighup_without_token_file_is_logged_and_ignored() {
 }
 
 #[test]
+fn issue_14_sigterm_lets_a_call_in_progress_finish() {
+    let _heavy = support::heavy();
+    let dir = TempDir::new("sigterm-in-flight");
+    let Some(mut gate) = Gate::start(GateOpts::addresses().state_dir(dir.path())) else { return };
+    // A batch large enough to keep the store busy for a while (parsed, checked, journaled).
+    let devices: Vec<String> = (0..15_000u64)
+        .map(|i| format!(r#"{{"uuid":"{}","name":"lamp {i}","dos":3}}"#, support::uuid(14, i)))
+        .collect();
+    let body = format!(r#"{{"upserts":[{}]}}"#, devices.join(","));
+    let mut s = connect(gate.addr);
+    let head = format!(
+        "POST /v1/devices:batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body.as_bytes()).unwrap();
+    std::thread::sleep(Duration::from_millis(30));
+    let started = Instant::now();
+    gate.signal("TERM");
+    let (status, after) = read_status(&mut s, started);
+    assert_eq!(status, Some(200), "the call in progress at SIGTERM got its reply ({after:?})");
+    let exit = gate.wait_exit(Duration::from_secs(5));
+    assert!(exit.is_some_and(|e| e.success()), "{exit:?} after {:?}", started.elapsed());
+    eprintln!(
+        "SIGTERM during a 15,000-device batch: reply after {after:?}, exit after {:?}",
+        started.elapsed()
+    );
+    // Acknowledged, so on disk: the next gate on the same journal has them all.
+    let gate = gate.restart();
+    assert_eq!(gate.device_count(), 15_000);
+}
+
+#[test]
 fn issue_14_sigterm_and_sigint_with_stalled_clients_exit_within_5_s() {
     for signal in ["TERM", "INT"] {
         let Some(mut gate) = Gate::start(GateOpts::ports(4)) else { return };
