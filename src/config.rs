@@ -12,7 +12,7 @@
 //! control_token_file = "/run/credentials/doxm-gate.service/token" # or control_token (not both)
 //! control_insecure_no_token = false # needed to serve a non-loopback address without a token
 //! control_header_timeout_ms = 10000 # a request's head, from its first byte
-//! control_body_timeout_ms = 30000   # a request's body, from the end of its head (408)
+//! control_body_timeout_ms = 30000   # a request's body, from the end of its head (408); a reply
 //! control_idle_timeout_ms = 30000   # a keep-alive connection without a request
 //! control_max_connections = 256     # at the cap the longest-idle connection is closed
 //! control_max_body_bytes = 134217728 # 128 MiB: a 100,000-device batch is about 11 MB
@@ -80,7 +80,8 @@ pub struct GateConfig {
     pub control_insecure_no_token: bool,
     /// Control API: from a request's first byte to the end of its head (ms).
     pub control_header_timeout_ms: u64,
-    /// Control API: from the end of a request's head to the end of its body (ms; then 408).
+    /// Control API: from the end of a request's head to the end of its body (ms; then 408), and
+    /// for a client to take a reply (then the connection is closed).
     pub control_body_timeout_ms: u64,
     /// Control API: a keep-alive connection without a request (ms).
     pub control_idle_timeout_ms: u64,

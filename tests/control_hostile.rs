@@ -277,6 +277,7 @@ fn issue_14_stalled_or_trickled_heads_and_idle_connections_are_closed() {
     let stats = gate.get("/v1/stats").json();
     assert_eq!(stats["api"]["closed"]["header_timeout"].as_u64(), Some(2), "{stats}");
     assert!(stats["api"]["closed"]["idle_timeout"].as_u64().unwrap() >= 1, "{stats}");
+    assert_eq!(stats["api"]["closed"]["reply_timeout"].as_u64(), Some(0), "{stats}");
 }
 
 // ---- 3. Bind refusal, empty token, token file ----

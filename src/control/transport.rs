@@ -6,15 +6,17 @@
 //!  accept ──> cap reached? ──> close the connection idle the longest (none idle: 503, close)
 //!    │ error (EMFILE, ENFILE, ..): counted, the longest-idle connection closed, back-off 10 ms..1 s
 //!    v
-//!  connection: Idle ──first byte──> Head ──request head read──> Busy ──reply written──> Idle
-//!                 idle_timeout         header_timeout           body_timeout (408, in the API)
+//!  connection: Idle ─first byte─> Head ─head read─> Busy ─reply ready─> Reply ─written─> Idle
+//!              idle_timeout      header_timeout    body_timeout (408,    body_timeout
+//!                                                  in the API)
 //! ```
 //!
 //! Every connection is in the registry with its phase. A janitor closes the connections whose
 //! phase outlived its timeout: `Idle` (keep-alive, nothing sent) after the idle timeout; `Head`
 //! (a request begun but its head not complete: a stalled or trickling client) after the header
-//! timeout. `Busy` connections are in the API's hands: it checks the token before it reads a
-//! body, and reads a body within the body timeout or replies 408. A connection's read buffer is
+//! timeout; `Reply` (a reply its client does not read) after the body timeout. `Busy`
+//! connections are in the API's hands: it checks the token before it reads a body, and reads a
+//! body within the body timeout or replies 408. A connection's read buffer is
 //! capped ([`READ_BUFFER`]), so memory is bounded by the connection cap whatever unauthenticated
 //! clients send.
 //!
@@ -55,7 +57,8 @@ const BACKOFF: (Duration, Duration) = (Duration::from_millis(10), Duration::from
 pub struct TransportConfig {
     /// From a request's first byte to the end of its head.
     pub header_timeout: Duration,
-    /// From the end of a request's head to the end of its body (the API replies 408).
+    /// From the end of a request's head to the end of its body (the API replies 408); also how
+    /// long a client may take to read a reply.
     pub body_timeout: Duration,
     /// A keep-alive connection with no request.
     pub idle_timeout: Duration,
@@ -90,6 +93,8 @@ pub struct TransportStats {
     pub header_timeouts: AtomicU64,
     /// Requests whose body did not arrive within the body timeout (408).
     pub body_timeouts: AtomicU64,
+    /// Connections closed because their client did not take a reply within the body timeout.
+    pub reply_timeouts: AtomicU64,
     /// Idle connections closed to make room (the cap, or an accept that ran out of files).
     pub evicted: AtomicU64,
     /// New connections refused (503) because the cap was reached and none was idle.
@@ -136,6 +141,8 @@ struct Registry {
 struct Conn {
     phase: Mutex<Phase>,
     close: Notify,
+    /// hyper has dropped the reply's body: the reply is idle once its bytes are flushed.
+    reply_taken: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,17 +151,34 @@ enum Phase {
     Idle(Instant),
     /// A request head begun, since its first byte.
     Head(Instant),
-    /// A call in the API's hands (its body, the store, the reply being written).
+    /// A call in the API's hands (its body, the store).
     Busy,
+    /// Its reply being written, since: a client that does not take it within the body timeout
+    /// is closed (it would hold a connection that cannot be evicted).
+    Reply(Instant),
 }
 
 impl Conn {
     fn new(now: Instant) -> Conn {
-        Conn { phase: Mutex::new(Phase::Idle(now)), close: Notify::new() }
+        Conn {
+            phase: Mutex::new(Phase::Idle(now)),
+            close: Notify::new(),
+            reply_taken: std::sync::atomic::AtomicBool::new(false),
+        }
     }
 
     fn set(&self, phase: Phase) {
         *self.phase.lock() = phase;
+    }
+
+    /// A flush completed: once the reply's body is taken, its bytes are all written.
+    fn flushed(&self) {
+        if self.reply_taken.swap(false, Ordering::AcqRel) {
+            let mut phase = self.phase.lock();
+            if let Phase::Reply(_) = *phase {
+                *phase = Phase::Idle(Instant::now());
+            }
+        }
     }
 
     /// Bytes arrived: an idle connection has begun a request.
@@ -201,6 +225,7 @@ impl Transport {
             "closed": {
                 "idle_timeout": n(&s.idle_timeouts),
                 "header_timeout": n(&s.header_timeouts),
+                "reply_timeout": n(&s.reply_timeouts),
                 "evicted": n(&s.evicted),
                 "refused": n(&s.refused),
             },
@@ -231,6 +256,7 @@ impl Transport {
                 vec![
                     ("{reason=\"idle-timeout\"}", n(&s.idle_timeouts)),
                     ("{reason=\"header-timeout\"}", n(&s.header_timeouts)),
+                    ("{reason=\"reply-timeout\"}", n(&s.reply_timeouts)),
                     ("{reason=\"evicted\"}", n(&s.evicted)),
                     ("{reason=\"refused\"}", n(&s.refused)),
                 ],
@@ -281,7 +307,7 @@ impl Transport {
             .values()
             .filter_map(|c| match *c.phase.lock() {
                 Phase::Idle(since) | Phase::Head(since) => Some((since, c)),
-                Phase::Busy => None,
+                Phase::Busy | Phase::Reply(_) => None,
             })
             .min_by_key(|(since, _)| *since);
         match oldest {
@@ -309,13 +335,16 @@ impl Transport {
                 Phase::Head(since) if now.duration_since(since) >= config.header_timeout => {
                     Some(&self.stats.header_timeouts)
                 }
+                Phase::Reply(since) if now.duration_since(since) >= config.body_timeout => {
+                    Some(&self.stats.reply_timeouts)
+                }
                 _ => None,
             };
             if let Some(counter) = expired {
                 bump(counter);
                 conn.set(Phase::Busy);
                 conn.close.notify_one();
-            } else if shutting_down && phase != Phase::Busy {
+            } else if shutting_down && matches!(phase, Phase::Idle(_) | Phase::Head(_)) {
                 conn.close.notify_one();
             }
         }
@@ -448,6 +477,7 @@ async fn connection(
             let conn = conn.clone();
             async move {
                 let reply = reply.await;
+                conn.set(Phase::Reply(Instant::now()));
                 // Idle once hyper has written the reply's body (and dropped it).
                 let reply = reply.map(|body| Body::new(Written { inner: body, conn: Some(conn) }));
                 Ok::<_, std::convert::Infallible>(reply)
@@ -499,7 +529,12 @@ impl AsyncWrite for Tracked {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        // hyper flushes once its write buffer is empty: the reply has left.
+        let polled = Pin::new(&mut self.inner).poll_flush(cx);
+        if let Poll::Ready(Ok(())) = polled {
+            self.conn.flushed();
+        }
+        polled
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -519,7 +554,8 @@ impl AsyncWrite for Tracked {
     }
 }
 
-/// A reply body that marks its connection idle when it is dropped (written, or abandoned).
+/// A reply body that tells its connection when hyper has taken all of it (then the next flush
+/// marks the connection idle: hyper may still hold the bytes in its write buffer).
 struct Written {
     inner: Body,
     conn: Option<Arc<Conn>>,
@@ -528,7 +564,7 @@ struct Written {
 impl Drop for Written {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
-            conn.set(Phase::Idle(Instant::now()));
+            conn.reply_taken.store(true, Ordering::Release);
         }
     }
 }
@@ -666,10 +702,51 @@ mod tests {
     }
 
     #[test]
+    fn test_a_reply_not_taken_is_closed_after_the_body_timeout() {
+        let config = TransportConfig {
+            body_timeout: Duration::from_millis(300),
+            ..TransportConfig::default()
+        };
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        std_listener.set_nonblocking(true).unwrap();
+        let addr = std_listener.local_addr().unwrap();
+        let transport = Arc::new(Transport::default());
+        let (stop, rx) = oneshot::channel();
+        let t = transport.clone();
+        let big: Handler = Arc::new(|_request| {
+            Box::pin(async { Response::new(Body::from(vec![b'x'; 64 << 20])) })
+        });
+        let thread = std::thread::spawn(move || {
+            let runtime =
+                tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
+                serve(listener, t, config, big, rx).await;
+            });
+        });
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
+        // Never read: 64 MB cannot fit in the socket buffers.
+        let started = Instant::now();
+        while transport.stats.reply_timeouts.load(Ordering::Relaxed) == 0 {
+            assert!(started.elapsed() < Duration::from_secs(5), "the reply was never given up");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(started.elapsed() >= Duration::from_millis(250), "{:?}", started.elapsed());
+        stop.send(()).unwrap();
+        thread.join().unwrap();
+    }
+
+    #[test]
     fn test_shutdown_closes_stalled_connections_at_once() {
         let (addr, _transport, stop, thread) = start(0, TransportConfig::default());
         let mut stalled = std::net::TcpStream::connect(addr).unwrap();
         stalled.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n").unwrap();
+        // A keep-alive connection after a reply: idle once the reply is flushed.
+        let mut kept = std::net::TcpStream::connect(addr).unwrap();
+        kept.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
+        let mut reply = [0u8; 256];
+        assert!(kept.read(&mut reply).unwrap() > 0);
         std::thread::sleep(Duration::from_millis(50));
         let started = Instant::now();
         stop.send(()).unwrap();

@@ -74,8 +74,9 @@ pub struct RunArgs {
     /// (then the connection is closed) [default: 10000]
     #[arg(long)]
     control_header_timeout_ms: Option<u64>,
-    /// Control API: time from the end of a request's head to the end of its body, in
-    /// milliseconds (then 408 and the connection is closed) [default: 30000]
+    /// Control API: time from the end of a request's head to the end of its body (then 408 and
+    /// the connection is closed), and for a client to take a reply (then the connection is
+    /// closed), in milliseconds [default: 30000]
     #[arg(long)]
     control_body_timeout_ms: Option<u64>,
     /// Control API: how long a keep-alive connection may wait for a request, in milliseconds
