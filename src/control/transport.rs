@@ -16,9 +16,9 @@
 //! (a request begun but its head not complete: a stalled or trickling client) after the header
 //! timeout; `Reply` (a reply its client does not read) after the body timeout. `Busy`
 //! connections are in the API's hands: it checks the token before it reads a body, and reads a
-//! body within the body timeout or replies 408. A connection's read buffer is
-//! capped ([`READ_BUFFER`]), so memory is bounded by the connection cap whatever unauthenticated
-//! clients send.
+//! body within the body timeout or replies 408. A connection's read buffer is capped
+//! ([`READ_BUFFER`]), so memory is bounded by the connection cap whatever unauthenticated clients
+//! send.
 //!
 //! Shutdown: the listener closes, idle and stalled (`Head`) connections close at once, a call
 //! still waiting for its body gets 503 ([`Transport::stopping`]), calls in progress (the store)
@@ -383,8 +383,8 @@ pub(crate) async fn serve(
     mut shutdown: oneshot::Receiver<()>,
 ) {
     transport.max_connections.store(config.max_connections as u64, Ordering::Relaxed);
-    let tick = (config.header_timeout.min(config.idle_timeout) / 4)
-        .clamp(Duration::from_millis(20), Duration::from_secs(1));
+    let shortest = config.header_timeout.min(config.idle_timeout).min(config.body_timeout);
+    let tick = (shortest / 4).clamp(Duration::from_millis(20), Duration::from_secs(1));
     let mut janitor = tokio::time::interval(tick);
     janitor.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut backoff = BACKOFF.0;
