@@ -9,6 +9,13 @@
 //! log_level = "info"            # error|warn|info|debug|trace|off, or target=level,... (below)
 //! log_format = "text"            # or "json": one JSON object a line (journald, Loki)
 //! control = "127.0.0.1:8683"      # the control API; "" for none
+//! control_token_file = "/run/credentials/doxm-gate.service/token" # or control_token (not both)
+//! control_insecure_no_token = false # needed to serve a non-loopback address without a token
+//! control_header_timeout_ms = 10000 # a request's head, from its first byte
+//! control_body_timeout_ms = 30000   # a request's body, from the end of its head (408); a reply
+//! control_idle_timeout_ms = 30000   # a keep-alive connection without a request
+//! control_max_connections = 256     # at the cap the longest-idle connection is closed
+//! control_max_body_bytes = 134217728 # 128 MiB: a 100,000-device batch is about 11 MB
 //! state_dir = "/var/lib/doxm-gate" # journal of acknowledged changes
 //! restart_policy = "fail-closed"  # or "resume"
 //!
@@ -39,6 +46,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::control::transport::TransportConfig;
 use crate::control::RestartPolicy;
 use crate::engine::endpoint::EndpointPlan;
 use crate::engine::Config as EngineConfig;
@@ -65,6 +73,22 @@ pub struct GateConfig {
     pub control: String,
     /// The bearer token the API requires (the environment's `DOXM_GATE_TOKEN` also sets it).
     pub control_token: Option<String>,
+    /// A file holding the token (systemd credentials, Kubernetes secrets): one trailing newline
+    /// is ignored; re-read on SIGHUP.
+    pub control_token_file: Option<PathBuf>,
+    /// Serve a non-loopback control address without a token (refused otherwise).
+    pub control_insecure_no_token: bool,
+    /// Control API: from a request's first byte to the end of its head (ms).
+    pub control_header_timeout_ms: u64,
+    /// Control API: from the end of a request's head to the end of its body (ms; then 408), and
+    /// for a client to take a reply (then the connection is closed).
+    pub control_body_timeout_ms: u64,
+    /// Control API: a keep-alive connection without a request (ms).
+    pub control_idle_timeout_ms: u64,
+    /// Control API: connections open at once (the open-file limit may lower it).
+    pub control_max_connections: usize,
+    /// Control API: the largest request body (bytes; larger: 413).
+    pub control_max_body_bytes: usize,
     /// Where acknowledged fleet changes are journaled; none: changes are not durable.
     pub state_dir: Option<PathBuf>,
     /// After a restart: `fail-closed` (states unknown until re-reported) or `resume`.
@@ -223,6 +247,7 @@ pub struct LimitsConfig {
 
 impl Default for GateConfig {
     fn default() -> GateConfig {
+        let transport = TransportConfig::default();
         GateConfig {
             interfaces: Vec::new(),
             groups: DEFAULT_GROUPS.to_vec(),
@@ -232,6 +257,13 @@ impl Default for GateConfig {
             log_format: LogFormat::Text,
             control: "127.0.0.1:8683".to_owned(),
             control_token: None,
+            control_token_file: None,
+            control_insecure_no_token: false,
+            control_header_timeout_ms: transport.header_timeout.as_millis() as u64,
+            control_body_timeout_ms: transport.body_timeout.as_millis() as u64,
+            control_idle_timeout_ms: transport.idle_timeout.as_millis() as u64,
+            control_max_connections: transport.max_connections,
+            control_max_body_bytes: crate::control::api::ApiConfig::default().max_body,
             state_dir: None,
             restart_policy: RestartPolicy::FailClosed,
             endpoints: EndpointsConfig::default(),
@@ -376,6 +408,61 @@ impl GateConfig {
             .map_err(|_| error("control", format!("{:?} is not IP:PORT", self.control)))
     }
 
+    /// The control API's settings, checked: `None` when it is disabled.
+    ///
+    /// # Errors
+    /// A bad address; an empty token; both a token and a token file; a token file that cannot
+    /// be read or is empty; a non-loopback address without a token and without
+    /// `control_insecure_no_token`; a zero timeout or connection cap.
+    pub fn control_api(&self) -> Result<Option<ControlApi>, ConfigError> {
+        let Some(listen) = self.control_addr()? else { return Ok(None) };
+        let token = match (&self.control_token, &self.control_token_file) {
+            (Some(_), Some(_)) => {
+                return Err(error(
+                    "control_token_file",
+                    "set either control_token (--control-token, DOXM_GATE_TOKEN) or \
+                     control_token_file, not both",
+                ))
+            }
+            (Some(token), None) => Some(check_token(token, "control_token")?),
+            (None, Some(path)) => Some(read_token_file(path)?),
+            (None, None) => None,
+        };
+        if token.is_none() && !listen.ip().is_loopback() && !self.control_insecure_no_token {
+            return Err(error(
+                "control",
+                format!(
+                    "{listen} is reachable from the network and no token is set: anyone there \
+                     could change the fleet. Set control_token_file (--control-token-file) or \
+                     control_token (DOXM_GATE_TOKEN), or accept the risk with \
+                     control_insecure_no_token (--control-insecure-no-token)"
+                ),
+            ));
+        }
+        let ms = |key: &'static str, value: u64| match value {
+            0 => Err(error(key, "must be positive")),
+            ms => Ok(Duration::from_millis(ms)),
+        };
+        if self.control_max_connections == 0 {
+            return Err(error("control_max_connections", "must be at least 1"));
+        }
+        if self.control_max_body_bytes == 0 {
+            return Err(error("control_max_body_bytes", "must be at least 1"));
+        }
+        Ok(Some(ControlApi {
+            listen,
+            token,
+            max_body: self.control_max_body_bytes,
+            transport: TransportConfig {
+                header_timeout: ms("control_header_timeout_ms", self.control_header_timeout_ms)?,
+                body_timeout: ms("control_body_timeout_ms", self.control_body_timeout_ms)?,
+                idle_timeout: ms("control_idle_timeout_ms", self.control_idle_timeout_ms)?,
+                max_connections: self.control_max_connections,
+                ..TransportConfig::default()
+            },
+        }))
+    }
+
     /// The driver's configuration.
     pub fn driver(&self) -> DriverConfig {
         DriverConfig {
@@ -385,6 +472,49 @@ impl GateConfig {
             rejoin_every: Duration::from_secs(2),
         }
     }
+}
+
+/// The control API's checked settings ([`GateConfig::control_api`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlApi {
+    /// Where it listens.
+    pub listen: std::net::SocketAddr,
+    /// The bearer token, if any.
+    pub token: Option<String>,
+    /// The largest request body (bytes).
+    pub max_body: usize,
+    /// Connection cap and timeouts.
+    pub transport: TransportConfig,
+}
+
+/// Reads a token file: the whole file, less one trailing newline (`\n` or `\r\n`, as `echo`
+/// and editors leave), checked as [`GateConfig::control_api`] checks a token.
+///
+/// # Errors
+/// The file cannot be read, is empty, or holds whitespace or control characters.
+pub fn read_token_file(path: &Path) -> Result<String, ConfigError> {
+    const KEY: &str = "control_token_file";
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| error(KEY, format!("cannot read {}: {e}", path.display())))?;
+    let token =
+        text.strip_suffix('\n').map_or(text.as_str(), |t| t.strip_suffix('\r').unwrap_or(t));
+    check_token(token, KEY).map_err(|e| error(KEY, format!("{}: {}", path.display(), e.reason)))
+}
+
+/// A token must be non-empty printable ASCII without spaces (it travels in a header as
+/// `Bearer TOKEN`).
+fn check_token(token: &str, key: &'static str) -> Result<String, ConfigError> {
+    if token.is_empty() {
+        return Err(error(
+            key,
+            "the token is empty (every call would be refused; --control-token, \
+             DOXM_GATE_TOKEN and control_token_file set it)",
+        ));
+    }
+    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(error(key, "the token holds whitespace, control or non-ASCII characters"));
+    }
+    Ok(token.to_owned())
 }
 
 fn split_prefix(text: &str, key: &'static str) -> Result<(String, u8), ConfigError> {
@@ -457,6 +587,65 @@ mod tests {
         let config: GateConfig = toml::from_str("log_format = \"json\"\n").unwrap();
         assert_eq!(config.log_format, LogFormat::Json);
         assert!(toml::from_str::<GateConfig>("log_format = \"xml\"\n").is_err());
+    }
+
+    #[test]
+    fn test_control_api_refusals_named() {
+        let config = |toml: &str| toml::from_str::<GateConfig>(toml).unwrap().control_api();
+        let ok = config("").unwrap().unwrap();
+        assert_eq!((ok.token, ok.transport), (None, TransportConfig::default()));
+        let err = config("control = \"0.0.0.0:8683\"\n").unwrap_err();
+        assert!(
+            err.key == "control" && err.reason.contains("--control-insecure-no-token"),
+            "{err}"
+        );
+        assert!(config("control = \"0.0.0.0:8683\"\ncontrol_insecure_no_token = true\n").is_ok());
+        assert!(config("control = \"[::]:8683\"\ncontrol_token = \"t\"\n").is_ok());
+        assert_eq!(config("control_token = \"\"\n").unwrap_err().key, "control_token");
+        assert_eq!(config("control_token = \"a b\"\n").unwrap_err().key, "control_token");
+        assert_eq!(
+            config("control_idle_timeout_ms = 0\n").unwrap_err().key,
+            "control_idle_timeout_ms"
+        );
+        assert_eq!(
+            config("control_max_connections = 0\n").unwrap_err().key,
+            "control_max_connections"
+        );
+        assert_eq!(config("control = \"\"\ncontrol_token = \"\"\n").unwrap(), None);
+
+        let dir = std::env::temp_dir().join(format!("doxm-gate-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = |name: &str, text: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        for (text, token) in
+            [("s3cret\n", "s3cret"), ("s3cret", "s3cret"), ("s3cret\r\n", "s3cret")]
+        {
+            assert_eq!(read_token_file(&file("t", text)).unwrap(), token, "{text:?}");
+        }
+        for bad in ["", "\n", "a b\n", "s3cret\n\n"] {
+            let err = read_token_file(&file("t", bad)).unwrap_err();
+            assert!(
+                err.key == "control_token_file" && err.reason.contains("/t:"),
+                "{bad:?}: {err}"
+            );
+        }
+        let path = file("t", "s3cret\n");
+        let both = format!(
+            "control_token = \"x\"\ncontrol_token_file = {:?}\n",
+            path.display().to_string()
+        );
+        assert_eq!(config(&both).unwrap_err().key, "control_token_file");
+        let one = format!(
+            "control = \"0.0.0.0:1\"\ncontrol_token_file = {:?}\n",
+            path.display().to_string()
+        );
+        assert_eq!(config(&one).unwrap().unwrap().token.as_deref(), Some("s3cret"));
+        let missing = read_token_file(&dir.join("none")).unwrap_err();
+        assert!(missing.reason.contains("cannot read"), "{missing}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -44,6 +44,13 @@ fn every_key() -> GateConfig {
         log_format: LogFormat::Text,
         control: "127.0.0.1:8683".to_owned(),
         control_token: Some("t".to_owned()),
+        control_token_file: Some("/run/credentials/doxm-gate.service/token".into()),
+        control_insecure_no_token: false,
+        control_header_timeout_ms: 10_000,
+        control_body_timeout_ms: 30_000,
+        control_idle_timeout_ms: 30_000,
+        control_max_connections: 256,
+        control_max_body_bytes: 128 << 20,
         state_dir: Some("/var/lib/doxm-gate".into()),
         restart_policy: RestartPolicy::FailClosed,
         endpoints: EndpointsConfig {

@@ -14,8 +14,13 @@
 //! Every 2xx mutation is on disk before the reply (see [`super::store`]). Bad input gets a 4xx
 //! with `{"error":{"field":..,"reason":..}}` and changes nothing. `field` is the offending
 //! field's path in the body: `dos` (or `colour`, an unknown one) in a single-device call;
-//! `upserts[3].dos`, `patches[1].owned`, `deletes[0]` in a batch, always with the index. With a bearer token
-//! configured, a call without it gets 401 and changes nothing.
+//! `upserts[3].dos`, `patches[1].owned`, `deletes[0]` in a batch, always with the index.
+//!
+//! With a bearer token configured, a call without it gets 401 and changes nothing, before any of
+//! its body is read (the connection is then closed): `Authorization: Bearer TOKEN`, the scheme in
+//! any case (RFC 9110 s11.1), the token compared in constant time. A body must arrive within the
+//! body timeout (else 408 and the connection closes). The connections themselves (cap, header
+//! and idle timeouts, accept errors, shutdown) are [`super::transport`]'s.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,17 +28,19 @@ use std::thread::JoinHandle;
 
 use axum::body::Bytes;
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Router;
+use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use subtle::ConstantTimeEq;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::metrics;
 use super::mutation::{Mutation, PatchBody, Rejection};
 use super::store::Store;
+use super::transport::{self, Transport, TransportConfig};
 use crate::control::fleet_file::{DeviceEntry, FleetFile};
 use crate::fleet::DeviceId;
 use crate::io::board::Board;
@@ -50,6 +57,8 @@ pub struct ApiConfig {
     pub max_body: usize,
     /// Calls served at once (concurrent calls share the journal's fsyncs).
     pub threads: usize,
+    /// Connection cap and timeouts.
+    pub transport: TransportConfig,
 }
 
 impl Default for ApiConfig {
@@ -59,6 +68,7 @@ impl Default for ApiConfig {
             token: None,
             max_body: 128 << 20,
             threads: 8,
+            transport: TransportConfig::default(),
         }
     }
 }
@@ -69,6 +79,26 @@ pub struct Api {
     addr: SocketAddr,
     shutdown: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
+    handle: ApiHandle,
+}
+
+/// What another thread may change of a running API (SIGHUP re-reads the token file).
+#[derive(Debug, Clone)]
+pub struct ApiHandle {
+    token: Arc<RwLock<Option<String>>>,
+    transport: Arc<Transport>,
+}
+
+impl ApiHandle {
+    /// Replaces the bearer token (`None`: no token required) for the calls that follow.
+    pub fn set_token(&self, token: Option<String>) {
+        *self.token.write() = token;
+    }
+
+    /// The transport's figures (connections, accept errors, timeouts).
+    pub fn transport(&self) -> &Transport {
+        &self.transport
+    }
 }
 
 impl Api {
@@ -77,7 +107,14 @@ impl Api {
         self.addr
     }
 
-    /// Stops accepting calls, lets calls in progress finish, and waits for the thread.
+    /// A handle to change the running API.
+    pub fn handle(&self) -> ApiHandle {
+        self.handle.clone()
+    }
+
+    /// Stops accepting calls, closes idle and stalled connections, lets calls in progress
+    /// finish within the shutdown grace ([`TransportConfig::shutdown_grace`]), and waits for the
+    /// thread.
     pub fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
@@ -92,6 +129,8 @@ struct Shared {
     store: Arc<Store>,
     board: Arc<Board>,
     config: ApiConfig,
+    token: Arc<RwLock<Option<String>>>,
+    transport: Arc<Transport>,
 }
 
 /// Starts the API.
@@ -102,43 +141,105 @@ pub fn spawn(config: ApiConfig, store: Arc<Store>, board: Arc<Board>) -> std::io
     let listener = std::net::TcpListener::bind(config.listen)?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
+    // Timers too: the timeouts and the accept back-off sleep.
     let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
+        .enable_all()
         .max_blocking_threads(config.threads.max(1))
         .build()?;
     let (tx, rx) = oneshot::channel::<()>();
-    let shared = Arc::new(Shared { store, board, config });
+    let handle = ApiHandle {
+        token: Arc::new(RwLock::new(config.token.clone())),
+        transport: Arc::new(Transport::default()),
+    };
+    let shared = Arc::new(Shared {
+        store,
+        board,
+        config,
+        token: handle.token.clone(),
+        transport: handle.transport.clone(),
+    });
     let thread = std::thread::Builder::new().name("control-api".into()).spawn(move || {
         runtime.block_on(async move {
             let Ok(listener) = tokio::net::TcpListener::from_std(listener) else { return };
-            let app = Router::new().fallback(serve_call).with_state(shared);
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await;
+            let (transport, config) = (shared.transport.clone(), shared.config.transport);
+            let handler: transport::Handler =
+                Arc::new(move |request| Box::pin(serve_call(State(shared.clone()), request)));
+            transport::serve(listener, transport, config, handler, rx).await;
         });
+        // A store call still on the blocking pool (an fsync) gets a moment; the process is
+        // ending anyway.
+        runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     })?;
-    Ok(Api { addr, shutdown: Some(tx), thread: Some(thread) })
+    Ok(Api { addr, shutdown: Some(tx), thread: Some(thread), handle })
 }
 
-/// Every call: a declared body over the limit gets 413 at once, without waiting for it or
-/// allocating for it; a body is otherwise read up to the limit; the store work, which may wait
-/// for an fsync, runs on the blocking pool.
+/// Whether `authorization` carries `expected` as a bearer token: the scheme in any case
+/// (RFC 9110 s11.1: auth schemes are case-insensitive), one or more spaces, then the token,
+/// compared in constant time (only its length can leak).
+fn bearer_matches(authorization: Option<&HeaderValue>, expected: &str) -> bool {
+    let Some(value) = authorization.and_then(|v| v.to_str().ok()) else { return false };
+    let Some((scheme, credentials)) = value.trim().split_once(' ') else { return false };
+    scheme.eq_ignore_ascii_case("bearer")
+        && bool::from(credentials.trim_start_matches(' ').as_bytes().ct_eq(expected.as_bytes()))
+}
+
+/// 401, or `None` when the call may go on.
+fn refuse_unauthorized(shared: &Shared, headers: &HeaderMap) -> Option<Response> {
+    let token = shared.token.read();
+    let expected = token.as_deref()?;
+    if bearer_matches(headers.get(header::AUTHORIZATION), expected) {
+        return None;
+    }
+    shared.transport.stats.unauthorized();
+    let mut reply = respond(Reply::error(401, "Authorization", "a valid bearer token is required"));
+    reply
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"doxm-gate\""));
+    Some(closing(reply))
+}
+
+/// A reply after which the connection closes (its request body was not read).
+fn closing(mut reply: Response) -> Response {
+    reply.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    reply
+}
+
+/// Every call: the token is checked before anything of the body is read; a declared body over
+/// the limit gets 413 at once, without waiting for it or allocating for it; a body is otherwise
+/// read up to the limit within the body timeout; the store work, which may wait for an fsync,
+/// runs on the blocking pool.
 async fn serve_call(State(shared): State<Arc<Shared>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let (method, uri, headers) = (parts.method, parts.uri, parts.headers);
+    if let Some(refused) = refuse_unauthorized(&shared, &headers) {
+        return refused;
+    }
     let max = shared.config.max_body;
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    let too_large =
+        || closing(respond(Reply::error(413, "body", &format!("larger than {max} bytes"))));
     if declared.is_some_and(|n| n > max as u64) {
-        return respond(Reply::error(413, "body", &format!("larger than {max} bytes")));
+        return too_large();
     }
-    let body = match axum::body::to_bytes(body, max).await {
-        Ok(bytes) => bytes,
-        Err(_) => return respond(Reply::error(413, "body", &format!("larger than {max} bytes"))),
+    let timeout = shared.config.transport.body_timeout;
+    let read = tokio::time::timeout(timeout, axum::body::to_bytes(body, max));
+    let read = tokio::select! {
+        read = read => read,
+        () = shared.transport.stopping() => {
+            return closing(respond(Reply::error(503, "server", "shutting down")));
+        }
+    };
+    let body = match read {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(_)) => return too_large(),
+        Err(_) => {
+            shared.transport.stats.body_timeout();
+            let reason = format!("not received within {} ms", timeout.as_millis());
+            return closing(respond(Reply::error(408, "body", &reason)));
+        }
     };
     let text = |name: header::HeaderName| {
         headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
@@ -147,7 +248,6 @@ async fn serve_call(State(shared): State<Arc<Shared>>, request: Request) -> Resp
         method,
         path: uri.path().to_owned(),
         query: uri.query().unwrap_or_default().to_owned(),
-        authorization: text(header::AUTHORIZATION),
         if_match: text(header::IF_MATCH),
         body,
     };
@@ -176,7 +276,6 @@ struct Call {
     method: Method,
     path: String,
     query: String,
-    authorization: Option<String>,
     if_match: Option<String>,
     body: Bytes,
 }
@@ -209,13 +308,8 @@ impl Reply {
 }
 
 fn route(call: &Call, shared: &Shared) -> Reply {
-    let (store, board, config) = (&*shared.store, &*shared.board, &shared.config);
-    if let Some(token) = &config.token {
-        let given = call.authorization.as_deref().and_then(|v| v.strip_prefix("Bearer "));
-        if given != Some(token.as_str()) {
-            return Reply::error(401, "Authorization", "a valid bearer token is required");
-        }
-    }
+    // The token was checked before the body was read (`serve_call`).
+    let (store, board) = (&*shared.store, &*shared.board);
     let (path, query, method) = (call.path.as_str(), call.query.as_str(), &call.method);
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (method, segments.as_slice()) {
@@ -225,11 +319,15 @@ fn route(call: &Call, shared: &Shared) -> Reply {
         }
         (&Method::GET, ["metrics"]) => Reply {
             status: 200,
-            body: metrics::prometheus(store, &board.read()),
+            body: metrics::prometheus(store, &board.read()) + &shared.transport.prometheus(),
             json: false,
             etag: None,
         },
-        (&Method::GET, ["v1", "stats"]) => Reply::json(200, &metrics::json(store, &board.read())),
+        (&Method::GET, ["v1", "stats"]) => {
+            let mut stats = metrics::json(store, &board.read());
+            stats["api"] = shared.transport.json();
+            Reply::json(200, &stats)
+        }
         (&Method::GET, ["v1", "export"]) => {
             let device = store.export().into_iter().map(|(d, _)| d).collect();
             Reply::json(200, &FleetFile { device })
@@ -527,6 +625,19 @@ mod tests {
         let reply = parse::<T>(body.as_bytes()).unwrap_err();
         let value: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
         value["error"]["field"].as_str().unwrap().to_owned()
+    }
+
+    #[test]
+    fn test_bearer_scheme_in_any_case_token_exact() {
+        let ok = |v: &str| bearer_matches(Some(&HeaderValue::from_str(v).unwrap()), "s3cret");
+        for good in ["Bearer s3cret", "bearer s3cret", "BEARER s3cret", "Bearer   s3cret"] {
+            assert!(ok(good), "{good}");
+        }
+        for bad in ["Bearer s3cre", "Bearer s3cret2", "Bearer S3CRET", "Basic s3cret", "s3cret"] {
+            assert!(!ok(bad), "{bad}");
+        }
+        assert!(!ok("Bearer"));
+        assert!(!bearer_matches(None, "s3cret"));
     }
 
     #[test]

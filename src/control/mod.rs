@@ -6,6 +6,7 @@
 //! - [`journal`]: the append-only, checksummed, group-committed journal and its snapshots.
 //! - [`store`]: the fleet plus its journal: acknowledged means on disk.
 //! - [`api`]: the HTTP/JSON API on its own threads.
+//! - [`transport`]: the API's connections: cap, timeouts, accept back-off, bounded shutdown.
 //! - [`metrics`]: the figures the data path publishes ([`crate::io::board`]), rendered for
 //!   `/metrics`.
 
@@ -17,6 +18,7 @@ pub mod journal;
 pub mod metrics;
 pub mod mutation;
 pub mod store;
+pub mod transport;
 
 /// What the recovered states mean after a restart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

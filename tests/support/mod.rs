@@ -89,6 +89,14 @@ pub struct GateOpts {
     pub restart_policy: Option<&'static str>,
     pub token: Option<String>,
     pub endpoints: Endpoints,
+    /// `--control` (default `127.0.0.1:0`).
+    pub control: String,
+    /// More arguments after the usual ones.
+    pub args: Vec<String>,
+    /// A command the gate runs under, e.g. `prlimit --nofile=192:192 --`.
+    pub prefix: Vec<String>,
+    /// `--log-level` (default `info`; `None`: no flag, so a `--config` file's level applies).
+    pub log_level: Option<String>,
 }
 
 impl GateOpts {
@@ -98,7 +106,35 @@ impl GateOpts {
             restart_policy: None,
             token: None,
             endpoints: Endpoints::Ports(count),
+            control: "127.0.0.1:0".to_owned(),
+            args: Vec::new(),
+            prefix: Vec::new(),
+            log_level: Some("info".to_owned()),
         }
+    }
+
+    /// No `--log-level` flag (a `--config` file's `log_level` applies).
+    pub fn no_log_level(mut self) -> GateOpts {
+        self.log_level = None;
+        self
+    }
+
+    /// More arguments (`--control-idle-timeout-ms 1000`, ..).
+    pub fn args(mut self, args: &[&str]) -> GateOpts {
+        self.args.extend(args.iter().map(|a| (*a).to_owned()));
+        self
+    }
+
+    /// Runs the gate under `prefix` (a wrapper command and its arguments).
+    pub fn under(mut self, prefix: &[&str]) -> GateOpts {
+        self.prefix = prefix.iter().map(|a| (*a).to_owned()).collect();
+        self
+    }
+
+    /// `--control ADDR`.
+    pub fn control(mut self, addr: &str) -> GateOpts {
+        self.control = addr.to_owned();
+        self
     }
 
     pub fn addresses() -> GateOpts {
@@ -190,8 +226,18 @@ impl Gate {
 
     fn try_start(opts: &GateOpts) -> Result<Gate, String> {
         let block = port_block();
-        let mut cmd = Command::new(BIN);
-        cmd.args(["run", "--iface", "lo", "--control", "127.0.0.1:0", "--log-level", "info"]);
+        let mut cmd = match opts.prefix.split_first() {
+            Some((wrapper, args)) => {
+                let mut cmd = Command::new(wrapper);
+                cmd.args(args).arg(BIN);
+                cmd
+            }
+            None => Command::new(BIN),
+        };
+        cmd.args(["run", "--iface", "lo", "--control", &opts.control]);
+        if let Some(level) = &opts.log_level {
+            cmd.args(["--log-level", level]);
+        }
         cmd.args(["--port", &block.to_string()]);
         match opts.endpoints {
             Endpoints::Ports(count) => {
@@ -212,6 +258,7 @@ impl Gate {
         if let Some(token) = &opts.token {
             cmd.args(["--control-token", token]);
         }
+        cmd.args(&opts.args);
         cmd.env_remove("DOXM_GATE_TOKEN").env_remove("RUST_LOG");
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
         let mut child = cmd.spawn().map_err(|e| format!("spawn {BIN}: {e}"))?;
@@ -271,7 +318,7 @@ impl Gate {
         }
     }
 
-    /// The process id (`None` once killed).
+    /// The process id (`None` once killed; `prlimit`, when it wraps the gate, execs it).
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
@@ -288,6 +335,41 @@ impl Gate {
         // std's Child::kill sends SIGKILL on Unix.
         let _ = child.kill();
         child.wait().ok()
+    }
+
+    /// Sends a signal by name (`TERM`, `HUP`, `INT`) with kill(1).
+    pub fn signal(&self, name: &str) {
+        let pid = self.pid().expect("a running gate").to_string();
+        let status = Command::new("kill").args([&format!("-{name}"), &pid]).status();
+        assert!(status.is_ok_and(|s| s.success()), "kill -{name} {pid}");
+    }
+
+    /// Waits up to `limit` for the process to exit; its status, or `None` if it still runs.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let child = self.child.as_mut()?;
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits up to `limit` for the log to contain `needle`.
+    pub fn wait_log(&self, needle: &str, limit: Duration) -> bool {
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            if self.log().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.log().contains(needle)
     }
 
     /// Whether the process is still running.

@@ -3,11 +3,13 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use clap::Args;
-use doxm_gate::config::{EndpointMode, GateConfig, LogFormat, LogLevel};
-use doxm_gate::control::api::{self, ApiConfig};
+use doxm_gate::config::{
+    read_token_file, ControlApi, EndpointMode, GateConfig, LogFormat, LogLevel,
+};
+use doxm_gate::control::api::{self, Api, ApiConfig, ApiHandle};
 use doxm_gate::control::fleet_file::{demo_fleet, FleetFile};
 use doxm_gate::control::mutation::Mutation;
 use doxm_gate::control::store::Store;
@@ -16,8 +18,13 @@ use doxm_gate::engine::endpoint::EndpointPlan;
 use doxm_gate::engine::Engine;
 use doxm_gate::fleet::Fleet;
 use doxm_gate::io::board::Board;
+use doxm_gate::io::sys::raise_nofile_limit;
 use doxm_gate::io::Driver;
-use tracing::{info, warn};
+use signal_hook::consts::SIGHUP;
+use signal_hook::iterator::Signals;
+use tracing::{debug, info, warn};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 /// Options of `run`: a configuration file, and a flag for every key of it (flags win).
 ///
@@ -52,9 +59,37 @@ pub struct RunArgs {
     /// The control API's address, IP:PORT; "" disables it [default: 127.0.0.1:8683]
     #[arg(long)]
     control: Option<String>,
-    /// The bearer token the control API requires (also DOXM_GATE_TOKEN).
+    /// The bearer token the control API requires (also DOXM_GATE_TOKEN); empty is an error.
     #[arg(long, env = "DOXM_GATE_TOKEN", hide_env_values = true)]
     control_token: Option<String>,
+    /// Read the control API's token from this file (systemd credentials, Kubernetes secrets):
+    /// one trailing newline is ignored, an empty file is an error; re-read on SIGHUP.
+    #[arg(long, value_name = "PATH")]
+    control_token_file: Option<PathBuf>,
+    /// Serve a non-loopback --control address without a token: anyone who reaches it can change
+    /// the fleet. Without this flag such a configuration is refused at startup.
+    #[arg(long)]
+    control_insecure_no_token: bool,
+    /// Control API: time from a request's first byte to the end of its head, in milliseconds
+    /// (then the connection is closed) [default: 10000]
+    #[arg(long)]
+    control_header_timeout_ms: Option<u64>,
+    /// Control API: time from the end of a request's head to the end of its body (then 408 and
+    /// the connection is closed), and for a client to take a reply (then the connection is
+    /// closed), in milliseconds [default: 30000]
+    #[arg(long)]
+    control_body_timeout_ms: Option<u64>,
+    /// Control API: how long a keep-alive connection may wait for a request, in milliseconds
+    /// [default: 30000]
+    #[arg(long)]
+    control_idle_timeout_ms: Option<u64>,
+    /// Control API: connections open at once; at the cap the longest-idle one is closed for a
+    /// new one (the open-file limit may lower it: see the startup log) [default: 256]
+    #[arg(long)]
+    control_max_connections: Option<usize>,
+    /// Control API: the largest request body, in bytes (larger: 413) [default: 134217728]
+    #[arg(long)]
+    control_max_body_bytes: Option<usize>,
     /// Journal acknowledged fleet changes in this directory (durable across crashes).
     #[arg(long)]
     state_dir: Option<PathBuf>,
@@ -127,6 +162,15 @@ impl RunArgs {
         if self.control_token.is_some() {
             c.control_token.clone_from(&self.control_token);
         }
+        if self.control_token_file.is_some() {
+            c.control_token_file.clone_from(&self.control_token_file);
+        }
+        c.control_insecure_no_token |= self.control_insecure_no_token;
+        set(&mut c.control_header_timeout_ms, self.control_header_timeout_ms);
+        set(&mut c.control_body_timeout_ms, self.control_body_timeout_ms);
+        set(&mut c.control_idle_timeout_ms, self.control_idle_timeout_ms);
+        set(&mut c.control_max_connections, self.control_max_connections);
+        set(&mut c.control_max_body_bytes, self.control_max_body_bytes);
         if self.state_dir.is_some() {
             c.state_dir.clone_from(&self.state_dir);
         }
@@ -174,13 +218,24 @@ fn init_logs(level: &LogLevel, format: LogFormat) -> Result<(), String> {
         }
         _ => level.filter(),
     };
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => logs.with_ansi(colour_logs()).try_init(),
-        LogFormat::Json => logs.json().try_init(),
+    // The filter sits in a reload layer, so that SIGHUP can replace it ([`on_hangup`]).
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry().with(filter);
+    let installed = match format {
+        LogFormat::Text => registry.with(logs.with_ansi(colour_logs())).try_init(),
+        LogFormat::Json => registry.with(logs.json()).try_init(),
     };
+    if installed.is_ok() {
+        let _ = LOG_FILTER.set(handle);
+    }
     Ok(())
 }
+
+/// The installed log filter, replaced when SIGHUP re-reads the log level.
+static LOG_FILTER: OnceLock<
+    tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>,
+> = OnceLock::new();
 
 fn colour_logs() -> bool {
     use std::io::IsTerminal;
@@ -194,6 +249,10 @@ fn colour(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
 
 /// `doxm-gate run`.
 pub fn run(args: &RunArgs) -> ExitCode {
+    let hangups = match hangup_signals() {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
     let config = match configured(args) {
         Ok(c) => c,
         Err(code) => return code,
@@ -205,12 +264,17 @@ pub fn run(args: &RunArgs) -> ExitCode {
         },
         None => FleetFile::default(),
     };
-    serve(&config, &fleet_file, None)
+    let hangups = Hangups { signals: hangups, log_level_from: log_level_source(args) };
+    serve(&config, &fleet_file, None, hangups)
 }
 
 /// `doxm-gate demo`: the gate with the built-in demo fleet, on every multicast-capable
 /// interface, with nothing to configure.
 pub fn demo(args: &RunArgs) -> ExitCode {
+    let hangups = match hangup_signals() {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
     let mut config = match configured(args) {
         Ok(c) => c,
         Err(code) => return code,
@@ -220,7 +284,27 @@ pub fn demo(args: &RunArgs) -> ExitCode {
     if args.port_count.is_none() && config.endpoints.mode == EndpointMode::Port {
         config.endpoints.port_count = 1_100;
     }
-    serve(&config, &demo_fleet(1_000), Some(()))
+    let hangups = Hangups { signals: hangups, log_level_from: log_level_source(args) };
+    serve(&config, &demo_fleet(1_000), Some(()), hangups)
+}
+
+/// What SIGHUP reloads besides the token file.
+struct Hangups {
+    signals: Signals,
+    /// The configuration file whose `log_level` SIGHUP re-reads: only when the level comes from
+    /// it (no `--log-level`, no `RUST_LOG`).
+    log_level_from: Option<PathBuf>,
+}
+
+fn log_level_source(args: &RunArgs) -> Option<PathBuf> {
+    let rust_log = std::env::var_os("RUST_LOG").is_some_and(|v| !v.is_empty());
+    args.config.clone().filter(|_| args.log_level.is_none() && !rust_log)
+}
+
+/// SIGHUP handled from the first instant (its default action kills the process without a
+/// word); [`on_hangup`] acts on it once the gate runs, and until then it waits.
+fn hangup_signals() -> Result<Signals, ExitCode> {
+    Signals::new([SIGHUP]).map_err(|e| fail(&format!("SIGHUP handler: {e}")))
 }
 
 /// The configuration, with logging set up as it says; from here on errors go out in the
@@ -231,13 +315,28 @@ fn configured(args: &RunArgs) -> Result<GateConfig, ExitCode> {
     Ok(config)
 }
 
-fn serve(config: &GateConfig, fleet_file: &FleetFile, demo: Option<()>) -> ExitCode {
+fn serve(
+    config: &GateConfig,
+    fleet_file: &FleetFile,
+    demo: Option<()>,
+    hangups: Hangups,
+) -> ExitCode {
     if let Err(e) = check_interfaces(&config.interfaces) {
         return fatal(config, &e);
     }
     let engine_config = match config.engine() {
         Ok(c) => c,
         Err(e) => return fatal(config, &e.to_string()),
+    };
+    let control = match config.control_api() {
+        Ok(c) => c,
+        Err(e) => return fatal(config, &e.to_string()),
+    };
+    // Room for the device ports, the API's connections and the rest (journal, netlink, ..).
+    let files = plan_files(plan_ports(&engine_config.endpoints), control.as_ref());
+    let nofile = match raise_nofile_limit(files) {
+        Ok(limit) => limit,
+        Err(e) => return fatal(config, &format!("open-file limit: {e}")),
     };
     let plan = engine_config.endpoints;
     let fleet = Arc::new(Fleet::with_capacity(plan.capacity().clamp(1, 4 << 20)));
@@ -290,17 +389,28 @@ fn serve(config: &GateConfig, fleet_file: &FleetFile, demo: Option<()>) -> ExitC
     };
     let board = Arc::new(Board::default());
     driver.publish_to(board.clone());
-    let control = match config.control_addr() {
-        Ok(addr) => addr,
-        Err(e) => return fatal(config, &e.to_string()),
-    };
     let api = match control {
-        Some(listen) => {
-            let api_config =
-                ApiConfig { listen, token: config.control_token.clone(), ..ApiConfig::default() };
+        Some(control) => {
+            let listen = control.listen;
+            let mut transport = control.transport;
+            transport.max_connections = connections_allowed(transport.max_connections, nofile);
+            let api_config = ApiConfig {
+                listen,
+                token: control.token,
+                max_body: control.max_body,
+                transport,
+                ..ApiConfig::default()
+            };
             match api::spawn(api_config, store.clone(), board) {
                 Ok(api) => {
-                    info!(address = %api.addr(), durable = store.is_durable(), "control API listening");
+                    info!(
+                        address = %api.addr(),
+                        durable = store.is_durable(),
+                        token = config.control_token.is_some() || config.control_token_file.is_some(),
+                        max_connections = transport.max_connections,
+                        open_file_limit = nofile,
+                        "control API listening"
+                    );
                     Some(api)
                 }
                 Err(e) => return fatal(config, &format!("control API on {listen}: {e}")),
@@ -308,6 +418,7 @@ fn serve(config: &GateConfig, fleet_file: &FleetFile, demo: Option<()>) -> ExitC
         }
         None => None,
     };
+    on_hangup(hangups, config, api.as_ref().map(Api::handle));
     let names: Vec<&str> = driver.interfaces().iter().map(|i| i.name.as_str()).collect();
     info!(
         devices = fleet.len(),
@@ -324,6 +435,7 @@ fn serve(config: &GateConfig, fleet_file: &FleetFile, demo: Option<()>) -> ExitC
         return fatal(config, &format!("event loop: {e}"));
     }
     if let Some(api) = api {
+        // Idle and stalled connections close at once; calls in progress get a few seconds.
         api.stop();
     }
     let s = driver.engine().stats();
@@ -343,6 +455,94 @@ fn serve(config: &GateConfig, fleet_file: &FleetFile, demo: Option<()>) -> ExitC
         "stopped"
     );
     ExitCode::SUCCESS
+}
+
+/// Files the gate needs besides the API's connections: its device ports and a margin for the
+/// rest (group sockets, the journal, netlink, the runtime).
+const FILES_BESIDES_API: u64 = 256;
+
+/// Device ports of a plan (port mode; address mode shares the group sockets).
+fn plan_ports(plan: &EndpointPlan) -> u64 {
+    match plan {
+        EndpointPlan::Ports { count, .. } => u64::from(*count),
+        EndpointPlan::Addresses { .. } => 0,
+    }
+}
+
+/// The open-file limit the gate asks for.
+fn plan_files(ports: u64, control: Option<&ControlApi>) -> u64 {
+    ports + FILES_BESIDES_API + control.map_or(0, |c| c.transport.max_connections as u64)
+}
+
+/// The API's connection cap under the open-file limit `nofile`, counting the files open now
+/// (after the device ports) and keeping a margin for the journal and the rest: lowered, with a
+/// warning, when the limit leaves less room than configured, so that the API's connections never
+/// take the last descriptors (the accept back-off handles the rest).
+fn connections_allowed(wanted: usize, nofile: u64) -> usize {
+    const MARGIN: u64 = 64;
+    let open = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64);
+    let room = nofile.saturating_sub(open + MARGIN).max(1);
+    if room < wanted as u64 {
+        warn!(
+            wanted,
+            allowed = room,
+            open_file_limit = nofile,
+            open_files = open,
+            "the open-file limit leaves room for fewer control API connections than \
+             control_max_connections: raise it (ulimit -n, systemd LimitNOFILE=)"
+        );
+        return room as usize;
+    }
+    wanted
+}
+
+/// SIGHUP re-reads the token file (`--control-token-file`), and the log level from the
+/// configuration file (`--config`) when the level came from there (no `--log-level`, no
+/// `RUST_LOG`); a file that is unreadable or invalid keeps what was in force. With neither, it
+/// is logged and ignored. It never stops the gate.
+fn on_hangup(hangups: Hangups, config: &GateConfig, api: Option<ApiHandle>) {
+    let Hangups { mut signals, log_level_from } = hangups;
+    let token_file = config.control_token_file.clone().filter(|_| api.is_some());
+    let spawned = std::thread::Builder::new().name("sighup".into()).spawn(move || {
+        for _ in signals.forever() {
+            if let (Some(path), Some(api)) = (&token_file, &api) {
+                match read_token_file(path) {
+                    Ok(token) => {
+                        api.set_token(Some(token));
+                        info!(file = %path.display(), "SIGHUP: control API token re-read");
+                    }
+                    Err(e) => warn!("SIGHUP: {e}; keeping the current token"),
+                }
+            }
+            if let Some(path) = &log_level_from {
+                reload_log_level(path);
+            }
+            if token_file.is_none() && log_level_from.is_none() {
+                info!(
+                    "SIGHUP: nothing to reload (SIGHUP re-reads --control-token-file, and the \
+                     log level of --config when no --log-level or RUST_LOG sets it); ignored"
+                );
+            }
+        }
+    });
+    if let Err(e) = spawned {
+        warn!(error = %e, "no SIGHUP thread: SIGHUP is ignored");
+    }
+}
+
+/// Applies the `log_level` of the configuration file at `path` (SIGHUP).
+fn reload_log_level(path: &std::path::Path) {
+    let level = match GateConfig::load(path) {
+        Ok(config) => config.log_level,
+        Err(e) => return warn!("SIGHUP: {e}; keeping the log level"),
+    };
+    let Some(handle) = LOG_FILTER.get() else { return };
+    // Said before the change, so that the line shows whatever the new level.
+    info!(level = level.as_str(), file = %path.display(), "SIGHUP: log level re-read");
+    if let Err(e) = handle.reload(level.filter()) {
+        warn!(error = %e, "SIGHUP: the log level could not be changed");
+    }
+    debug!("SIGHUP: debug lines are now shown");
 }
 
 /// Warns of every VOD whose bridge is not in the fleet (the first few by name): such a VOD
