@@ -577,3 +577,46 @@ fn deviceuuid_filter_names_one_device() {
     let reply = unicast(&mut engine, 0, &con).map(|(_, b)| Message::parse(&b).unwrap().code());
     assert_eq!(reply, Some(Code::CONTENT));
 }
+
+/// SPEC 4 (issue 12, part 4): an answer that cannot leave by its window's end is expired and
+/// counted, never sent late, whether the pacer holds it or the driver's loop comes late.
+#[test]
+fn no_answer_leaves_after_its_window() {
+    // The loop comes late: 1.5 s into a 2 s window, then 1 s after its end.
+    let mut engine = Engine::new(config(), fleet(100, 1), 31);
+    let t0 = Instant::now();
+    assert_eq!(engine.handle(t0, &obt_v6(), &doxm_request(1, b"w", &[])), Verdict::Answering(100));
+    let mut buf = [0u8; 1500];
+    let mut sent = 0;
+    while engine.poll_transmit(t0 + Duration::from_millis(1_500), &mut buf).is_some() {
+        sent += 1;
+    }
+    assert!((50..=95).contains(&sent), "{sent} answers due in the first 1.5 s");
+    assert!(engine.poll_transmit(t0 + Duration::from_secs(3), &mut buf).is_none());
+    assert_eq!(engine.stats().answers_expired, 100 - sent as u64);
+    assert_eq!(engine.pending_answers(), 0);
+
+    // The pacer holds: 300 answers of ~200 bytes at 10 kB/s need 6 s; the budget stretches
+    // the first request's window, but a second source's request, pushed behind it, and a
+    // late loop let the pacer hold answers past their windows. None leaves late.
+    let cfg = Config { answer_rate_bytes: 10_000, max_window: Duration::from_secs(8), ..config() };
+    let mut engine = Engine::new(cfg, fleet(300, 1), 32);
+    let other = Meta { source: "[fe80::99]:5683".parse().unwrap(), ..obt_v6() };
+    assert!(matches!(
+        engine.handle(t0, &obt_v6(), &doxm_request(2, b"a", &[])),
+        Verdict::Answering(_)
+    ));
+    assert!(matches!(
+        engine.handle(t0, &other, &doxm_request(3, b"b", &[])),
+        Verdict::Answering(_)
+    ));
+    let scheduled = engine.stats().answers_scheduled;
+    // Away for 4 s (a stalled loop), then punctual.
+    let sent = drain(&mut engine, t0 + Duration::from_secs(4));
+    for (at, t, _) in &sent {
+        assert!(*at - t0 <= Duration::from_secs(8), "{t:?} left {:?} after its request", *at - t0);
+    }
+    let stats = engine.stats();
+    assert!(stats.answers_expired > 0, "{stats:?}");
+    assert_eq!(sent.len() as u64 + stats.answers_expired, scheduled, "{stats:?}");
+}

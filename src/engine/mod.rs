@@ -52,7 +52,7 @@ use crate::wire::writer::Writer;
 use dedup::{Dedup, Seen};
 use endpoint::{EndpointPlan, LocalEndpoint};
 use limits::{AnswerBudget, SendPacer, SourceLimiter};
-use schedule::{Owed, RequestInfo, Schedule};
+use schedule::{Owed, Popped, RequestInfo, Schedule};
 pub use source_address::SourceReject;
 pub use stats::{EngineDrop, Stats, Verdict};
 use unicast::Body;
@@ -200,7 +200,11 @@ impl Engine {
                 config.max_window,
                 config.source_window,
             ),
-            schedule: Schedule::new(config.max_pending_requests, config.max_pending_answers),
+            schedule: Schedule::new(
+                config.max_pending_requests,
+                config.max_pending_answers,
+                config.leisure.max(config.max_window),
+            ),
             immediate: VecDeque::with_capacity(config.max_unicast_queue),
             next_message_id: rng.u16(..),
             answer_size: [typical_answer_size(View::Default), typical_answer_size(View::Baseline)],
@@ -266,7 +270,14 @@ impl Engine {
         if self.pacer.holds(now) {
             return None;
         }
-        while let Some(due) = self.schedule.pop_due(now, &mut self.rng) {
+        while let Some(popped) = self.schedule.pop_due(now, &mut self.rng) {
+            let due = match popped {
+                Popped::Due(due) => due,
+                Popped::Expired(n) => {
+                    self.stats.answers_expired += n as u64;
+                    continue;
+                }
+            };
             let Owed { device, incarnation } = due.owed;
             let word = self.fleet.word(device);
             if !word.is_eligible() || word.incarnation() != incarnation {
