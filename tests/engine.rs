@@ -412,13 +412,17 @@ fn a_looping_source_cannot_starve_another_obt() {
     assert!(unshared < 500, "{unshared} answers");
     assert!(unshared_last > Duration::from_secs(55), "{unshared_last:?}");
     // With the default 10 s share, the loop holds at most 10 s of budget: the newcomer gets
-    // every answer, within 10 s of backlog plus its own 10 s.
+    // its answers within 10 s of backlog plus its own 10 s. Not quite every one: its stretched
+    // window is exactly the budget rate, the pacer sends at that rate, and the random draws run
+    // ahead of it by a random walk (about sqrt(E) answers); since no answer leaves after its
+    // window (SPEC 4), the ~1 % still held at the window's end expire (issue 12: the budget
+    // planning below the pacer's rate is part 2's).
     let (shared, shared_last, cuts) = newcomer_behind_a_loop(Config::default().source_window);
     eprintln!(
         "newcomer behind a loop: unshared {unshared} answers, last {unshared_last:?}; \
          10 s share {shared} answers, last {shared_last:?}, {cuts} cuts"
     );
-    assert_eq!(shared, 2_000);
+    assert!((1_960..=2_000).contains(&shared), "{shared} answers");
     assert!(shared_last < Duration::from_secs(22), "{shared_last:?}");
     assert!(cuts > 20, "the loop's repeats were cut to its share: {cuts}");
 }
