@@ -372,7 +372,9 @@ fn newcomer_behind_a_loop(source_window: Duration) -> (usize, Duration, u64) {
     };
     let mut engine = Engine::new(cfg, fleet(2_000, 1), 21);
     let t0 = Instant::now();
-    let looping = Meta { source: "[fe80::bad]:49152".parse().unwrap(), ..obt_v6() };
+    // Its own port: with the newcomer's port (49152), on one interface, the newcomer's Message ID
+    // 7 would repeat the loop's 7th request, a plgd copy by SPEC 1.1.
+    let looping = Meta { source: "[fe80::bad]:49153".parse().unwrap(), ..obt_v6() };
     let mut buf = [0u8; 1500];
     let mut newcomer = Vec::new();
     let mut now = t0;
@@ -623,4 +625,49 @@ fn no_answer_leaves_after_its_window() {
     let stats = engine.stats();
     assert!(stats.answers_expired > 0, "{stats:?}");
     assert_eq!(sent.len() as u64 + stats.answers_expired, scheduled, "{stats:?}");
+}
+
+/// SPEC 1.1 (issue 12, part 5): the plgd client on a host with a ULA sends its three copies
+/// through one socket, ff02::158 from the link-local address and ff03/ff05 from the ULA: one
+/// Message ID, one source port, one interface, a fresh token per group. One answer per device.
+#[test]
+fn plgd_copies_from_a_host_with_a_ula_answered_once() {
+    let mut engine = Engine::new(config(), fleet(20, 1), 33);
+    let t0 = Instant::now();
+    let copies = [
+        ("[fe80::77]:40404", "[ff02::158]:5683"),
+        ("[fd00:77::77]:40404", "[ff03::158]:5683"),
+        ("[fd00:77::77]:40404", "[ff05::158]:5683"),
+    ];
+    let verdicts: Vec<Verdict> = copies
+        .iter()
+        .enumerate()
+        .map(|(i, (source, group))| {
+            let meta = Meta {
+                source: source.parse().unwrap(),
+                destination: group.parse().unwrap(),
+                interface: 3,
+            };
+            let token = [i as u8 + 1; 4];
+            engine.handle(t0, &meta, &doxm_request(0x4242, &token, &["Owned=FALSE"]))
+        })
+        .collect();
+    let dup = Verdict::Engine(EngineDrop::Duplicate);
+    assert_eq!(verdicts, [Verdict::Answering(20), dup, dup]);
+    // The same port and Message ID from a host on another interface is another client.
+    let other = Meta {
+        source: "[fd00:88::88]:40404".parse().unwrap(),
+        destination: "[ff03::158]:5683".parse().unwrap(),
+        interface: 4,
+    };
+    let v = engine.handle(t0, &other, &doxm_request(0x4242, &[9; 4], &["Owned=FALSE"]));
+    assert_eq!(v, Verdict::Answering(20));
+    let sent = drain(&mut engine, t0);
+    let first: Vec<_> = sent.iter().filter(|(_, t, _)| t.interface == 3).collect();
+    assert_eq!(first.len(), 20);
+    assert!(first.iter().all(|(_, t, _)| t.destination == "[fe80::77]:40404".parse().unwrap()));
+    let mut devices: Vec<u32> = first.iter().map(|(_, t, _)| t.device.0).collect();
+    devices.sort_unstable();
+    devices.dedup();
+    assert_eq!(devices.len(), 20, "one answer per device");
 }

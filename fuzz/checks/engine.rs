@@ -13,9 +13,10 @@
 //!    it is NON 2.05 with the request's token, CF 10000, `owned: false`, sent to the request's
 //!    source from the device's own endpoint (port `base + id`);
 //! 2. a device answers an exchange at most once: no two answers of one device to one request,
-//!    nor to two requests that are copies by SPEC 1.1 (same Message ID and the same token or the
-//!    same source endpoint, less than `exchange_window` apart; endpoints compared as IP, IPv4
-//!    mapped addresses unmapped, and port);
+//!    nor to two requests that are copies by SPEC 1.1 (same Message ID and the same token, or
+//!    the same source endpoint, or the same source port on the same interface, less than
+//!    `exchange_window` apart; endpoints compared as IP, IPv4 mapped addresses unmapped, and
+//!    port);
 //! 3. no answer, and not even a scheduled one, to a multicast request the rule ignores for every
 //!    device: not NON, not GET, Uri-Path not exactly `oic/sec/doxm`, an unrecognised critical
 //!    option, Accept or OCF-Accept-Content-Format-Version refused, a bad `if`, a `deviceuuid`
@@ -46,7 +47,10 @@
 //!
 //! The transmit-to-request link is exact: each datagram is handed to the engine with its own
 //! interface index (its sequence number + 1), which the engine copies into the
-//! [`Transmit`]; token and destination are then checked against that request. The model reads
+//! [`Transmit`]; token and destination are then checked against that request. A copy sent on
+//! its original's interface (event 5, bit 7) shares the original's index; an answer on such an
+//! interface belongs to the first of its requests that was answering, from its source and with
+//! its token. The model reads
 //! requests through [`Message`]'s accessors and [`Filters::parse`], which the `coap_parse` and
 //! `query` targets check against references of their own.
 //!
@@ -70,7 +74,9 @@
 //!         state:u8 x devices (see `state byte`); bit 6 set: not registered at start
 //! events, until the input ends (at most 1000), each an op byte, kind = op % 16:
 //!   0-4   multicast discovery: ty mid tok grp path q di [dev] [dev] opts (`Discovery::read`)
-//!   5     copy of the last discovery: grp [bit 6: fresh token (plgd), else same (IoTivity)]
+//!   5     copy of the last discovery: grp [bit 6: fresh token (plgd), else same (IoTivity);
+//!         bit 7: on the last discovery's interface, if within the exchange window (plgd on a
+//!         host with a ULA: one socket, another source address)]
 //!   6     raw datagram: dst len bytes; dst bits 0-1 {ff02::158, 224.0.1.187, device endpoint
 //!         v6, v4}, bits 2-7 endpoint slot
 //!   7-8   unicast request: slot kind path mid (see `Unicast::read`)
@@ -101,13 +107,16 @@
 //! ```
 //!
 //! and `plgd-three-groups` (ff02/ff03/ff05 from one source, fresh tokens, then unicast doxm
-//! baseline), `doc-opens-mid-window`, `bridge-vods-owner-transfer` (VODs silent until their
+//! baseline), `plgd-ula-one-socket` (issue 12: ff02 from the link-local source, ff03/ff05 from a
+//! global one with the same port on the same interface, then the same port on another
+//! interface), `doc-opens-mid-window`, `bridge-vods-owner-transfer` (VODs silent until their
 //! bridge is owned; bridge removed and re-registered; `mark_all_unknown`),
 //! `unicast-obt-follow-up` (`/oic/res?rt=oic.r.doxm`, `/oic/d`, error codes, empty ACK),
 //! `filters-and-odd-sources` (one request per pre-filter and source rule), `limits-shed-and-rate`
 //! (the smallest limits), `budget-stretch`, `junk` and `deviceuuid-names-one-device` (issue 15:
 //! `deviceuuid` in each form, alone and with `di`, to eligible, RFNOP and unknown devices).
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -190,6 +199,8 @@ struct Device {
 struct Request {
     at: Instant,
     source: SocketAddr,
+    /// The interface index it was handed over with.
+    interface: u32,
     multicast: bool,
     /// Parsed as CoAP; `ty`, `mid` and `token` are meaningful only then.
     parsed: bool,
@@ -229,6 +240,11 @@ struct Run {
     t0: Instant,
     now: Instant,
     last: Option<Discovery>,
+    /// The request index of the last discovery (for copies on its interface).
+    last_index: Option<usize>,
+    /// Interfaces that more than one request arrived on (a copy on its original's interface):
+    /// the requests, in arrival order. Every other interface names one request.
+    shared: HashMap<u32, Vec<usize>>,
     answers_seen: u64,
     responses_seen: u64,
     /// The pacer's theoretical arrival time: the answers sent so far paid for at the rate.
@@ -299,6 +315,8 @@ impl Run {
             t0: now,
             now,
             last: None,
+            last_index: None,
+            shared: HashMap::new(),
             answers_seen: 0,
             responses_seen: 0,
             paced_until: None,
@@ -326,7 +344,12 @@ impl Run {
                             None => copy.token.push(0x80),
                         }
                     }
-                    self.send_discovery(copy);
+                    // plgd from a host with a ULA: the same socket, on the same interface.
+                    let interface = self.last_index.map(|i| &self.requests[i]).filter(|o| {
+                        grp & 0x80 != 0 && self.now - o.at < self.config.exchange_window
+                    });
+                    let interface = interface.map(|o| o.interface);
+                    self.send_discovery_on(copy, interface);
                 }
             }
             6 => {
@@ -385,22 +408,45 @@ impl Run {
     // ---- Datagrams. ----
 
     fn send_discovery(&mut self, discovery: Discovery) {
+        self.send_discovery_on(discovery, None);
+    }
+
+    /// Sends a discovery, on the interface of an earlier request when `interface` is given.
+    fn send_discovery_on(&mut self, discovery: Discovery, interface: Option<u32>) {
         let group: SocketAddr = parse(GROUPS[discovery.group]);
         let table = if group.is_ipv4() { &SOURCES_V4 } else { &SOURCES_V6 };
         let source = table[discovery.source];
         let bytes = discovery.encode(&self.model.devices);
         self.last = Some(discovery);
-        self.deliver(source, group, &bytes);
+        self.last_index = Some(self.requests.len());
+        self.deliver_on(source, group, &bytes, interface);
     }
 
     /// Hands one datagram to the engine, records the model's view of it, drains, and checks
     /// the verdict.
-    fn deliver(&mut self, (source, plain): Source, destination: SocketAddr, bytes: &[u8]) {
+    fn deliver(&mut self, source: Source, destination: SocketAddr, bytes: &[u8]) {
+        self.deliver_on(source, destination, bytes, None);
+    }
+
+    /// As [`Run::deliver`], on the interface of an earlier request when `shared` is given.
+    fn deliver_on(
+        &mut self,
+        (source, plain): Source,
+        destination: SocketAddr,
+        bytes: &[u8],
+        shared: Option<u32>,
+    ) {
         let source = source();
         let index = self.requests.len();
-        let request = self.model_request(source, plain, destination, bytes);
+        let own = u32::try_from(index + 1).expect("fewer than 2^32 requests");
+        let interface = shared.unwrap_or(own);
+        let mut request = self.model_request(source, plain, destination, bytes);
+        request.interface = interface;
         self.requests.push(request);
-        let interface = u32::try_from(index + 1).expect("fewer than 2^32 requests");
+        if shared.is_some() {
+            let first = interface as usize - 1;
+            self.shared.entry(interface).or_insert_with(|| vec![first]).push(index);
+        }
         let meta = Meta { source, destination, interface };
         let verdict = self.engine.handle(self.now, &meta, bytes);
         let r = &mut self.requests[index];
@@ -437,6 +483,7 @@ impl Run {
         let mut r = Request {
             at: self.now,
             source,
+            interface: 0,
             multicast,
             parsed: false,
             ty: MessageType::Reset,
@@ -567,13 +614,23 @@ impl Run {
     // ---- What the engine sends. ----
 
     fn on_transmit(&mut self, t: &Transmit, bytes: &[u8]) {
+        let msg = Message::parse(bytes).expect("the engine sends well-formed CoAP");
         let index = (t.interface as usize).checked_sub(1).filter(|&i| i < self.requests.len());
-        let index = index.unwrap_or_else(|| panic!("{t:?} answers no request"));
+        let mut index = index.unwrap_or_else(|| panic!("{t:?} answers no request"));
+        // On an interface several requests arrived on (copies), the answer belongs to the first
+        // that was answering, from its source and with its token.
+        if let Some(sharing) = self.shared.get(&t.interface) {
+            let requests = &self.requests;
+            let mine = sharing.iter().copied().find(|&i| {
+                let r = &requests[i];
+                r.scheduled > 0 && r.source == t.destination && r.token == msg.token()
+            });
+            index = mine.unwrap_or(index);
+        }
         let r = &self.requests[index];
         assert!(r.parsed, "a reply to malformed request {index}: {t:?}");
         assert!(!r.ignore, "a reply to request {index}, which must be ignored: {r:?} {t:?}");
         assert_eq!(t.destination, r.source, "reply to request {index} not sent to its source");
-        let msg = Message::parse(bytes).expect("the engine sends well-formed CoAP");
         let port = u32::from(t.source.port).checked_sub(u32::from(PORT_BASE));
         assert_eq!(port, Some(t.device.0), "{t:?}: not from the device's endpoint");
         if r.multicast {
@@ -683,12 +740,16 @@ impl Run {
     }
 
     /// SPEC 1.1: two requests are copies of one exchange when they have the same Message ID
-    /// and either the same token or the same source endpoint, within the exchange window.
+    /// and either the same token, or the same source endpoint, or the same source port on the
+    /// same interface (plgd from a host with a ULA), within the exchange window.
     fn copies(&self, a: &Request, b: &Request) -> bool {
-        let same_source = a.source.ip().to_canonical() == b.source.ip().to_canonical()
-            && a.source.port() == b.source.port();
+        let same_port = a.source.port() == b.source.port();
+        let same_source = a.source.ip().to_canonical() == b.source.ip().to_canonical() && same_port;
+        let same_socket = same_port && a.interface == b.interface;
         let apart = if a.at > b.at { a.at - b.at } else { b.at - a.at };
-        a.mid == b.mid && (a.token == b.token || same_source) && apart < self.config.exchange_window
+        a.mid == b.mid
+            && (a.token == b.token || same_source || same_socket)
+            && apart < self.config.exchange_window
     }
 }
 

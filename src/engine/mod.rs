@@ -346,7 +346,9 @@ impl Engine {
         if self.fleet.eligible_count() == 0 {
             return Verdict::Engine(EngineDrop::NoEligible);
         }
-        if self.dedup.check(now, msg.message_id(), msg.token(), meta.source) == Seen::Copy {
+        let seen =
+            self.dedup.check(now, msg.message_id(), msg.token(), meta.source, meta.interface);
+        if seen == Seen::Copy {
             return Verdict::Engine(EngineDrop::Duplicate);
         }
         let Some(grant) = self.sources.allow(now, meta.source.ip()) else {
