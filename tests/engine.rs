@@ -580,7 +580,14 @@ fn deviceuuid_filter_names_one_device() {
     // Unicast does not check it: device 0's endpoint answers a `deviceuuid` naming device 2.
     let named_other = format!("deviceuuid={}", text(2));
     let con = request(MessageType::Confirmable, 9, b"u", &["oic", "sec", "doxm"], &[&named_other]);
-    let reply = unicast(&mut engine, 0, &con).map(|(_, b)| Message::parse(&b).unwrap().code());
+    // After the answers above (the engine's clock only moves forward: its pacer has charged
+    // them up to t0 + 2 s).
+    let later = t0 + Duration::from_secs(3);
+    assert_eq!(engine.handle(later, &unicast_meta(0), &con), Verdict::Responding);
+    let mut buf = [0u8; 1500];
+    let reply = engine
+        .poll_transmit(later, &mut buf)
+        .map(|t| Message::parse(&buf[..t.len]).unwrap().code());
     assert_eq!(reply, Some(Code::CONTENT));
 }
 
@@ -670,4 +677,77 @@ fn plgd_copies_from_a_host_with_a_ula_answered_once() {
     devices.sort_unstable();
     devices.dedup();
     assert_eq!(devices.len(), 20, "one answer per device");
+}
+
+/// SPEC 7 (issue 12, part 3): unicast replies count against the answer byte budget. Issue 12
+/// measured `CON GET /oic/res` at 10k/s from one (spoofable) source producing 1.95 MB/s of
+/// replies against a 200,000 B/s budget; here the same flood for 2 s gets replies within the
+/// budget (plus the pacer's 50 ms burst and one reply), the rest dropped and counted, and a
+/// discovery after it is answered in full.
+#[test]
+fn unicast_flood_from_one_source_stays_within_the_budget() {
+    let rate = 200_000u64;
+    let cfg = Config { answer_rate_bytes: rate, ..config() };
+    let mut engine = Engine::new(cfg, fleet(100, 1), 34);
+    let t0 = Instant::now();
+    let mut buf = [0u8; 1500];
+    let mut replies: Vec<(Instant, usize)> = Vec::new();
+    let requests = 20_000u32;
+    for i in 0..requests {
+        let now = t0 + Duration::from_micros(100 * u64::from(i));
+        let meta = Meta {
+            source: "[fe80::bad]:5683".parse().unwrap(),
+            destination: format!("[fe80::1]:{}", 40_000 + i % 100).parse().unwrap(),
+            interface: 3,
+        };
+        let req = request(MessageType::Confirmable, i as u16, b"f", &["oic", "res"], &[]);
+        let v = engine.handle(now, &meta, &req);
+        assert!(
+            matches!(v, Verdict::Responding | Verdict::Engine(EngineDrop::OverBudget)),
+            "{v:?}"
+        );
+        while let Some(t) = engine.poll_transmit(now, &mut buf) {
+            replies.push((now, t.len));
+        }
+    }
+    let over = engine.stats().get(Verdict::Engine(EngineDrop::OverBudget));
+    assert_eq!(replies.len() as u64 + over, u64::from(requests));
+    assert_eq!(engine.stats().responses_sent, replies.len() as u64);
+    let label = engine.stats().verdicts().find(|&(g, l, _)| (g, l) == ("engine", "over-budget"));
+    assert_eq!(label, Some(("engine", "over-budget", over)), "its own metric label");
+    let max_len = replies.iter().map(|r| r.1).max().unwrap();
+    let total: usize = replies.iter().map(|r| r.1).sum();
+    // Unlimited, every request would have had its reply: ~6x the budget.
+    assert!(
+        max_len as u64 * u64::from(requests) > 5 * 2 * rate,
+        "{max_len} B replies: the flood would exceed the budget"
+    );
+    // Any sliding second: at most the budget, the pacer's 50 ms burst and one reply.
+    let bound = rate + rate / 20 + max_len as u64;
+    let (mut lo, mut sum, mut peak) = (0, 0u64, 0u64);
+    for hi in 0..replies.len() {
+        sum += replies[hi].1 as u64;
+        while replies[hi].0 - replies[lo].0 >= Duration::from_secs(1) {
+            sum -= replies[lo].1 as u64;
+            lo += 1;
+        }
+        peak = peak.max(sum);
+    }
+    eprintln!(
+        "unicast flood: {} of {requests} replies, {total} B in 2 s, peak {peak} B in a sliding \
+         second (budget {rate} B/s, bound {bound})",
+        replies.len()
+    );
+    assert!(peak <= bound, "{peak} B in one second, budget {rate} B/s");
+    assert!(total as u64 >= 2 * rate * 9 / 10, "the budget is used, not starved: {total} B");
+
+    // After the flood, an OBT's discovery is answered in full inside its window.
+    let after = t0 + Duration::from_secs(2);
+    assert_eq!(
+        engine.handle(after, &obt_v6(), &doxm_request(1, b"obt", &[])),
+        Verdict::Answering(100)
+    );
+    let sent = drain(&mut engine, after);
+    assert_eq!(sent.len(), 100, "{:?}", engine.stats());
+    assert!(sent.iter().all(|(at, _, _)| *at - after <= Duration::from_secs(2)));
 }

@@ -29,7 +29,9 @@
 //!    never responds; at most one response per request, at once, from the device's endpoint;
 //!    2.05 on `/oic/sec/doxm` only for an eligible device (and its own `deviceuuid`); a CON gets
 //!    an ACK with its Message ID (and every CON from a plain source to a device that accepts
-//!    requests gets exactly one), a NON a NON; ACK and RST get nothing;
+//!    requests gets exactly one, unless the byte budget refuses it: `engine/over-budget`,
+//!    only while the pacer holds), a NON a NON; ACK and RST get nothing; a reply leaves
+//!    within the pacer's rate and is charged to it, like an answer (SPEC 7);
 //! 6. an answer is due no earlier than its request and no later than `L = max(leisure,
 //!    max_window)` after it; it leaves at its due time, or later only while the pacer holds it
 //!    (modelled here: a GCRA at `answer_rate_bytes` with a 50 ms burst; the driver is punctual,
@@ -113,7 +115,8 @@
 //! bridge is owned; bridge removed and re-registered; `mark_all_unknown`),
 //! `unicast-obt-follow-up` (`/oic/res?rt=oic.r.doxm`, `/oic/d`, error codes, empty ACK),
 //! `filters-and-odd-sources` (one request per pre-filter and source rule), `limits-shed-and-rate`
-//! (the smallest limits), `budget-stretch`, `junk` and `deviceuuid-names-one-device` (issue 15:
+//! (the smallest limits), `unicast-flood-over-budget` (issue 12: 35 `CON GET /oic/res` at a
+//! 500 B/s budget, most refused while the pacer holds), `budget-stretch`, `junk` and `deviceuuid-names-one-device` (issue 15:
 //! `deviceuuid` in each form, alone and with `di`, to eligible, RFNOP and unknown devices).
 
 use std::collections::HashMap;
@@ -123,7 +126,7 @@ use std::time::{Duration, Instant};
 
 use ciborium::Value;
 use doxm_gate::engine::endpoint::EndpointPlan;
-use doxm_gate::engine::{Config, Engine, Meta, Transmit, Verdict};
+use doxm_gate::engine::{Config, Engine, EngineDrop, Meta, Transmit, Verdict};
 use doxm_gate::fleet::{DeviceRecord, Fleet, OnboardingState, StatePatch};
 use doxm_gate::policy::Dos;
 use doxm_gate::wire::query::{Filters, Owned};
@@ -461,6 +464,16 @@ impl Run {
                 assert!(!r.multicast && !r.ignore, "request {index}: {verdict:?} {r:?}");
             }
             Verdict::Malformed(_) => assert!(!r.parsed, "{verdict:?} of a parsed datagram"),
+            Verdict::Engine(EngineDrop::OverBudget) => {
+                // SPEC 7: a unicast reply is refused for the byte budget only, exactly when
+                // the pacer holds (its source's share is charged, never refused).
+                assert!(!r.multicast && !r.ignore, "request {index}: {verdict:?} {r:?}");
+                let ready = self.paced_until.and_then(|p| p.checked_sub(PACER_BURST));
+                assert!(
+                    ready.is_some_and(|ready| ready > self.now),
+                    "request {index} refused over budget while the pacer had room"
+                );
+            }
             _ => {}
         }
         self.drain();
@@ -468,7 +481,8 @@ impl Run {
         if !r.multicast {
             let responded = verdict == Verdict::Responding;
             assert_eq!(r.sent, usize::from(responded), "request {index}: {verdict:?} {r:?}");
-            assert!(!r.must_ack || responded, "a CON got no ACK: {verdict:?} {r:?}");
+            let over_budget = verdict == Verdict::Engine(EngineDrop::OverBudget);
+            assert!(!r.must_ack || responded || over_budget, "a CON got no ACK: {verdict:?} {r:?}");
         }
     }
 
@@ -698,8 +712,7 @@ impl Run {
             due - r.at,
             held.is_some()
         );
-        let cost = Duration::from_secs_f64(t.len as f64 / self.config.answer_rate_bytes as f64);
-        self.paced_until = Some(self.paced_until.map_or(self.now, |p| p.max(self.now)) + cost);
+        self.pace(t.len);
         let r = &mut self.requests[index];
         r.sent += 1;
         assert!(r.sent <= r.scheduled, "request {index}: more answers than scheduled");
@@ -708,6 +721,10 @@ impl Run {
 
     fn on_response(&mut self, index: usize, t: &Transmit, msg: &Message<'_>) {
         self.responses_seen += 1;
+        // SPEC 7: replies go through the same pacer as answers, never ahead of its rate.
+        let ready = self.paced_until.and_then(|p| p.checked_sub(PACER_BURST));
+        assert!(ready.is_none_or(|ready| ready <= self.now), "reply sent ahead of the rate");
+        self.pace(t.len);
         let r = &mut self.requests[index];
         r.sent += 1;
         assert_eq!(r.sent, 1, "request {index} got two responses");
@@ -737,6 +754,12 @@ impl Run {
             assert_eq!(uuid, self.model.devices[d].text, "unicast doxm of another device");
             assert!(!owned, "unicast doxm 2.05 says owned: true");
         }
+    }
+
+    /// Charges `bytes` sent now to the model's pacer (the engine's GCRA, `PACER_BURST`).
+    fn pace(&mut self, bytes: usize) {
+        let cost = Duration::from_secs_f64(bytes as f64 / self.config.answer_rate_bytes as f64);
+        self.paced_until = Some(self.paced_until.map_or(self.now, |p| p.max(self.now)) + cost);
     }
 
     /// SPEC 1.1: two requests are copies of one exchange when they have the same Message ID

@@ -21,10 +21,14 @@
 //!     |    Schedule ............................ one paced stream per request, bounded
 //!     |  unicast (destination is a device endpoint):
 //!     |    unicast::route ...................... policy::decide's one ladder for doxm,
-//!     |                                          res and d (else 4.04), queued at once
+//!     |                                          res and d (else 4.04)
+//!     |    SendPacer, AnswerBudget ............. the same byte budget as answers: over it,
+//!     |                                          dropped (a CON retransmits); else queued
 //!  poll_transmit(now, buf)
-//!        unicast responses first, then answers that are due; each answer re-checks the
-//!        device's state word (cancelled if no longer eligible) and is encoded into `buf`.
+//!        unicast responses first, then answers that are due; an answer whose window has
+//!        ended (held by the pacer, or the loop came late) is expired, never sent late; each
+//!        answer re-checks the device's state word (cancelled if no longer eligible) and is
+//!        encoded into `buf`.
 //! ```
 
 mod dedup;
@@ -178,6 +182,8 @@ pub struct Engine {
     /// The hard bound on answer bytes sent per second (the budget's windows spread answers;
     /// overlapping windows could briefly exceed the rate without it).
     pacer: SendPacer,
+    /// Where a unicast reply is encoded once at admission, to charge its exact bytes.
+    scratch: Vec<u8>,
     stats: Stats,
 }
 
@@ -210,6 +216,7 @@ impl Engine {
             answer_size: [typical_answer_size(View::Default), typical_answer_size(View::Baseline)],
             rng,
             pacer: SendPacer::new(config.answer_rate_bytes),
+            scratch: vec![0; SCRATCH_LEN],
             stats: Stats::default(),
             fleet,
             config,
@@ -236,7 +243,7 @@ impl Engine {
         let verdict = match Message::parse(datagram) {
             Err(e) => Verdict::Malformed(e),
             Ok(msg) if meta.destination.ip().is_multicast() => self.multicast(now, meta, &msg),
-            Ok(msg) => self.unicast(meta, &msg),
+            Ok(msg) => self.unicast(now, meta, &msg),
         };
         self.stats.count(verdict);
         verdict
@@ -402,7 +409,7 @@ impl Engine {
         Verdict::Answering(scheduled)
     }
 
-    fn unicast(&mut self, meta: &Meta, msg: &Message<'_>) -> Verdict {
+    fn unicast(&mut self, now: Instant, meta: &Meta, msg: &Message<'_>) -> Verdict {
         let plan = self.config.endpoints;
         let Some(device) = plan.device_at(&meta.destination) else {
             return Verdict::Engine(EngineDrop::UnknownEndpoint);
@@ -433,7 +440,7 @@ impl Engine {
             _ => (MessageType::NonConfirmable, self.fresh_message_id()),
         };
         let (token, token_len) = copy_token(msg.token());
-        self.immediate.push_back(Immediate {
+        let reply = Immediate {
             destination: meta.source,
             source,
             interface: meta.interface,
@@ -444,8 +451,41 @@ impl Engine {
             token: if code == Code::EMPTY { [0; MAX_TOKEN_LEN] } else { token },
             token_len: if code == Code::EMPTY { 0 } else { token_len },
             body: reply.body,
-        });
+        };
+        if let Err(drop) = self.admit_reply(now, &reply) {
+            return Verdict::Engine(drop);
+        }
+        self.immediate.push_back(reply);
         Verdict::Responding
+    }
+
+    /// Unicast replies under the answer limits (SPEC 7, issue 12 part 3): a reply is admitted
+    /// only while the send pacer, the hard bound on the bytes that leave per second, has room
+    /// for it, exactly as a due answer is; its exact bytes (encoded here once to learn their
+    /// length) are then charged to the pacer, to the budget that places later windows
+    /// ([`AnswerBudget::charge`]) and to its source's share of it
+    /// ([`SourceLimiter::charge_reply`]). A reply over budget is dropped, never queued for
+    /// later: a CON client retransmits (RFC 7252 s4.2), and an ACK that comes seconds late is
+    /// worth no more than the retransmission.
+    ///
+    /// The per-source *request* bucket is not charged: it bounds answer-producing multicast
+    /// requests, and an OBT sends a unicast request or two to every device that answered it.
+    /// Nor is a reply refused for its source's share alone: a lone OBT's first discovery may
+    /// hold much more than `source_window`, and its follow-ups must not wait for that; what
+    /// its replies take counts against the room of its next multicast request instead. So one
+    /// source flooding unicast requests gets at most the budget rate of replies; sharing the
+    /// budget fairly between it and everyone else is SPEC 7's fair share, not this check.
+    fn admit_reply(&mut self, now: Instant, reply: &Immediate) -> Result<(), EngineDrop> {
+        if self.pacer.holds(now) {
+            return Err(EngineDrop::OverBudget);
+        }
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let len = self.encode_immediate(reply, &mut scratch).map_or(0, |t| t.len);
+        self.scratch = scratch;
+        self.pacer.charge(now, len);
+        let cost = self.budget.charge(now, len);
+        let _ = self.sources.charge_reply(now, reply.destination.ip(), cost);
+        Ok(())
     }
 
     fn encode_immediate(&mut self, reply: &Immediate, buf: &mut [u8]) -> Option<Transmit> {
@@ -485,6 +525,10 @@ impl Engine {
         self.next_message_id
     }
 }
+
+/// The largest unicast reply the engine encodes (a `/oic/res` with every link and endpoint
+/// fits in far less; the driver's buffers are at least the IPv6 minimum MTU).
+const SCRATCH_LEN: usize = 2_048;
 
 fn push_if_eligible(owed: &mut Vec<Owed>, id: DeviceId, word: StateWord) {
     if word.is_eligible() {

@@ -24,17 +24,21 @@ pub enum EngineDrop {
     UnknownEndpoint,
     /// The queue of unicast responses is full.
     QueueFull,
+    /// A unicast reply the answer byte budget has no room for now (SPEC 7: unicast replies
+    /// count against the same budget as answers): not sent, and a CON client retransmits.
+    OverBudget,
 }
 
 impl EngineDrop {
     /// Every variant.
-    pub const ALL: [EngineDrop; 6] = [
+    pub const ALL: [EngineDrop; 7] = [
         EngineDrop::Duplicate,
         EngineDrop::RateLimited,
         EngineDrop::NoEligible,
         EngineDrop::NoEndpointForFamily,
         EngineDrop::UnknownEndpoint,
         EngineDrop::QueueFull,
+        EngineDrop::OverBudget,
     ];
 
     /// The stable label.
@@ -46,6 +50,7 @@ impl EngineDrop {
             EngineDrop::NoEndpointForFamily => "no-endpoint-for-family",
             EngineDrop::UnknownEndpoint => "unknown-endpoint",
             EngineDrop::QueueFull => "queue-full",
+            EngineDrop::OverBudget => "over-budget",
         }
     }
 }
