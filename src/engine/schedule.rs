@@ -29,14 +29,22 @@
 //!
 //! A punctual driver still wakes a little after the instant it asked for (mio rounds its
 //! timeout up to a millisecond, and the kernel adds timer slack). So that this wake-up slack
-//! does not expire answers, send times are drawn in `[opens, closes - slack)`, with
-//! `slack = min(SEND_SLACK, span / 2)` and `span = closes - opens`: a driver up to 10 ms late
-//! (the timer grain SPEC 4 allows) still sends inside the window. The spread is kept: 0.5 % of
-//! a 2 s window is given up. A window shorter than `MIN_SPAN` (20 ms: only with a configured
-//! leisure under 20 ms, e.g. leisure 0 and a small request) is first widened to `MIN_SPAN`, but
-//! never past the longest window the engine allows (`max(leisure, max_window)`), so that even
-//! "leisure 0" answers have room for one late wake-up instead of expiring whenever the loop is
-//! not exactly on time.
+//! does not expire answers, send times are drawn at least `slack` before the deadline:
+//!
+//! ```text
+//! deadline = max(closes, min(opens + MIN_SPAN, max(longest, closes)))
+//! room     = deadline - opens
+//! draws in [opens, opens + min(closes - opens, room - min(SEND_SLACK, room / 2)))
+//! ```
+//!
+//! A driver up to `SEND_SLACK` (10 ms, the timer grain SPEC 4 allows) late still sends inside
+//! the window, and the spread is kept: a 2 s window gives up its last 10 ms (0.5 %). Only a
+//! window shorter than `MIN_SPAN` (20 ms: a configured leisure under 20 ms, e.g. leisure 0 and
+//! a small request) has its deadline moved, to `MIN_SPAN` after it opens (never past the
+//! longest window the engine allows, `longest = max(leisure, max_window)`): its answers are
+//! still drawn in the budget's short window, so "leisure 0" still answers at once, but a
+//! wake-up a few milliseconds late sends them instead of expiring them. This is SPEC 4's timer
+//! grain read as part of the window: a send time may be rounded up by at most 10 ms.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -110,7 +118,8 @@ pub enum Popped {
 /// timer grain SPEC 4 allows.
 pub const SEND_SLACK: Duration = Duration::from_millis(10);
 
-/// The shortest window (see the module docs): room for one late wake-up after the last draw.
+/// The least room between a window's opening and its deadline (see the module docs): one late
+/// wake-up after the last draw.
 pub const MIN_SPAN: Duration = Duration::from_millis(20);
 
 /// One answer that is due now.
@@ -315,14 +324,14 @@ impl Schedule {
     }
 }
 
-/// The span the send times are drawn in, after `opens`, and when the window closes, after the
-/// request (see the module docs): `(closes - opens - slack, closes)`, with a window shorter than
-/// [`MIN_SPAN`] widened up to `longest`.
+/// The span the send times are drawn in, after `opens`, and the deadline, after the request
+/// (see the module docs).
 fn draw_span(opens: Duration, closes: Duration, longest: Duration) -> (Duration, Duration) {
     let widest = longest.max(closes);
-    let closes = closes.max((opens + MIN_SPAN).min(widest));
-    let span = closes.saturating_sub(opens);
-    (span - SEND_SLACK.min(span / 2), closes)
+    let deadline = closes.max((opens + MIN_SPAN).min(widest));
+    let room = deadline.saturating_sub(opens);
+    let span = closes.saturating_sub(opens).min(room - SEND_SLACK.min(room / 2));
+    (span, deadline)
 }
 
 /// Draws the next sorted uniform send time of `pending` (see the module docs).
@@ -479,10 +488,14 @@ mod tests {
         assert_eq!(draw_span(ms(0), ms(2_000), LONGEST), (ms(1_990), ms(2_000)));
         // Opening late (budget backlog): the slack is taken from the end.
         assert_eq!(draw_span(ms(500), ms(2_000), LONGEST), (ms(1_490), ms(2_000)));
-        // Leisure 0 and a small request: widened to 20 ms, drawn in the first 10.
-        assert_eq!(draw_span(ms(0), Duration::from_micros(100), LONGEST), (ms(10), ms(20)));
-        // Never widened past the longest window: half of what is left is slack.
-        assert_eq!(draw_span(ms(59_990), ms(59_994), LONGEST), (ms(5), ms(60_000)));
+        // Leisure 0 and a small request: drawn in its 100 us, the deadline moved to 20 ms.
+        let tiny = Duration::from_micros(100);
+        assert_eq!(draw_span(ms(0), tiny, LONGEST), (tiny, ms(20)));
+        // A window of 15 ms: 20 ms of room, drawn up to 10 ms before the deadline.
+        assert_eq!(draw_span(ms(0), ms(15), LONGEST), (ms(10), ms(20)));
+        // Never moved past the longest window: half of the room is slack.
+        assert_eq!(draw_span(ms(59_990), ms(59_994), LONGEST), (ms(4), ms(60_000)));
+        assert_eq!(draw_span(ms(59_980), ms(59_999), LONGEST), (ms(10), ms(60_000)));
         assert_eq!(draw_span(ms(60_000), ms(60_000), LONGEST), (ms(0), ms(60_000)));
     }
 
