@@ -751,3 +751,27 @@ fn unicast_flood_from_one_source_stays_within_the_budget() {
     assert_eq!(sent.len(), 100, "{:?}", engine.stats());
     assert!(sent.iter().all(|(at, _, _)| *at - after <= Duration::from_secs(2)));
 }
+
+/// Replies queued together leave in order, each with its own bytes (the last one admitted is
+/// copied from where admission encoded it, the others are encoded again).
+#[test]
+fn queued_unicast_replies_leave_in_order_with_their_own_bytes() {
+    let mut engine = Engine::new(config(), fleet(10, 1), 35);
+    let t0 = Instant::now();
+    for (device, mid) in [(1u32, 0x101u16), (2, 0x102), (3, 0x103)] {
+        let req = request(MessageType::Confirmable, mid, &mid.to_be_bytes(), &["oic", "d"], &[]);
+        assert_eq!(engine.handle(t0, &unicast_meta(device), &req), Verdict::Responding);
+    }
+    let mut buf = [0u8; 1500];
+    for (device, mid) in [(1u32, 0x101u16), (2, 0x102), (3, 0x103)] {
+        let t = engine.poll_transmit(t0, &mut buf).expect("a reply");
+        let msg = Message::parse(&buf[..t.len]).unwrap();
+        assert_eq!(
+            (t.device.0, msg.message_id(), msg.token()),
+            (device, mid, &mid.to_be_bytes()[..])
+        );
+        let d: ciborium::Value = ciborium::from_reader(msg.payload()).unwrap();
+        assert_eq!(field(&d, "n").as_text(), Some(format!("vod-{device}").as_str()));
+    }
+    assert!(engine.poll_transmit(t0, &mut buf).is_none());
+}

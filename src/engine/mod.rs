@@ -182,8 +182,10 @@ pub struct Engine {
     /// The hard bound on answer bytes sent per second (the budget's windows spread answers;
     /// overlapping windows could briefly exceed the rate without it).
     pacer: SendPacer,
-    /// Where a unicast reply is encoded once at admission, to charge its exact bytes.
+    /// Where a unicast reply is encoded at admission, to charge its exact bytes.
     scratch: Vec<u8>,
+    /// The length of the reply in `scratch`, while it is the last one queued.
+    scratch_len: Option<usize>,
     stats: Stats,
 }
 
@@ -217,6 +219,7 @@ impl Engine {
             rng,
             pacer: SendPacer::new(config.answer_rate_bytes),
             scratch: vec![0; SCRATCH_LEN],
+            scratch_len: None,
             stats: Stats::default(),
             fleet,
             config,
@@ -269,7 +272,17 @@ impl Engine {
     /// is due. `buf` should hold at least 1280 bytes (the IPv6 minimum MTU).
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
         while let Some(reply) = self.immediate.pop_front() {
-            if let Some(t) = self.encode_immediate(&reply, buf) {
+            // The reply admitted last is still encoded in the scratch buffer (see
+            // `admit_reply`): usually the only one queued, so most replies are encoded once.
+            let encoded = if self.immediate.is_empty() { self.scratch_len.take() } else { None };
+            let sent = match encoded {
+                Some(len) if len <= buf.len() => {
+                    buf[..len].copy_from_slice(&self.scratch[..len]);
+                    Some(transmit_of(&reply, len))
+                }
+                _ => self.encode_immediate(&reply, buf),
+            };
+            if let Some(t) = sent {
                 self.stats.responses_sent += 1;
                 return Some(t);
             }
@@ -331,6 +344,7 @@ impl Engine {
         let dropped = self.schedule.clear() + self.immediate.len();
         self.stats.answers_shed += dropped as u64;
         self.immediate.clear();
+        self.scratch_len = None;
         dropped
     }
 
@@ -468,6 +482,10 @@ impl Engine {
     /// later: a CON client retransmits (RFC 7252 s4.2), and an ACK that comes seconds late is
     /// worth no more than the retransmission.
     ///
+    /// The encoding is kept: the reply queued last is copied from it when it leaves, so a
+    /// reply handled and sent in one go (the driver flushes after every receive batch) is
+    /// encoded once.
+    ///
     /// The per-source *request* bucket is not charged: it bounds answer-producing multicast
     /// requests, and an OBT sends a unicast request or two to every device that answered it.
     /// Nor is a reply refused for its source's share alone: a lone OBT's first discovery may
@@ -480,8 +498,11 @@ impl Engine {
             return Err(EngineDrop::OverBudget);
         }
         let mut scratch = std::mem::take(&mut self.scratch);
-        let len = self.encode_immediate(reply, &mut scratch).map_or(0, |t| t.len);
+        let encoded = self.encode_immediate(reply, &mut scratch).map(|t| t.len);
         self.scratch = scratch;
+        // Kept for `poll_transmit`, which takes it when this reply, queued last, leaves.
+        self.scratch_len = encoded;
+        let len = encoded.unwrap_or(0);
         self.pacer.charge(now, len);
         let cost = self.budget.charge(now, len);
         let _ = self.sources.charge_reply(now, reply.destination.ip(), cost);
@@ -509,20 +530,24 @@ impl Engine {
                 })
             }
         };
-        let len = len.ok()?;
-        Some(Transmit {
-            destination: reply.destination,
-            source: reply.source,
-            interface: reply.interface,
-            device: reply.device,
-            len,
-            late: Duration::ZERO,
-        })
+        Some(transmit_of(reply, len.ok()?))
     }
 
     fn fresh_message_id(&mut self) -> u16 {
         self.next_message_id = self.next_message_id.wrapping_add(1);
         self.next_message_id
+    }
+}
+
+/// The datagram of a unicast reply of `len` bytes.
+fn transmit_of(reply: &Immediate, len: usize) -> Transmit {
+    Transmit {
+        destination: reply.destination,
+        source: reply.source,
+        interface: reply.interface,
+        device: reply.device,
+        len,
+        late: Duration::ZERO,
     }
 }
 
