@@ -420,6 +420,40 @@ fn add_source_addresses(lab: &Lab) {
     }
 }
 
+/// Writes a fleet of `n` devices, UUIDs `{prefix}-0000-4000-8000-{i:012x}`, device `i` in
+/// `dos(i)`; returns the file.
+fn write_numbered_fleet(
+    lab: &Lab,
+    prefix: &str,
+    n: usize,
+    dos: impl Fn(usize) -> u8,
+) -> std::path::PathBuf {
+    let mut text = String::new();
+    for i in 0..n {
+        text += &format!(
+            "[[device]]\nuuid = \"{prefix}-0000-4000-8000-{i:012x}\"\nname = \"dev {i}\"\ndos = {}\n\n",
+            dos(i)
+        );
+    }
+    let path = lab.dir.join("fleet.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The most bytes in any window of `width_us`, over `(arrival us, bytes)` sorted by arrival.
+fn sliding_max(events: &[(u64, u64)], width_us: u64) -> u64 {
+    let (mut lo, mut sum, mut best) = (0usize, 0u64, 0u64);
+    for hi in 0..events.len() {
+        sum += events[hi].1;
+        while events[hi].0 - events[lo].0 >= width_us {
+            sum -= events[lo].1;
+            lo += 1;
+        }
+        best = best.max(sum);
+    }
+    best
+}
+
 fn stats(lab: &Lab) -> Value {
     let (status, body) = lab.api(CONTROL, "GET", "/v1/stats", "");
     assert_eq!(status, 200, "{body}");
@@ -589,15 +623,8 @@ fn amplification_is_bounded_by_source_rate_and_byte_budget() {
     // of ~200 B = 120 kB, so that source A's allowed requests alone (2 at once, then 1/s) offer
     // more than the 100 kB/s budget: the budget is binding, not just the rate limit.
     let eligible = 600usize;
-    let mut text = String::new();
-    for i in 0..eligible + 40 {
-        let dos = if i < eligible { 1 } else { 3 };
-        text += &format!(
-            "[[device]]\nuuid = \"a0000000-0000-4000-8000-{i:012x}\"\nname = \"amp {i}\"\ndos = {dos}\n\n"
-        );
-    }
-    let path = lab.dir.join("fleet.toml");
-    std::fs::write(&path, text).unwrap();
+    let path =
+        write_numbered_fleet(&lab, "a0000000", eligible + 40, |i| if i < eligible { 1 } else { 3 });
     let (rate, burst, budget, leisure_ms) = (1.0f64, 2.0f64, 100_000u64, 500u64);
     let gate = lab.gate(&[
         "run",
@@ -665,19 +692,8 @@ fn amplification_is_bounded_by_source_rate_and_byte_budget() {
         b
     };
     let (per_s, per_quarter) = (bucket(1_000_000), bucket(250_000));
-    // The largest byte count in any sliding window of the given width.
-    let sliding = |width_us: u64| -> u64 {
-        let (mut lo, mut sum, mut best) = (0usize, 0u64, 0u64);
-        for hi in 0..events.len() {
-            sum += events[hi].1;
-            while events[hi].0 - events[lo].0 >= width_us {
-                sum -= events[lo].1;
-                lo += 1;
-            }
-            best = best.max(sum);
-        }
-        best
-    };
+    let timed: Vec<(u64, u64)> = events.iter().map(|e| (e.0, e.1)).collect();
+    let sliding = |width_us: u64| sliding_max(&timed, width_us);
     println!(
         "amplification: source A sent {sent_a} requests ({request_len} B each) at {req_rate}/s \
          over {span:.2} s; source B sent 1 at {:.2} s; E = {eligible}",
@@ -816,14 +832,7 @@ fn unicast_flood_replies_stay_within_the_byte_budget() {
     let Some(lab) = Lab::new("r") else { return };
     add_source_addresses(&lab);
     let devices = 100usize;
-    let mut text = String::new();
-    for i in 0..devices {
-        text += &format!(
-            "[[device]]\nuuid = \"b0000000-0000-4000-8000-{i:012x}\"\nname = \"uni {i}\"\ndos = 1\n\n"
-        );
-    }
-    let path = lab.dir.join("fleet.toml");
-    std::fs::write(&path, text).unwrap();
+    let path = write_numbered_fleet(&lab, "b0000000", devices, |_| 1);
     let budget = 200_000u64;
     let gate = lab.gate(&[
         "run",
@@ -861,15 +870,7 @@ fn unicast_flood_replies_stay_within_the_byte_budget() {
     let request_len = result["request_len"].as_u64().unwrap();
     let bytes: u64 = events.iter().map(|e| e.1).sum();
     let max_len = events.iter().map(|e| e.1).max().unwrap_or(0);
-    let (mut lo, mut sum, mut slide_1s) = (0usize, 0u64, 0u64);
-    for hi in 0..events.len() {
-        sum += events[hi].1;
-        while events[hi].0 - events[lo].0 >= 1_000_000 {
-            sum -= events[lo].1;
-            lo += 1;
-        }
-        slide_1s = slide_1s.max(sum);
-    }
+    let slide_1s = sliding_max(&events, 1_000_000);
     let delta =
         |k: &str| counter(&after, &["verdicts", k]) - before["verdicts"][k].as_u64().unwrap_or(0);
     let (responding, over) = (delta("accepted/responding"), delta("engine/over-budget"));
