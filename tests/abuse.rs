@@ -9,7 +9,7 @@
 //!   discovery requests gets answers for at most `burst + rate x duration` of them, the answer
 //!   bytes per second measured at the receiver stay within the budget, and a second source is
 //!   still served.
-//! - [`unicast_flood_replies_stay_within_the_byte_budget`] (issue 12): `CON GET /oic/res` at
+//! - [`unicast_flood_replies_stay_within_the_byte_budget`]: `CON GET /oic/res` at
 //!   10k/s from one source gets replies within `--answer-rate-bytes`, the rest counted as
 //!   `engine/over-budget`.
 //! - [`receive_overflows_are_counted`]: datagrams the kernel drops because the gate's socket
@@ -821,7 +821,7 @@ fn receive_overflows_are_counted() {
     assert!(!gate.log().contains("panicked"), "{}", gate.log());
 }
 
-/// Issue 12, part 3 (SPEC 7): unicast replies count against the answer byte budget. Measured
+/// SPEC 7: unicast replies count against the answer byte budget. Measured
 /// before: `CON GET /oic/res` at 10k/s from one source produced 1.95 MB/s of replies against
 /// `--answer-rate-bytes 200000`. Now the replies measured at the sender stay within the budget
 /// (plus the pacer's 50 ms burst and one reply), and the gate counts the rest as

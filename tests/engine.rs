@@ -417,8 +417,8 @@ fn a_looping_source_cannot_starve_another_obt() {
     // its answers within 10 s of backlog plus its own 10 s. Not quite every one: its stretched
     // window is exactly the budget rate, the pacer sends at that rate, and the random draws run
     // ahead of it by a random walk (about sqrt(E) answers); since no answer leaves after its
-    // window (SPEC 4), the ~1 % still held at the window's end expire (issue 12: the budget
-    // planning below the pacer's rate is part 2's).
+    // window (SPEC 4), the ~1 % still held at the window's end expire (a budget that planned
+    // windows below the pacer's rate would avoid it).
     let (shared, shared_last, cuts) = newcomer_behind_a_loop(Config::default().source_window);
     eprintln!(
         "newcomer behind a loop: unshared {unshared} answers, last {unshared_last:?}; \
@@ -591,7 +591,7 @@ fn deviceuuid_filter_names_one_device() {
     assert_eq!(reply, Some(Code::CONTENT));
 }
 
-/// SPEC 4 (issue 12, part 4): an answer that cannot leave by its window's end is expired and
+/// SPEC 4: an answer that cannot leave by its window's end is expired and
 /// counted, never sent late, whether the pacer holds it or the driver's loop comes late.
 #[test]
 fn no_answer_leaves_after_its_window() {
@@ -634,7 +634,7 @@ fn no_answer_leaves_after_its_window() {
     assert_eq!(sent.len() as u64 + stats.answers_expired, scheduled, "{stats:?}");
 }
 
-/// SPEC 1.1 (issue 12, part 5): the plgd client on a host with a ULA sends its three copies
+/// SPEC 1.1: the plgd client on a host with a ULA sends its three copies
 /// through one socket, ff02::158 from the link-local address and ff03/ff05 from the ULA: one
 /// Message ID, one source port, one interface, a fresh token per group. One answer per device.
 #[test]
@@ -679,8 +679,8 @@ fn plgd_copies_from_a_host_with_a_ula_answered_once() {
     assert_eq!(devices.len(), 20, "one answer per device");
 }
 
-/// SPEC 7 (issue 12, part 3): unicast replies count against the answer byte budget. Issue 12
-/// measured `CON GET /oic/res` at 10k/s from one (spoofable) source producing 1.95 MB/s of
+/// SPEC 7: unicast replies count against the answer byte budget. A measurement of the gate
+/// saw `CON GET /oic/res` at 10k/s from one (spoofable) source producing 1.95 MB/s of
 /// replies against a 200,000 B/s budget; here the same flood for 2 s gets replies within the
 /// budget (plus the pacer's 50 ms burst and one reply), the rest dropped and counted, and a
 /// discovery after it is answered in full.

@@ -328,7 +328,7 @@ fn assert_refused(lab: &Lab, args: &[&str], endpoint: &str, holder: Option<&lab:
     }
 }
 
-/// SPEC 1.1 (issue 12, part 5): the plgd client on a host with a ULA. One socket, one Message
+/// SPEC 1.1: the plgd client on a host with a ULA. One socket, one Message
 /// ID, a fresh token per group: ff02::158 from the link-local address (the kernel's choice),
 /// ff03::158 and ff05::158 from the ULA (given with IPV6_PKTINFO, as the kernel would pick it
 /// for those scopes). The gate takes them for one exchange: one answer per device, to the first

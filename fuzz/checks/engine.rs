@@ -109,13 +109,13 @@
 //! ```
 //!
 //! and `plgd-three-groups` (ff02/ff03/ff05 from one source, fresh tokens, then unicast doxm
-//! baseline), `plgd-ula-one-socket` (issue 12: ff02 from the link-local source, ff03/ff05 from a
+//! baseline), `plgd-ula-one-socket` (ff02 from the link-local source, ff03/ff05 from a
 //! global one with the same port on the same interface, then the same port on another
 //! interface), `doc-opens-mid-window`, `bridge-vods-owner-transfer` (VODs silent until their
 //! bridge is owned; bridge removed and re-registered; `mark_all_unknown`),
 //! `unicast-obt-follow-up` (`/oic/res?rt=oic.r.doxm`, `/oic/d`, error codes, empty ACK),
 //! `filters-and-odd-sources` (one request per pre-filter and source rule), `limits-shed-and-rate`
-//! (the smallest limits), `unicast-flood-over-budget` (issue 12: 35 `CON GET /oic/res` at a
+//! (the smallest limits), `unicast-flood-over-budget` (35 `CON GET /oic/res` at a
 //! 500 B/s budget, most refused while the pacer holds), `budget-stretch`, `junk` and `deviceuuid-names-one-device` (issue 15:
 //! `deviceuuid` in each form, alone and with `di`, to eligible, RFNOP and unknown devices).
 
@@ -178,7 +178,7 @@ const GROUPS: [&str; 4] =
 const STRICT_DI_SPELLING: bool = true;
 /// An answer the pacer holds past the end of its request's window (`max(leisure, max_window)`):
 /// SPEC 4 sends each answer inside `[0, L)`. The engine once let the pacer's hard rate bound win
-/// and sent such answers up to a window late; fixed (issue 12, part 4): they expire, counted in
+/// and sent such answers up to a window late; fixed: they expire, counted in
 /// `answers_expired`. When tolerated, up to one more window is allowed.
 const STRICT_WINDOW_END: bool = true;
 

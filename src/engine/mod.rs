@@ -473,7 +473,7 @@ impl Engine {
         Verdict::Responding
     }
 
-    /// Unicast replies under the answer limits (SPEC 7, issue 12 part 3): a reply is admitted
+    /// Unicast replies under the answer limits (SPEC 7): a reply is admitted
     /// only while the send pacer, the hard bound on the bytes that leave per second, has room
     /// for it, exactly as a due answer is; its exact bytes (encoded here once to learn their
     /// length) are then charged to the pacer, to the budget that places later windows

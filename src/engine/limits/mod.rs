@@ -13,8 +13,8 @@
 //!   where overlapping windows would briefly exceed the budget.
 //!
 //! **Unicast replies** on device endpoints (`/oic/res`, `/oic/d`, unicast doxm, error codes and
-//! empty ACKs) are under the same limits (SPEC 7; issue 12 measured 1.95 MB/s of replies, 10x a
-//! 200,000 B/s budget, from `CON GET /oic/res` at 10k/s from one spoofable source): a reply is
+//! empty ACKs) are under the same limits (SPEC 7; without them, `CON GET /oic/res` at 10k/s from
+//! one spoofable source drew 1.95 MB/s of replies, 10x a 200,000 B/s budget): a reply is
 //! admitted only while the [`SendPacer`] has room, exactly like a due answer, and its bytes are
 //! charged to the pacer, to the [`AnswerBudget`] (later windows open after them) and to its
 //! source's share in the [`SourceLimiter`] (not to its request bucket, which bounds multicast
