@@ -115,9 +115,10 @@
 //! bridge is owned; bridge removed and re-registered; `mark_all_unknown`),
 //! `unicast-obt-follow-up` (`/oic/res?rt=oic.r.doxm`, `/oic/d`, error codes, empty ACK),
 //! `filters-and-odd-sources` (one request per pre-filter and source rule), `limits-shed-and-rate`
-//! (the smallest limits), `unicast-flood-over-budget` (35 `CON GET /oic/res` at a
-//! 500 B/s budget, most refused while the pacer holds), `budget-stretch`, `junk` and `deviceuuid-names-one-device` (issue 15:
-//! `deviceuuid` in each form, alone and with `di`, to eligible, RFNOP and unknown devices).
+//! (the smallest limits), `unicast-flood-over-budget` (35 `CON GET /oic/res` at a 500 B/s
+//! budget, most refused while the pacer holds), `budget-stretch`, `junk` and
+//! `deviceuuid-names-one-device` (issue 15: `deviceuuid` in each form, alone and with `di`, to
+//! eligible, RFNOP and unknown devices).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
