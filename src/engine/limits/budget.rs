@@ -46,6 +46,13 @@ use std::time::{Duration, Instant};
 /// whole window within `R`, but `k` stretched requests arriving together then overlap at the
 /// start, up to about `R x (1 + ln k)` over short intervals.
 ///
+/// # Unicast replies
+///
+/// Unicast replies on device endpoints take the same budget (SPEC 7). They leave at once, so
+/// they have no window: [`AnswerBudget::charge`] adds their budget time to the cursor, `c' =
+/// max(c, now) + bytes / R`, and later requests' windows open after them like after earlier
+/// answers. Whether a reply may leave at all is the pacer's call (`super::SendPacer`).
+///
 /// # The source share
 ///
 /// Without `Ws`, one client repeating its discovery (a looping OBT, a script within its request

@@ -61,6 +61,12 @@ use super::super::hash_index::Index;
 /// admits, and [`AnswerBudget::window`](super::AnswerBudget::window) reads what is left ([`Grant::held`]) to cap a busy
 /// source at its share. It lives here because it is keyed, bounded and evicted exactly like
 /// the request bucket; an evicted source with answers still held counts as a reset too.
+///
+/// Unicast replies on device endpoints count against the same share (SPEC 7):
+/// [`SourceLimiter::charge_reply`] adds their budget time to `answers_until` without spending a
+/// request of the bucket, so a source that has just taken replies gets less room for its next
+/// multicast request while it is busy. A reply is never refused for its source's share alone:
+/// the pacer refuses what the global budget has no room for.
 #[derive(Debug)]
 pub struct SourceLimiter {
     /// `T`, the time one request costs, in nanoseconds (at least 1).
