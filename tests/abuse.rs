@@ -9,6 +9,9 @@
 //!   discovery requests gets answers for at most `burst + rate x duration` of them, the answer
 //!   bytes per second measured at the receiver stay within the budget, and a second source is
 //!   still served.
+//! - [`unicast_flood_replies_stay_within_the_byte_budget`]: `CON GET /oic/res` at
+//!   10k/s from one source gets replies within `--answer-rate-bytes`, the rest counted as
+//!   `engine/over-budget`.
 //! - [`receive_overflows_are_counted`]: datagrams the kernel drops because the gate's socket
 //!   buffer is full (the gate stopped with SIGSTOP while a burst arrives) appear in
 //!   `receive_overflows`, and with the datagrams read they account for the whole burst.
@@ -78,6 +81,7 @@ fn abuse_sender_role() {
     let result = match role.as_str() {
         "flood" => flood_sender(index),
         "amplification" => amplification_sender(index),
+        "unicast" => unicast_sender(index),
         other => panic!("unknown role {other}"),
     };
     println!("{RESULT}{result}");
@@ -317,6 +321,67 @@ fn amplification_sender(index: u32) -> Value {
     })
 }
 
+/// `CON GET /oic/res?rt=oic.r.doxm` (29 B, the OBT's follow-up) with the given Message ID.
+fn res_request(mid: u16) -> Vec<u8> {
+    let mut d = vec![0x42, 0x01, 0, 0, 0x7e, 0x57, 0xb3, b'o', b'i', b'c', 0x03, b'r', b'e', b's'];
+    d[2..4].copy_from_slice(&mid.to_be_bytes());
+    d.extend([0x4d, 0x00]);
+    d.extend(b"rt=oic.r.doxm");
+    d
+}
+
+/// Source A sends `CON GET /oic/res?rt=oic.r.doxm` to the device endpoints (ports
+/// `40000 + i % DOXM_ABUSE_DEVICES` at `DOXM_ABUSE_TARGET`, the gate's link-local address) at
+/// `DOXM_ABUSE_RATE` per second for `DOXM_ABUSE_SECS`, ten at a time; every reply is
+/// timestamped on arrival.
+fn unicast_sender(index: u32) -> Value {
+    let rate = env_f64("DOXM_ABUSE_RATE", 10_000.0);
+    let secs = env_f64("DOXM_ABUSE_SECS", 3.0);
+    let devices = env_f64("DOXM_ABUSE_DEVICES", 100.0) as u16;
+    let target: Ipv6Addr = std::env::var("DOXM_ABUSE_TARGET").unwrap().parse().unwrap();
+    let a = v6_socket(SOURCE_A.parse().unwrap(), index);
+    let start = Instant::now();
+    let receiver = {
+        let s = a.try_clone().unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        std::thread::spawn(move || {
+            let (mut events, mut buf) = (Vec::new(), [0u8; 2048]);
+            let stop = start + Duration::from_secs_f64(secs + 1.5);
+            while Instant::now() < stop {
+                if let Ok(len) = s.recv(&mut buf) {
+                    events.push(json!([(start.elapsed()).as_micros() as u64, len]));
+                }
+            }
+            events
+        })
+    };
+    let (mut sent, mut errors) = (0u64, 0u64);
+    let per_tick = 10u64;
+    let tick = Duration::from_secs_f64(per_tick as f64 / rate);
+    let mut i = 0u64;
+    while start.elapsed() < Duration::from_secs_f64(secs) {
+        let due = start + tick * (i / per_tick) as u32;
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let port = 40_000 + (i % u64::from(devices)) as u16;
+        let to = SocketAddr::V6(SocketAddrV6::new(target, port, 0, index));
+        match a.send_to(&res_request(i as u16), to) {
+            Ok(_) => sent += 1,
+            Err(_) => errors += 1,
+        }
+        i += 1;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    json!({
+        "sent": sent,
+        "send_errors": errors,
+        "secs": elapsed,
+        "request_len": res_request(0).len(),
+        "events": receiver.join().unwrap(),
+    })
+}
+
 // ------------------------------------------------------------------------------------------
 // Helpers of the tests (run in the root namespace).
 // ------------------------------------------------------------------------------------------
@@ -352,6 +417,40 @@ fn add_source_addresses(lab: &Lab) {
         let cidr = format!("{ip}/64");
         sh(&["ip", "-n", &lab.obt_ns, "-6", "addr", "add", &cidr, "dev", &lab.obt_if, "nodad"]);
     }
+}
+
+/// Writes a fleet of `n` devices, UUIDs `{prefix}-0000-4000-8000-{i:012x}`, device `i` in
+/// `dos(i)`; returns the file.
+fn write_numbered_fleet(
+    lab: &Lab,
+    prefix: &str,
+    n: usize,
+    dos: impl Fn(usize) -> u8,
+) -> std::path::PathBuf {
+    let mut text = String::new();
+    for i in 0..n {
+        text += &format!(
+            "[[device]]\nuuid = \"{prefix}-0000-4000-8000-{i:012x}\"\nname = \"dev {i}\"\ndos = {}\n\n",
+            dos(i)
+        );
+    }
+    let path = lab.dir.join("fleet.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The most bytes in any window of `width_us`, over `(arrival us, bytes)` sorted by arrival.
+fn sliding_max(events: &[(u64, u64)], width_us: u64) -> u64 {
+    let (mut lo, mut sum, mut best) = (0usize, 0u64, 0u64);
+    for hi in 0..events.len() {
+        sum += events[hi].1;
+        while events[hi].0 - events[lo].0 >= width_us {
+            sum -= events[lo].1;
+            lo += 1;
+        }
+        best = best.max(sum);
+    }
+    best
 }
 
 fn stats(lab: &Lab) -> Value {
@@ -523,15 +622,8 @@ fn amplification_is_bounded_by_source_rate_and_byte_budget() {
     // of ~200 B = 120 kB, so that source A's allowed requests alone (2 at once, then 1/s) offer
     // more than the 100 kB/s budget: the budget is binding, not just the rate limit.
     let eligible = 600usize;
-    let mut text = String::new();
-    for i in 0..eligible + 40 {
-        let dos = if i < eligible { 1 } else { 3 };
-        text += &format!(
-            "[[device]]\nuuid = \"a0000000-0000-4000-8000-{i:012x}\"\nname = \"amp {i}\"\ndos = {dos}\n\n"
-        );
-    }
-    let path = lab.dir.join("fleet.toml");
-    std::fs::write(&path, text).unwrap();
+    let path =
+        write_numbered_fleet(&lab, "a0000000", eligible + 40, |i| if i < eligible { 1 } else { 3 });
     let (rate, burst, budget, leisure_ms) = (1.0f64, 2.0f64, 100_000u64, 500u64);
     let gate = lab.gate(&[
         "run",
@@ -599,19 +691,8 @@ fn amplification_is_bounded_by_source_rate_and_byte_budget() {
         b
     };
     let (per_s, per_quarter) = (bucket(1_000_000), bucket(250_000));
-    // The largest byte count in any sliding window of the given width.
-    let sliding = |width_us: u64| -> u64 {
-        let (mut lo, mut sum, mut best) = (0usize, 0u64, 0u64);
-        for hi in 0..events.len() {
-            sum += events[hi].1;
-            while events[hi].0 - events[lo].0 >= width_us {
-                sum -= events[lo].1;
-                lo += 1;
-            }
-            best = best.max(sum);
-        }
-        best
-    };
+    let timed: Vec<(u64, u64)> = events.iter().map(|e| (e.0, e.1)).collect();
+    let sliding = |width_us: u64| sliding_max(&timed, width_us);
     println!(
         "amplification: source A sent {sent_a} requests ({request_len} B each) at {req_rate}/s \
          over {span:.2} s; source B sent 1 at {:.2} s; E = {eligible}",
@@ -736,5 +817,85 @@ fn receive_overflows_are_counted() {
         received + overflows <= BURST + 1 && received + overflows >= BURST * 95 / 100,
         "read {received} + overflowed {overflows} should account for the {BURST} + 1 sent"
     );
+    assert!(!gate.log().contains("panicked"), "{}", gate.log());
+}
+
+/// SPEC 7: unicast replies count against the answer byte budget. Measured
+/// before: `CON GET /oic/res` at 10k/s from one source produced 1.95 MB/s of replies against
+/// `--answer-rate-bytes 200000`. Now the replies measured at the sender stay within the budget
+/// (plus the pacer's 50 ms burst and one reply), and the gate counts the rest as
+/// `engine/over-budget`.
+#[test]
+fn unicast_flood_replies_stay_within_the_byte_budget() {
+    let _serial = serial();
+    let Some(lab) = Lab::new("r") else { return };
+    add_source_addresses(&lab);
+    let devices = 100usize;
+    let path = write_numbered_fleet(&lab, "b0000000", devices, |_| 1);
+    let budget = 200_000u64;
+    let gate = lab.gate(&[
+        "run",
+        "--fleet",
+        path.to_str().unwrap(),
+        "--port-count",
+        "1024",
+        "--answer-rate-bytes",
+        &budget.to_string(),
+        "--control",
+        CONTROL,
+    ]);
+    let before = settled_stats(&lab);
+    let (rate, secs) = (10_000.0, 3.0);
+    let result = run_role(
+        &lab,
+        "unicast",
+        &[
+            ("DOXM_ABUSE_RATE", &rate.to_string()),
+            ("DOXM_ABUSE_SECS", &secs.to_string()),
+            ("DOXM_ABUSE_DEVICES", &devices.to_string()),
+            ("DOXM_ABUSE_TARGET", &lab.gate_link_local()),
+        ],
+    );
+    let after = settled_stats(&lab);
+    let mut events: Vec<(u64, u64)> = result["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e[0].as_u64().unwrap(), e[1].as_u64().unwrap()))
+        .collect();
+    events.sort_unstable();
+    let sent = result["sent"].as_u64().unwrap();
+    let elapsed = result["secs"].as_f64().unwrap();
+    let request_len = result["request_len"].as_u64().unwrap();
+    let bytes: u64 = events.iter().map(|e| e.1).sum();
+    let max_len = events.iter().map(|e| e.1).max().unwrap_or(0);
+    let slide_1s = sliding_max(&events, 1_000_000);
+    let delta =
+        |k: &str| counter(&after, &["verdicts", k]) - before["verdicts"][k].as_u64().unwrap_or(0);
+    let (responding, over) = (delta("accepted/responding"), delta("engine/over-budget"));
+    println!(
+        "unicast flood: {sent} x {request_len} B CON GET /oic/res in {elapsed:.2} s ({:.0}/s) \
+         from one source, --answer-rate-bytes {budget}",
+        sent as f64 / elapsed
+    );
+    println!(
+        "  {} replies of up to {max_len} B, {bytes} B in all ({:.0} B/s, {:.2}x the request \
+         bytes; unlimited: {:.0} B/s); sliding max {slide_1s} B in any 1 s",
+        events.len(),
+        bytes as f64 / elapsed,
+        bytes as f64 / (sent * request_len) as f64,
+        sent as f64 / elapsed * max_len as f64,
+    );
+    println!("  gate: responding {responding}, engine/over-budget {over}");
+    assert!(sent as f64 >= rate * secs * 0.8, "the sender reached {sent} requests");
+    assert!(over > 0, "nothing refused over budget:\n{}", gate.log());
+    assert!(responding > 0, "nothing answered at all:\n{}", gate.log());
+    assert_eq!(events.len() as u64, responding, "every admitted reply arrived, no other");
+    // Unlimited, the replies would be ~6x the budget.
+    assert!(sent as f64 / elapsed * max_len as f64 > 5.0 * budget as f64);
+    // Within the budget: the pacer's 50 ms burst, one reply, and 10 ms of receiver jitter.
+    let bound = budget + budget / 20 + max_len + budget / 100;
+    assert!(slide_1s <= bound, "{slide_1s} B in a sliding second, budget {budget} B/s");
+    assert!(bytes as f64 >= budget as f64 * elapsed * 0.8, "the budget is used: {bytes} B");
     assert!(!gate.log().contains("panicked"), "{}", gate.log());
 }

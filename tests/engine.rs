@@ -372,7 +372,9 @@ fn newcomer_behind_a_loop(source_window: Duration) -> (usize, Duration, u64) {
     };
     let mut engine = Engine::new(cfg, fleet(2_000, 1), 21);
     let t0 = Instant::now();
-    let looping = Meta { source: "[fe80::bad]:49152".parse().unwrap(), ..obt_v6() };
+    // Its own port: with the newcomer's port (49152), on one interface, the newcomer's Message ID
+    // 7 would repeat the loop's 7th request, a plgd copy by SPEC 1.1.
+    let looping = Meta { source: "[fe80::bad]:49153".parse().unwrap(), ..obt_v6() };
     let mut buf = [0u8; 1500];
     let mut newcomer = Vec::new();
     let mut now = t0;
@@ -412,13 +414,17 @@ fn a_looping_source_cannot_starve_another_obt() {
     assert!(unshared < 500, "{unshared} answers");
     assert!(unshared_last > Duration::from_secs(55), "{unshared_last:?}");
     // With the default 10 s share, the loop holds at most 10 s of budget: the newcomer gets
-    // every answer, within 10 s of backlog plus its own 10 s.
+    // its answers within 10 s of backlog plus its own 10 s. Not quite every one: its stretched
+    // window is exactly the budget rate, the pacer sends at that rate, and the random draws run
+    // ahead of it by a random walk (about sqrt(E) answers); since no answer leaves after its
+    // window (SPEC 4), the ~1 % still held at the window's end expire (a budget that planned
+    // windows below the pacer's rate would avoid it).
     let (shared, shared_last, cuts) = newcomer_behind_a_loop(Config::default().source_window);
     eprintln!(
         "newcomer behind a loop: unshared {unshared} answers, last {unshared_last:?}; \
          10 s share {shared} answers, last {shared_last:?}, {cuts} cuts"
     );
-    assert_eq!(shared, 2_000);
+    assert!((1_960..=2_000).contains(&shared), "{shared} answers");
     assert!(shared_last < Duration::from_secs(22), "{shared_last:?}");
     assert!(cuts > 20, "the loop's repeats were cut to its share: {cuts}");
 }
@@ -574,6 +580,198 @@ fn deviceuuid_filter_names_one_device() {
     // Unicast does not check it: device 0's endpoint answers a `deviceuuid` naming device 2.
     let named_other = format!("deviceuuid={}", text(2));
     let con = request(MessageType::Confirmable, 9, b"u", &["oic", "sec", "doxm"], &[&named_other]);
-    let reply = unicast(&mut engine, 0, &con).map(|(_, b)| Message::parse(&b).unwrap().code());
+    // After the answers above (the engine's clock only moves forward: its pacer has charged
+    // them up to t0 + 2 s).
+    let later = t0 + Duration::from_secs(3);
+    assert_eq!(engine.handle(later, &unicast_meta(0), &con), Verdict::Responding);
+    let mut buf = [0u8; 1500];
+    let reply = engine
+        .poll_transmit(later, &mut buf)
+        .map(|t| Message::parse(&buf[..t.len]).unwrap().code());
     assert_eq!(reply, Some(Code::CONTENT));
+}
+
+/// SPEC 4: an answer that cannot leave by its window's end is expired and
+/// counted, never sent late, whether the pacer holds it or the driver's loop comes late.
+#[test]
+fn no_answer_leaves_after_its_window() {
+    // The loop comes late: 1.5 s into a 2 s window, then 1 s after its end.
+    let mut engine = Engine::new(config(), fleet(100, 1), 31);
+    let t0 = Instant::now();
+    assert_eq!(engine.handle(t0, &obt_v6(), &doxm_request(1, b"w", &[])), Verdict::Answering(100));
+    let mut buf = [0u8; 1500];
+    let mut sent = 0;
+    while engine.poll_transmit(t0 + Duration::from_millis(1_500), &mut buf).is_some() {
+        sent += 1;
+    }
+    assert!((50..=95).contains(&sent), "{sent} answers due in the first 1.5 s");
+    assert!(engine.poll_transmit(t0 + Duration::from_secs(3), &mut buf).is_none());
+    assert_eq!(engine.stats().answers_expired, 100 - sent as u64);
+    assert_eq!(engine.pending_answers(), 0);
+
+    // The pacer holds: 300 answers of ~200 bytes at 10 kB/s need 6 s; the budget stretches
+    // the first request's window, but a second source's request, pushed behind it, and a
+    // late loop let the pacer hold answers past their windows. None leaves late.
+    let cfg = Config { answer_rate_bytes: 10_000, max_window: Duration::from_secs(8), ..config() };
+    let mut engine = Engine::new(cfg, fleet(300, 1), 32);
+    let other = Meta { source: "[fe80::99]:5683".parse().unwrap(), ..obt_v6() };
+    assert!(matches!(
+        engine.handle(t0, &obt_v6(), &doxm_request(2, b"a", &[])),
+        Verdict::Answering(_)
+    ));
+    assert!(matches!(
+        engine.handle(t0, &other, &doxm_request(3, b"b", &[])),
+        Verdict::Answering(_)
+    ));
+    let scheduled = engine.stats().answers_scheduled;
+    // Away for 4 s (a stalled loop), then punctual.
+    let sent = drain(&mut engine, t0 + Duration::from_secs(4));
+    for (at, t, _) in &sent {
+        assert!(*at - t0 <= Duration::from_secs(8), "{t:?} left {:?} after its request", *at - t0);
+    }
+    let stats = engine.stats();
+    assert!(stats.answers_expired > 0, "{stats:?}");
+    assert_eq!(sent.len() as u64 + stats.answers_expired, scheduled, "{stats:?}");
+}
+
+/// SPEC 1.1: the plgd client on a host with a ULA sends its three copies
+/// through one socket, ff02::158 from the link-local address and ff03/ff05 from the ULA: one
+/// Message ID, one source port, one interface, a fresh token per group. One answer per device.
+#[test]
+fn plgd_copies_from_a_host_with_a_ula_answered_once() {
+    let mut engine = Engine::new(config(), fleet(20, 1), 33);
+    let t0 = Instant::now();
+    let copies = [
+        ("[fe80::77]:40404", "[ff02::158]:5683"),
+        ("[fd00:77::77]:40404", "[ff03::158]:5683"),
+        ("[fd00:77::77]:40404", "[ff05::158]:5683"),
+    ];
+    let verdicts: Vec<Verdict> = copies
+        .iter()
+        .enumerate()
+        .map(|(i, (source, group))| {
+            let meta = Meta {
+                source: source.parse().unwrap(),
+                destination: group.parse().unwrap(),
+                interface: 3,
+            };
+            let token = [i as u8 + 1; 4];
+            engine.handle(t0, &meta, &doxm_request(0x4242, &token, &["Owned=FALSE"]))
+        })
+        .collect();
+    let dup = Verdict::Engine(EngineDrop::Duplicate);
+    assert_eq!(verdicts, [Verdict::Answering(20), dup, dup]);
+    // The same port and Message ID from a host on another interface is another client.
+    let other = Meta {
+        source: "[fd00:88::88]:40404".parse().unwrap(),
+        destination: "[ff03::158]:5683".parse().unwrap(),
+        interface: 4,
+    };
+    let v = engine.handle(t0, &other, &doxm_request(0x4242, &[9; 4], &["Owned=FALSE"]));
+    assert_eq!(v, Verdict::Answering(20));
+    let sent = drain(&mut engine, t0);
+    let first: Vec<_> = sent.iter().filter(|(_, t, _)| t.interface == 3).collect();
+    assert_eq!(first.len(), 20);
+    assert!(first.iter().all(|(_, t, _)| t.destination == "[fe80::77]:40404".parse().unwrap()));
+    let mut devices: Vec<u32> = first.iter().map(|(_, t, _)| t.device.0).collect();
+    devices.sort_unstable();
+    devices.dedup();
+    assert_eq!(devices.len(), 20, "one answer per device");
+}
+
+/// SPEC 7: unicast replies count against the answer byte budget. A measurement of the gate
+/// saw `CON GET /oic/res` at 10k/s from one (spoofable) source producing 1.95 MB/s of
+/// replies against a 200,000 B/s budget; here the same flood for 2 s gets replies within the
+/// budget (plus the pacer's 50 ms burst and one reply), the rest dropped and counted, and a
+/// discovery after it is answered in full.
+#[test]
+fn unicast_flood_from_one_source_stays_within_the_budget() {
+    let rate = 200_000u64;
+    let cfg = Config { answer_rate_bytes: rate, ..config() };
+    let mut engine = Engine::new(cfg, fleet(100, 1), 34);
+    let t0 = Instant::now();
+    let mut buf = [0u8; 1500];
+    let mut replies: Vec<(Instant, usize)> = Vec::new();
+    let requests = 20_000u32;
+    for i in 0..requests {
+        let now = t0 + Duration::from_micros(100 * u64::from(i));
+        let meta = Meta {
+            source: "[fe80::bad]:5683".parse().unwrap(),
+            destination: format!("[fe80::1]:{}", 40_000 + i % 100).parse().unwrap(),
+            interface: 3,
+        };
+        let req = request(MessageType::Confirmable, i as u16, b"f", &["oic", "res"], &[]);
+        let v = engine.handle(now, &meta, &req);
+        assert!(
+            matches!(v, Verdict::Responding | Verdict::Engine(EngineDrop::OverBudget)),
+            "{v:?}"
+        );
+        while let Some(t) = engine.poll_transmit(now, &mut buf) {
+            replies.push((now, t.len));
+        }
+    }
+    let over = engine.stats().get(Verdict::Engine(EngineDrop::OverBudget));
+    assert_eq!(replies.len() as u64 + over, u64::from(requests));
+    assert_eq!(engine.stats().responses_sent, replies.len() as u64);
+    let label = engine.stats().verdicts().find(|&(g, l, _)| (g, l) == ("engine", "over-budget"));
+    assert_eq!(label, Some(("engine", "over-budget", over)), "its own metric label");
+    let max_len = replies.iter().map(|r| r.1).max().unwrap();
+    let total: usize = replies.iter().map(|r| r.1).sum();
+    // Unlimited, every request would have had its reply: ~6x the budget.
+    assert!(
+        max_len as u64 * u64::from(requests) > 5 * 2 * rate,
+        "{max_len} B replies: the flood would exceed the budget"
+    );
+    // Any sliding second: at most the budget, the pacer's 50 ms burst and one reply.
+    let bound = rate + rate / 20 + max_len as u64;
+    let (mut lo, mut sum, mut peak) = (0, 0u64, 0u64);
+    for hi in 0..replies.len() {
+        sum += replies[hi].1 as u64;
+        while replies[hi].0 - replies[lo].0 >= Duration::from_secs(1) {
+            sum -= replies[lo].1 as u64;
+            lo += 1;
+        }
+        peak = peak.max(sum);
+    }
+    eprintln!(
+        "unicast flood: {} of {requests} replies, {total} B in 2 s, peak {peak} B in a sliding \
+         second (budget {rate} B/s, bound {bound})",
+        replies.len()
+    );
+    assert!(peak <= bound, "{peak} B in one second, budget {rate} B/s");
+    assert!(total as u64 >= 2 * rate * 9 / 10, "the budget is used, not starved: {total} B");
+
+    // After the flood, an OBT's discovery is answered in full inside its window.
+    let after = t0 + Duration::from_secs(2);
+    assert_eq!(
+        engine.handle(after, &obt_v6(), &doxm_request(1, b"obt", &[])),
+        Verdict::Answering(100)
+    );
+    let sent = drain(&mut engine, after);
+    assert_eq!(sent.len(), 100, "{:?}", engine.stats());
+    assert!(sent.iter().all(|(at, _, _)| *at - after <= Duration::from_secs(2)));
+}
+
+/// Replies queued together leave in order, each with its own bytes (the last one admitted is
+/// copied from where admission encoded it, the others are encoded again).
+#[test]
+fn queued_unicast_replies_leave_in_order_with_their_own_bytes() {
+    let mut engine = Engine::new(config(), fleet(10, 1), 35);
+    let t0 = Instant::now();
+    for (device, mid) in [(1u32, 0x101u16), (2, 0x102), (3, 0x103)] {
+        let req = request(MessageType::Confirmable, mid, &mid.to_be_bytes(), &["oic", "d"], &[]);
+        assert_eq!(engine.handle(t0, &unicast_meta(device), &req), Verdict::Responding);
+    }
+    let mut buf = [0u8; 1500];
+    for (device, mid) in [(1u32, 0x101u16), (2, 0x102), (3, 0x103)] {
+        let t = engine.poll_transmit(t0, &mut buf).expect("a reply");
+        let msg = Message::parse(&buf[..t.len]).unwrap();
+        assert_eq!(
+            (t.device.0, msg.message_id(), msg.token()),
+            (device, mid, &mid.to_be_bytes()[..])
+        );
+        let d: ciborium::Value = ciborium::from_reader(msg.payload()).unwrap();
+        assert_eq!(field(&d, "n").as_text(), Some(format!("vod-{device}").as_str()));
+    }
+    assert!(engine.poll_transmit(t0, &mut buf).is_none());
 }

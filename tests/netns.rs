@@ -326,3 +326,102 @@ fn assert_refused(lab: &Lab, args: &[&str], endpoint: &str, holder: Option<&lab:
         assert!(log.contains(&format!("by pid {} (doxm-gate)", gate.pid())), "{log}");
     }
 }
+
+/// SPEC 1.1: the plgd client on a host with a ULA. One socket, one Message
+/// ID, a fresh token per group: ff02::158 from the link-local address (the kernel's choice),
+/// ff03::158 and ff05::158 from the ULA (given with IPV6_PKTINFO, as the kernel would pick it
+/// for those scopes). The gate takes them for one exchange: one answer per device, to the first
+/// copy. A second exchange to ff03::158 alone, from the ULA, is answered there (so the copies
+/// would have been, were they not recognised).
+#[test]
+fn plgd_copies_from_a_host_with_a_ula_answered_once() {
+    let Some(lab) = Lab::new("m") else { return };
+    let ula_gate = "fd00:77::1";
+    let ula_obt = "fd00:77::2";
+    for (ns, ifname, address) in
+        [(&lab.gate_ns, &lab.gate_if, ula_gate), (&lab.obt_ns, &lab.obt_if, ula_obt)]
+    {
+        sh(&["ip", "-n", ns, "addr", "add", &format!("{address}/64"), "dev", ifname, "nodad"]);
+    }
+    let fleet = demo_fleet(200);
+    let want = eligible_uuids(&fleet);
+    assert_eq!(want.len(), 18);
+    let path = lab.write_fleet(&fleet);
+    let gate = lab.gate(&["run", "--fleet", &path, "--leisure-ms", "200", "--control", ""]);
+    let request = |mid: u16, token: &str| {
+        // NON GET /oic/sec/doxm?owned=FALSE with a 4-byte token.
+        format!("5401{mid:04x}{token}b36f69630373656304646f786d4b6f776e65643d46414c5345")
+    };
+    let copies = [
+        ("ff02::158", "", request(0x4242, "0a0b0c01")),
+        ("ff03::158", ula_obt, request(0x4242, "0a0b0c02")),
+        ("ff05::158", ula_obt, request(0x4242, "0a0b0c03")),
+    ];
+    let script = format!(
+        r#"
+import socket, struct, binascii, json
+idx = socket.if_nametoindex("{iface}")
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.bind(("::", 0))
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, idx)
+def send(group, source, hexbytes):
+    d = binascii.unhexlify(hexbytes)
+    if source:
+        info = socket.inet_pton(socket.AF_INET6, source) + struct.pack("I", idx)
+        s.sendmsg([d], [(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, info)], 0, (group, 5683, 0, idx))
+    else:
+        s.sendto(d, (group, 5683, 0, idx))
+def collect(wait):
+    s.settimeout(wait)
+    try:
+        while True:
+            data, peer = s.recvfrom(2048)
+            tkl = data[0] & 15
+            token = binascii.hexlify(data[4:4 + tkl]).decode()
+            at = data.find(b"jdeviceuuidx$")
+            uuid = data[at + 13:at + 49].decode() if at >= 0 else ""
+            print(json.dumps({{"token": token, "uuid": uuid, "peer": peer[0]}}), flush=True)
+    except socket.timeout:
+        pass
+for group, source, hexbytes in {copies:?}:
+    send(group, source, hexbytes)
+collect(1.0)
+print("--", flush=True)
+send("ff03::158", "{ula_obt}", "{second}")
+collect(1.0)
+"#,
+        iface = lab.obt_if,
+        copies = copies.iter().map(|(g, s, d)| (*g, *s, d.as_str())).collect::<Vec<_>>(),
+        second = request(0x4243, "0a0b0c04"),
+    );
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &lab.obt_ns, "python3", "-c", &script])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (copied, second) = text.split_once("--\n").expect("both phases ran");
+    let parse = |lines: &str| -> Vec<serde_json::Value> {
+        lines.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    };
+    let (copied, second) = (parse(copied), parse(second));
+    let log = gate.log();
+    assert_eq!(
+        copied.len(),
+        want.len(),
+        "one answer per device, not one per copy: {copied:?}\n{log}"
+    );
+    assert_eq!(uuids_of(&copied), want, "{copied:?}");
+    for line in &copied {
+        assert_eq!(line["token"], "0a0b0c01", "the first copy (ff02, link-local) wins: {line}");
+        assert!(line["peer"].as_str().unwrap().starts_with("fe80:"), "{line}");
+    }
+    // The ULA path works: a new exchange from the ULA to ff03::158 is answered there.
+    assert_eq!(second.len(), want.len(), "{second:?}\n{log}");
+    assert_eq!(uuids_of(&second), want);
+    assert!(second.iter().all(|l| l["token"] == "0a0b0c04"), "{second:?}");
+}
+
+fn uuids_of(lines: &[serde_json::Value]) -> std::collections::BTreeSet<String> {
+    lines.iter().map(|l| l["uuid"].as_str().unwrap().to_owned()).collect()
+}

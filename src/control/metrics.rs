@@ -42,6 +42,7 @@ pub fn json(store: &Store, p: &Published) -> Value {
             "sent": e.answers_sent,
             "cancelled": e.answers_cancelled,
             "shed": e.answers_shed,
+            "expired": e.answers_expired,
             "pending": p.pending_answers,
             "budget_stretches": e.budget_stretches,
             "source_share_cuts": e.source_share_cuts,
@@ -105,12 +106,7 @@ pub fn prometheus(store: &Store, p: &Published) -> String {
         out,
         "# HELP doxm_gate_answers_total Multicast answers by fate.\n# TYPE doxm_gate_answers_total counter"
     );
-    for (fate, n) in [
-        ("scheduled", e.answers_scheduled),
-        ("sent", e.answers_sent),
-        ("cancelled", e.answers_cancelled),
-        ("shed", e.answers_shed),
-    ] {
+    for (fate, n) in e.answer_fates() {
         let _ = writeln!(out, "doxm_gate_answers_total{{fate=\"{fate}\"}} {n}");
     }
     counter(

@@ -5,13 +5,21 @@
 //!
 //! - the IoTivity-Lite OBT sends it to `ff02::158` and `224.0.1.187` with the **same token and
 //!   Message ID** from two source addresses (one per IP family);
-//! - the plgd client sends it to `ff02::158`, `ff03::158` and `ff05::158` **from one source
-//!   endpoint with one Message ID** and a fresh token per group.
+//! - the plgd client sends it to `ff02::158`, `ff03::158` and `ff05::158` **from one socket
+//!   with one Message ID** and a fresh token per group. On a host with only a link-local
+//!   address that is one source endpoint; on a host with a ULA or global address the kernel
+//!   picks that address as the source of the ff03/ff05 copies and the link-local one for the
+//!   ff02 copy: **one source port, two source addresses, one interface**.
 //!
 //! So two requests within the exchange window are copies of one exchange when they have the same
-//! Message ID and either the same token or the same source endpoint. The second half is RFC 7252
-//! section 4.5 (a NON is a duplicate when its Message ID repeats from the same endpoint within
-//! `NON_LIFETIME`); the token half is what SPEC 1.1 adds for copies sent over both families. The
+//! Message ID and either the same token, or the same source endpoint, or the same source port
+//! arriving on the same interface (SPEC 1.1). The source-endpoint rule is RFC 7252 section 4.5
+//! (a NON is a duplicate when its Message ID repeats from the same endpoint within
+//! `NON_LIFETIME`); the token rule is what SPEC 1.1 adds for copies sent over both families; the
+//! port-and-interface rule is what it adds for the plgd copies from a host with two addresses.
+//! Its price: two clients on one link that pick the same source port and the same Message ID
+//! within the window are taken for one; with random ports and Message IDs that is a 2^-32 event
+//! per pair of requests, and the client retransmits (a discovery is repeated anyway). The
 //! first copy wins: it is recorded and answered on its own family; later copies are reported as
 //! [`Seen::Copy`] and are not recorded again, so the window is measured from the first copy.
 //!
@@ -21,11 +29,12 @@
 //!   window are removed from its front on every [`Dedup::check`] (each entry is removed once, so
 //!   this is amortised O(1)); when the ring is full, the oldest entry is evicted and counted
 //!   ([`Dedup::evictions`]). A token is 0 to 8 bytes (RFC 7252 section 3) and is stored inline.
-//! - Two **open-addressing indexes** (linear probing, load factor at most 1/2, deletion by
-//!   backward shift, so no tombstones) map `(Message ID, token)` and `(Message ID, source
-//!   endpoint)` to ring slots. Among live entries each key is unique, because a request whose
-//!   key is already present is a copy and is not recorded: the indexes are plain maps, not
-//!   multimaps, and a check costs two expected-O(1) probes whatever the traffic.
+//! - Three **open-addressing indexes** (linear probing, load factor at most 1/2, deletion by
+//!   backward shift, so no tombstones) map `(Message ID, token)`, `(Message ID, source
+//!   endpoint)` and `(Message ID, source port, interface)` to ring slots. Among live entries
+//!   each key is unique, because a request whose key is already present is a copy and is not
+//!   recorded: the indexes are plain maps, not multimaps, and a check costs three expected-O(1)
+//!   probes whatever the traffic.
 //! - Keys are hashed with SipHash-1-3 (std's `DefaultHasher`) over a secret seed
 //!   ([`Dedup::with_seed`]). Message ID, token and source port are all chosen by the sender; with
 //!   a public hash an attacker could aim every key at one probe run and make each check
@@ -73,6 +82,7 @@ pub struct Dedup {
     len: usize,
     by_token: Index,
     by_source: Index,
+    by_port: Index,
     seed: u64,
     evictions: u64,
 }
@@ -83,11 +93,13 @@ struct Entry {
     at: Instant,
     ip: IpAddr,
     port: u16,
+    interface: u32,
     mid: u16,
     token_len: u8,
     token: [u8; 8],
     token_hash: u64,
     source_hash: u64,
+    port_hash: u64,
 }
 
 impl Entry {
@@ -136,6 +148,7 @@ impl Dedup {
             len: 0,
             by_token: Index::new(capacity),
             by_source: Index::new(capacity),
+            by_port: Index::new(capacity),
             seed,
             evictions: 0,
         }
@@ -143,9 +156,16 @@ impl Dedup {
 
     /// Classifies one request and records it if it is [`Seen::New`], so that later copies of the
     /// same exchange are recognised (SPEC section 1.1). `token` is the request token (at most 8
-    /// bytes; a longer one, which the wire layer rejects, is truncated to 8). Expected O(1), no
-    /// allocation.
-    pub fn check(&mut self, now: Instant, mid: u16, token: &[u8], source: SocketAddr) -> Seen {
+    /// bytes; a longer one, which the wire layer rejects, is truncated to 8); `interface` is the
+    /// index of the interface it arrived on. Expected O(1), no allocation.
+    pub fn check(
+        &mut self,
+        now: Instant,
+        mid: u16,
+        token: &[u8],
+        source: SocketAddr,
+        interface: u32,
+    ) -> Seen {
         self.expire(now);
         let token = &token[..token.len().min(8)];
         let ip = source.ip().to_canonical();
@@ -167,6 +187,14 @@ impl Dedup {
         if self.by_source.find(source_hash, same_source).is_some() {
             return Seen::Copy;
         }
+        let port_hash = self.hash_port(mid, port, interface);
+        let same_port = |slot: u32| {
+            let e = &entries[slot as usize];
+            e.mid == mid && e.port == port && e.interface == interface
+        };
+        if self.by_port.find(port_hash, same_port).is_some() {
+            return Seen::Copy;
+        }
 
         if self.len == self.capacity {
             self.remove_oldest();
@@ -178,12 +206,14 @@ impl Dedup {
             at: now,
             ip,
             port,
+            interface,
             mid,
             // At most 8 (truncated above).
             token_len: token.len() as u8,
             token: inline,
             token_hash,
             source_hash,
+            port_hash,
         };
         let slot = (self.head + self.len) % self.capacity;
         if slot == self.entries.len() {
@@ -195,6 +225,7 @@ impl Dedup {
         // `slot < capacity <= 2^30`, so it fits.
         self.by_token.insert(token_hash, slot as u32);
         self.by_source.insert(source_hash, slot as u32);
+        self.by_port.insert(port_hash, slot as u32);
         Seen::New
     }
 
@@ -238,6 +269,7 @@ impl Dedup {
         // `slot < capacity <= 2^30`.
         self.by_token.remove(entry.token_hash, slot as u32, |s| entries[s as usize].token_hash);
         self.by_source.remove(entry.source_hash, slot as u32, |s| entries[s as usize].source_hash);
+        self.by_port.remove(entry.port_hash, slot as u32, |s| entries[s as usize].port_hash);
         self.head = (self.head + 1) % self.capacity;
         self.len -= 1;
     }
@@ -249,6 +281,16 @@ impl Dedup {
         h.write_u16(mid);
         h.write_u8(token.len() as u8);
         h.write(token);
+        h.finish()
+    }
+
+    fn hash_port(&self, mid: u16, port: u16, interface: u32) -> u64 {
+        let mut h = DefaultHasher::new();
+        h.write_u64(self.seed);
+        h.write_u8(2);
+        h.write_u16(mid);
+        h.write_u16(port);
+        h.write_u32(interface);
         h.finish()
     }
 
@@ -272,6 +314,8 @@ mod tests {
     use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV6};
 
     const WINDOW: Duration = Duration::from_secs(5);
+    /// The interface requests arrive on, unless a test says otherwise.
+    const IF: u32 = 3;
 
     fn v6(s: &str, port: u16) -> SocketAddr {
         SocketAddr::new(s.parse().unwrap(), port)
@@ -291,9 +335,9 @@ mod tests {
         let t0 = Instant::now();
         let mut dedup = Dedup::new(WINDOW, 16);
         let token = [0x61, 0x38, 0x7b, 0x70, 0x99, 0x60, 0x2b, 0x0b];
-        assert_eq!(dedup.check(t0, 0xf1cd, &token, v6("fe80::1", 49152)), Seen::New);
+        assert_eq!(dedup.check(t0, 0xf1cd, &token, v6("fe80::1", 49152), IF), Seen::New);
         let later = t0 + Duration::from_millis(3);
-        assert_eq!(dedup.check(later, 0xf1cd, &token, v4("192.168.1.10", 41000)), Seen::Copy);
+        assert_eq!(dedup.check(later, 0xf1cd, &token, v4("192.168.1.10", 41000), IF), Seen::Copy);
         assert_eq!(dedup.len(), 1, "a copy is not recorded");
     }
 
@@ -303,22 +347,41 @@ mod tests {
         let t0 = Instant::now();
         let mut dedup = Dedup::new(WINDOW, 16);
         let source = v6("fe80::2", 5683);
-        assert_eq!(dedup.check(t0, 77, &[1, 1, 1, 1], source), Seen::New);
-        assert_eq!(dedup.check(t0, 77, &[2, 2, 2, 2], source), Seen::Copy);
-        assert_eq!(dedup.check(t0 + secs(1), 77, &[3, 3, 3, 3], source), Seen::Copy);
+        assert_eq!(dedup.check(t0, 77, &[1, 1, 1, 1], source, IF), Seen::New);
+        assert_eq!(dedup.check(t0, 77, &[2, 2, 2, 2], source, IF), Seen::Copy);
+        assert_eq!(dedup.check(t0 + secs(1), 77, &[3, 3, 3, 3], source, IF), Seen::Copy);
         assert_eq!(dedup.len(), 1);
+    }
+
+    #[test]
+    fn test_plgd_copies_from_a_host_with_a_ula() {
+        // One socket, one Message ID, a fresh token per group: ff02::158 from the link-local
+        // address, ff03::158 and ff05::158 from the ULA (the kernel's source choice), all on
+        // one interface.
+        let t0 = Instant::now();
+        let mut dedup = Dedup::new(WINDOW, 16);
+        assert_eq!(dedup.check(t0, 0x4242, &[1; 4], v6("fe80::77", 40404), 2), Seen::New);
+        assert_eq!(dedup.check(t0, 0x4242, &[2; 4], v6("fd00:77::77", 40404), 2), Seen::Copy);
+        assert_eq!(dedup.check(t0, 0x4242, &[3; 4], v6("fd00:77::77", 40404), 2), Seen::Copy);
+        assert_eq!(dedup.len(), 1);
+        // The same port and Message ID on another interface is another client.
+        assert_eq!(dedup.check(t0, 0x4242, &[4; 4], v6("fd00:78::5", 40404), 5), Seen::New);
+        // Another port on the same interface too, and another Message ID.
+        assert_eq!(dedup.check(t0, 0x4242, &[5; 4], v6("fd00:77::77", 40405), 2), Seen::New);
+        assert_eq!(dedup.check(t0, 0x4243, &[6; 4], v6("fd00:77::77", 40404), 2), Seen::New);
     }
 
     #[test]
     fn test_same_mid_other_token_other_source_is_new() {
         let t0 = Instant::now();
         let mut dedup = Dedup::new(WINDOW, 16);
-        assert_eq!(dedup.check(t0, 9, b"aa", v6("fe80::1", 5683)), Seen::New);
-        assert_eq!(dedup.check(t0, 9, b"bb", v6("fe80::2", 5683)), Seen::New);
+        assert_eq!(dedup.check(t0, 9, b"aa", v6("fe80::1", 5683), IF), Seen::New);
+        // Another address with the same port, on another interface: another client.
+        assert_eq!(dedup.check(t0, 9, b"bb", v6("fe80::2", 5683), IF + 1), Seen::New);
         // Same address, other port: another endpoint.
-        assert_eq!(dedup.check(t0, 9, b"cc", v6("fe80::1", 5684)), Seen::New);
+        assert_eq!(dedup.check(t0, 9, b"cc", v6("fe80::1", 5684), IF), Seen::New);
         // Same token and source, other Message ID: another exchange.
-        assert_eq!(dedup.check(t0, 10, b"aa", v6("fe80::1", 5683)), Seen::New);
+        assert_eq!(dedup.check(t0, 10, b"aa", v6("fe80::1", 5683), IF), Seen::New);
         assert_eq!(dedup.len(), 4);
     }
 
@@ -327,10 +390,10 @@ mod tests {
         let t0 = Instant::now();
         let mut dedup = Dedup::new(WINDOW, 16);
         let source = v4("10.0.0.1", 5683);
-        assert_eq!(dedup.check(t0, 1, b"t", source), Seen::New);
+        assert_eq!(dedup.check(t0, 1, b"t", source, IF), Seen::New);
         // A copy just inside the window does not extend it.
-        assert_eq!(dedup.check(t0 + secs(4), 1, b"t", source), Seen::Copy);
-        assert_eq!(dedup.check(t0 + secs(5), 1, b"t", source), Seen::New);
+        assert_eq!(dedup.check(t0 + secs(4), 1, b"t", source, IF), Seen::Copy);
+        assert_eq!(dedup.check(t0 + secs(5), 1, b"t", source, IF), Seen::New);
     }
 
     #[test]
@@ -338,9 +401,12 @@ mod tests {
         let t0 = Instant::now();
         let mut dedup = Dedup::new(WINDOW, 16);
         let source = v6("fe80::1", 5683);
-        assert_eq!(dedup.check(t0, 1, b"x", source), Seen::New);
-        assert_eq!(dedup.check(t0 + WINDOW - Duration::from_nanos(1), 1, b"y", source), Seen::Copy);
-        assert_eq!(dedup.check(t0 + WINDOW, 1, b"x", source), Seen::New);
+        assert_eq!(dedup.check(t0, 1, b"x", source, IF), Seen::New);
+        assert_eq!(
+            dedup.check(t0 + WINDOW - Duration::from_nanos(1), 1, b"y", source, IF),
+            Seen::Copy
+        );
+        assert_eq!(dedup.check(t0 + WINDOW, 1, b"x", source, IF), Seen::New);
         assert_eq!(dedup.len(), 1, "the expired entry is gone, the new one recorded");
         assert_eq!(dedup.evictions(), 0, "expiry is not eviction");
     }
@@ -350,16 +416,16 @@ mod tests {
         let t0 = Instant::now();
         let mut dedup = Dedup::new(WINDOW, 3);
         for mid in 0..3 {
-            assert_eq!(dedup.check(t0, mid, b"k", v4("10.0.0.1", 1000 + mid)), Seen::New);
+            assert_eq!(dedup.check(t0, mid, b"k", v4("10.0.0.1", 1000 + mid), IF), Seen::New);
         }
         assert_eq!(dedup.evictions(), 0);
-        assert_eq!(dedup.check(t0, 3, b"k", v4("10.0.0.1", 1003)), Seen::New);
+        assert_eq!(dedup.check(t0, 3, b"k", v4("10.0.0.1", 1003), IF), Seen::New);
         assert_eq!(dedup.evictions(), 1);
         assert_eq!(dedup.len(), 3);
         // Message ID 0 (the oldest) was forgotten; 1 and 2 are remembered.
-        assert_eq!(dedup.check(t0, 1, b"k", v4("10.0.0.9", 1)), Seen::Copy);
-        assert_eq!(dedup.check(t0, 2, b"k", v4("10.0.0.9", 1)), Seen::Copy);
-        assert_eq!(dedup.check(t0, 0, b"k", v4("10.0.0.1", 1000)), Seen::New);
+        assert_eq!(dedup.check(t0, 1, b"k", v4("10.0.0.9", 1), IF), Seen::Copy);
+        assert_eq!(dedup.check(t0, 2, b"k", v4("10.0.0.9", 1), IF), Seen::Copy);
+        assert_eq!(dedup.check(t0, 0, b"k", v4("10.0.0.1", 1000), IF), Seen::New);
         assert_eq!(dedup.evictions(), 2);
         assert_eq!(dedup.entries.capacity(), 3, "no reallocation");
     }
@@ -369,16 +435,22 @@ mod tests {
         let t0 = Instant::now();
         let mut dedup = Dedup::new(WINDOW, 8);
         let a = v6("fe80::a", 5683);
+        // Another client: another address, and another interface (one port, one interface
+        // would make it the same socket by SPEC 1.1).
         let b = v6("fe80::b", 5683);
-        assert_eq!(dedup.check(t0, 5, &[], a), Seen::New);
-        assert_eq!(dedup.check(t0, 5, &[], b), Seen::Copy, "empty tokens are equal tokens");
-        assert_eq!(dedup.check(t0, 5, &[0], b), Seen::New, "a 1-byte zero token is not empty");
+        assert_eq!(dedup.check(t0, 5, &[], a, IF), Seen::New);
+        assert_eq!(dedup.check(t0, 5, &[], b, IF + 1), Seen::Copy, "empty tokens are equal tokens");
+        assert_eq!(
+            dedup.check(t0, 5, &[0], b, IF + 1),
+            Seen::New,
+            "a 1-byte zero token is not empty"
+        );
         let full = [0xff; 8];
-        assert_eq!(dedup.check(t0, 6, &full, a), Seen::New);
-        assert_eq!(dedup.check(t0, 6, &full, b), Seen::Copy);
+        assert_eq!(dedup.check(t0, 6, &full, a, IF), Seen::New);
+        assert_eq!(dedup.check(t0, 6, &full, b, IF + 1), Seen::Copy);
         let mut other = full;
         other[7] = 0;
-        assert_eq!(dedup.check(t0, 6, &other, v6("fe80::c", 1)), Seen::New);
+        assert_eq!(dedup.check(t0, 6, &other, v6("fe80::c", 1), IF), Seen::New);
     }
 
     #[test]
@@ -388,13 +460,13 @@ mod tests {
         let ip: Ipv6Addr = "fe80::1".parse().unwrap();
         let first = SocketAddr::V6(SocketAddrV6::new(ip, 5683, 0x1234, 2));
         let second = SocketAddr::V6(SocketAddrV6::new(ip, 5683, 0x5678, 3));
-        assert_eq!(dedup.check(t0, 1, b"a", first), Seen::New);
-        assert_eq!(dedup.check(t0, 1, b"b", second), Seen::Copy);
+        assert_eq!(dedup.check(t0, 1, b"a", first, IF), Seen::New);
+        assert_eq!(dedup.check(t0, 1, b"b", second, IF), Seen::Copy);
         // A dual-stack socket reports an IPv4 peer as ::ffff:a.b.c.d.
         let plain = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 7)), 5683);
         let mapped = SocketAddr::new("::ffff:10.0.0.7".parse().unwrap(), 5683);
-        assert_eq!(dedup.check(t0, 2, b"a", plain), Seen::New);
-        assert_eq!(dedup.check(t0, 2, b"c", mapped), Seen::Copy);
+        assert_eq!(dedup.check(t0, 2, b"a", plain, IF), Seen::New);
+        assert_eq!(dedup.check(t0, 2, b"c", mapped, IF), Seen::Copy);
     }
 
     #[test]
@@ -402,9 +474,9 @@ mod tests {
         let t0 = Instant::now();
         let mut dedup = Dedup::new(WINDOW, 0);
         assert_eq!(dedup.capacity(), 1);
-        assert_eq!(dedup.check(t0, 1, b"a", v4("10.0.0.1", 1)), Seen::New);
-        assert_eq!(dedup.check(t0, 1, b"a", v4("10.0.0.1", 1)), Seen::Copy);
-        assert_eq!(dedup.check(t0, 2, b"a", v4("10.0.0.1", 1)), Seen::New);
+        assert_eq!(dedup.check(t0, 1, b"a", v4("10.0.0.1", 1), IF), Seen::New);
+        assert_eq!(dedup.check(t0, 1, b"a", v4("10.0.0.1", 1), IF), Seen::Copy);
+        assert_eq!(dedup.check(t0, 2, b"a", v4("10.0.0.1", 1), IF), Seen::New);
         assert_eq!(dedup.evictions(), 1);
     }
 
@@ -428,17 +500,26 @@ mod tests {
     struct Reference {
         window: Duration,
         capacity: usize,
-        entries: Vec<(Instant, u16, Vec<u8>, SocketAddr)>,
+        entries: Vec<(Instant, u16, Vec<u8>, SocketAddr, u32)>,
         evictions: u64,
     }
 
     impl Reference {
-        fn check(&mut self, now: Instant, mid: u16, token: &[u8], source: SocketAddr) -> Seen {
+        fn check(
+            &mut self,
+            now: Instant,
+            mid: u16,
+            token: &[u8],
+            source: SocketAddr,
+            interface: u32,
+        ) -> Seen {
             self.entries.retain(|e| now.saturating_duration_since(e.0) < self.window);
-            let copy = self
-                .entries
-                .iter()
-                .any(|(_, m, t, s)| *m == mid && (t.as_slice() == token || *s == source));
+            let copy = self.entries.iter().any(|(_, m, t, s, i)| {
+                *m == mid
+                    && (t.as_slice() == token
+                        || *s == source
+                        || (s.port() == source.port() && *i == interface))
+            });
             if copy {
                 return Seen::Copy;
             }
@@ -446,7 +527,7 @@ mod tests {
                 self.entries.remove(0);
                 self.evictions += 1;
             }
-            self.entries.push((now, mid, token.to_vec(), source));
+            self.entries.push((now, mid, token.to_vec(), source, interface));
             Seen::New
         }
     }
@@ -476,8 +557,9 @@ mod tests {
                 let mid = rng.below(6) as u16;
                 let token = tokens[rng.below(tokens.len() as u64) as usize];
                 let source = sources[rng.below(sources.len() as u64) as usize];
-                let expected = reference.check(now, mid, token, source);
-                let got = dedup.check(now, mid, token, source);
+                let interface = 1 + rng.below(2) as u32;
+                let expected = reference.check(now, mid, token, source, interface);
+                let got = dedup.check(now, mid, token, source, interface);
                 assert_eq!(got, expected, "seed {seed} step {step}");
                 assert_eq!(dedup.evictions(), reference.evictions, "seed {seed} step {step}");
                 assert_eq!(dedup.len(), reference.entries.len(), "seed {seed} step {step}");

@@ -21,10 +21,14 @@
 //!     |    Schedule ............................ one paced stream per request, bounded
 //!     |  unicast (destination is a device endpoint):
 //!     |    unicast::route ...................... policy::decide's one ladder for doxm,
-//!     |                                          res and d (else 4.04), queued at once
+//!     |                                          res and d (else 4.04)
+//!     |    SendPacer, AnswerBudget ............. the same byte budget as answers: over it,
+//!     |                                          dropped (a CON retransmits); else queued
 //!  poll_transmit(now, buf)
-//!        unicast responses first, then answers that are due; each answer re-checks the
-//!        device's state word (cancelled if no longer eligible) and is encoded into `buf`.
+//!        unicast responses first, then answers that are due; an answer whose window has
+//!        ended (held by the pacer, or the loop came late) is expired, never sent late; each
+//!        answer re-checks the device's state word (cancelled if no longer eligible) and is
+//!        encoded into `buf`.
 //! ```
 
 mod dedup;
@@ -52,7 +56,7 @@ use crate::wire::writer::Writer;
 use dedup::{Dedup, Seen};
 use endpoint::{EndpointPlan, LocalEndpoint};
 use limits::{AnswerBudget, SendPacer, SourceLimiter};
-use schedule::{Owed, RequestInfo, Schedule};
+use schedule::{Owed, Popped, RequestInfo, Schedule};
 pub use source_address::SourceReject;
 pub use stats::{EngineDrop, Stats, Verdict};
 use unicast::Body;
@@ -178,6 +182,10 @@ pub struct Engine {
     /// The hard bound on answer bytes sent per second (the budget's windows spread answers;
     /// overlapping windows could briefly exceed the rate without it).
     pacer: SendPacer,
+    /// Where a unicast reply is encoded at admission, to charge its exact bytes.
+    scratch: Vec<u8>,
+    /// The length of the reply in `scratch`, while it is the last one queued.
+    scratch_len: Option<usize>,
     stats: Stats,
 }
 
@@ -200,12 +208,18 @@ impl Engine {
                 config.max_window,
                 config.source_window,
             ),
-            schedule: Schedule::new(config.max_pending_requests, config.max_pending_answers),
+            schedule: Schedule::new(
+                config.max_pending_requests,
+                config.max_pending_answers,
+                config.leisure.max(config.max_window),
+            ),
             immediate: VecDeque::with_capacity(config.max_unicast_queue),
             next_message_id: rng.u16(..),
             answer_size: [typical_answer_size(View::Default), typical_answer_size(View::Baseline)],
             rng,
             pacer: SendPacer::new(config.answer_rate_bytes),
+            scratch: vec![0; SCRATCH_LEN],
+            scratch_len: None,
             stats: Stats::default(),
             fleet,
             config,
@@ -232,7 +246,7 @@ impl Engine {
         let verdict = match Message::parse(datagram) {
             Err(e) => Verdict::Malformed(e),
             Ok(msg) if meta.destination.ip().is_multicast() => self.multicast(now, meta, &msg),
-            Ok(msg) => self.unicast(meta, &msg),
+            Ok(msg) => self.unicast(now, meta, &msg),
         };
         self.stats.count(verdict);
         verdict
@@ -258,7 +272,17 @@ impl Engine {
     /// is due. `buf` should hold at least 1280 bytes (the IPv6 minimum MTU).
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
         while let Some(reply) = self.immediate.pop_front() {
-            if let Some(t) = self.encode_immediate(&reply, buf) {
+            // The reply admitted last is still encoded in the scratch buffer (see
+            // `admit_reply`): usually the only one queued, so most replies are encoded once.
+            let encoded = if self.immediate.is_empty() { self.scratch_len.take() } else { None };
+            let sent = match encoded {
+                Some(len) if len <= buf.len() => {
+                    buf[..len].copy_from_slice(&self.scratch[..len]);
+                    Some(transmit_of(&reply, len))
+                }
+                _ => self.encode_immediate(&reply, buf),
+            };
+            if let Some(t) = sent {
                 self.stats.responses_sent += 1;
                 return Some(t);
             }
@@ -266,7 +290,14 @@ impl Engine {
         if self.pacer.holds(now) {
             return None;
         }
-        while let Some(due) = self.schedule.pop_due(now, &mut self.rng) {
+        while let Some(popped) = self.schedule.pop_due(now, &mut self.rng) {
+            let due = match popped {
+                Popped::Due(due) => due,
+                Popped::Expired(n) => {
+                    self.stats.answers_expired += n as u64;
+                    continue;
+                }
+            };
             let Owed { device, incarnation } = due.owed;
             let word = self.fleet.word(device);
             if !word.is_eligible() || word.incarnation() != incarnation {
@@ -313,6 +344,7 @@ impl Engine {
         let dropped = self.schedule.clear() + self.immediate.len();
         self.stats.answers_shed += dropped as u64;
         self.immediate.clear();
+        self.scratch_len = None;
         dropped
     }
 
@@ -335,7 +367,9 @@ impl Engine {
         if self.fleet.eligible_count() == 0 {
             return Verdict::Engine(EngineDrop::NoEligible);
         }
-        if self.dedup.check(now, msg.message_id(), msg.token(), meta.source) == Seen::Copy {
+        let seen =
+            self.dedup.check(now, msg.message_id(), msg.token(), meta.source, meta.interface);
+        if seen == Seen::Copy {
             return Verdict::Engine(EngineDrop::Duplicate);
         }
         let Some(grant) = self.sources.allow(now, meta.source.ip()) else {
@@ -389,7 +423,7 @@ impl Engine {
         Verdict::Answering(scheduled)
     }
 
-    fn unicast(&mut self, meta: &Meta, msg: &Message<'_>) -> Verdict {
+    fn unicast(&mut self, now: Instant, meta: &Meta, msg: &Message<'_>) -> Verdict {
         let plan = self.config.endpoints;
         let Some(device) = plan.device_at(&meta.destination) else {
             return Verdict::Engine(EngineDrop::UnknownEndpoint);
@@ -420,7 +454,7 @@ impl Engine {
             _ => (MessageType::NonConfirmable, self.fresh_message_id()),
         };
         let (token, token_len) = copy_token(msg.token());
-        self.immediate.push_back(Immediate {
+        let reply = Immediate {
             destination: meta.source,
             source,
             interface: meta.interface,
@@ -431,8 +465,48 @@ impl Engine {
             token: if code == Code::EMPTY { [0; MAX_TOKEN_LEN] } else { token },
             token_len: if code == Code::EMPTY { 0 } else { token_len },
             body: reply.body,
-        });
+        };
+        if let Err(drop) = self.admit_reply(now, &reply) {
+            return Verdict::Engine(drop);
+        }
+        self.immediate.push_back(reply);
         Verdict::Responding
+    }
+
+    /// Unicast replies under the answer limits (SPEC 7): a reply is admitted
+    /// only while the send pacer, the hard bound on the bytes that leave per second, has room
+    /// for it, exactly as a due answer is; its exact bytes (encoded here once to learn their
+    /// length) are then charged to the pacer, to the budget that places later windows
+    /// ([`AnswerBudget::charge`]) and to its source's share of it
+    /// ([`SourceLimiter::charge_reply`]). A reply over budget is dropped, never queued for
+    /// later: a CON client retransmits (RFC 7252 s4.2), and an ACK that comes seconds late is
+    /// worth no more than the retransmission.
+    ///
+    /// The encoding is kept: the reply queued last is copied from it when it leaves, so a
+    /// reply handled and sent in one go (the driver flushes after every receive batch) is
+    /// encoded once.
+    ///
+    /// The per-source *request* bucket is not charged: it bounds answer-producing multicast
+    /// requests, and an OBT sends a unicast request or two to every device that answered it.
+    /// Nor is a reply refused for its source's share alone: a lone OBT's first discovery may
+    /// hold much more than `source_window`, and its follow-ups must not wait for that; what
+    /// its replies take counts against the room of its next multicast request instead. So one
+    /// source flooding unicast requests gets at most the budget rate of replies; sharing the
+    /// budget fairly between it and everyone else is SPEC 7's fair share, not this check.
+    fn admit_reply(&mut self, now: Instant, reply: &Immediate) -> Result<(), EngineDrop> {
+        if self.pacer.holds(now) {
+            return Err(EngineDrop::OverBudget);
+        }
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let encoded = self.encode_immediate(reply, &mut scratch).map(|t| t.len);
+        self.scratch = scratch;
+        // Kept for `poll_transmit`, which takes it when this reply, queued last, leaves.
+        self.scratch_len = encoded;
+        let len = encoded.unwrap_or(0);
+        self.pacer.charge(now, len);
+        let cost = self.budget.charge(now, len);
+        let _ = self.sources.charge_reply(now, reply.destination.ip(), cost);
+        Ok(())
     }
 
     fn encode_immediate(&mut self, reply: &Immediate, buf: &mut [u8]) -> Option<Transmit> {
@@ -456,15 +530,7 @@ impl Engine {
                 })
             }
         };
-        let len = len.ok()?;
-        Some(Transmit {
-            destination: reply.destination,
-            source: reply.source,
-            interface: reply.interface,
-            device: reply.device,
-            len,
-            late: Duration::ZERO,
-        })
+        Some(transmit_of(reply, len.ok()?))
     }
 
     fn fresh_message_id(&mut self) -> u16 {
@@ -472,6 +538,22 @@ impl Engine {
         self.next_message_id
     }
 }
+
+/// The datagram of a unicast reply of `len` bytes.
+fn transmit_of(reply: &Immediate, len: usize) -> Transmit {
+    Transmit {
+        destination: reply.destination,
+        source: reply.source,
+        interface: reply.interface,
+        device: reply.device,
+        len,
+        late: Duration::ZERO,
+    }
+}
+
+/// The largest unicast reply the engine encodes (a `/oic/res` with every link and endpoint
+/// fits in far less; the driver's buffers are at least the IPv6 minimum MTU).
+const SCRATCH_LEN: usize = 2_048;
 
 fn push_if_eligible(owed: &mut Vec<Owed>, id: DeviceId, word: StateWord) {
     if word.is_eligible() {

@@ -16,6 +16,35 @@
 //! Bounds: at most `max_requests` requests and `max_answers` answers pending. A new request
 //! that does not fit sheds the *oldest* requests first (their remaining answers are counted as
 //! shed); a request larger than the whole bound is truncated.
+//!
+//! # No answer after its window (SPEC 4)
+//!
+//! Every request keeps its **deadline**, the end of its window (`now + closes` of
+//! [`Schedule::insert`]), and no answer leaves after it: when an answer surfaces past its
+//! request's deadline, because the send pacer held it (overlapping windows) or because the
+//! driver's loop came late, the request's remaining answers are all **expired** at once
+//! ([`Popped::Expired`]), counted by the engine as `answers_expired`, and never sent late.
+//! So an answer leaves at most at the deadline, and the leisure window is a promise kept, not a
+//! target.
+//!
+//! A punctual driver still wakes a little after the instant it asked for (mio rounds its
+//! timeout up to a millisecond, and the kernel adds timer slack). So that this wake-up slack
+//! does not expire answers, send times are drawn at least `slack` before the deadline:
+//!
+//! ```text
+//! deadline = max(closes, min(opens + MIN_SPAN, max(longest, closes)))
+//! room     = deadline - opens
+//! draws in [opens, opens + min(closes - opens, room - min(SEND_SLACK, room / 2)))
+//! ```
+//!
+//! A driver up to `SEND_SLACK` (10 ms, the timer grain SPEC 4 allows) late still sends inside
+//! the window, and the spread is kept: a 2 s window gives up its last 10 ms (0.5 %). Only a
+//! window shorter than `MIN_SPAN` (20 ms: a configured leisure under 20 ms, e.g. leisure 0 and
+//! a small request) has its deadline moved, to `MIN_SPAN` after it opens (never past the
+//! longest window the engine allows, `longest = max(leisure, max_window)`): its answers are
+//! still drawn in the budget's short window, so "leisure 0" still answers at once, but a
+//! wake-up a few milliseconds late sends them instead of expiring them. This is SPEC 4's timer
+//! grain read as part of the window: a send time may be rounded up by at most 10 ms.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -71,7 +100,27 @@ struct Pending {
     next_due: Instant,
     /// Arrival order, for oldest-first shedding.
     sequence: u64,
+    /// The end of the window: no answer of this request leaves after it.
+    deadline: Instant,
 }
+
+/// What [`Schedule::pop_due`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Popped {
+    /// An answer that is due, inside its window.
+    Due(Due),
+    /// This many answers of one request whose window ended before they could leave: dropped,
+    /// never sent late (see the module docs).
+    Expired(usize),
+}
+
+/// How late a driver may wake and still send inside the window (see the module docs): the
+/// timer grain SPEC 4 allows.
+pub const SEND_SLACK: Duration = Duration::from_millis(10);
+
+/// The least room between a window's opening and its deadline (see the module docs): one late
+/// wake-up after the last draw.
+pub const MIN_SPAN: Duration = Duration::from_millis(20);
 
 /// One answer that is due now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,14 +144,18 @@ pub struct Schedule {
     heap: BinaryHeap<Reverse<(Instant, u64, usize)>>,
     answers: usize,
     max_answers: usize,
+    /// The longest window the engine allows, after the request (`max(leisure, max_window)`):
+    /// [`MIN_SPAN`] never widens a window past it.
+    longest: Duration,
     next_sequence: u64,
     /// Spare device lists, reused so that steady state allocates nothing.
     spare: Vec<Vec<Owed>>,
 }
 
 impl Schedule {
-    /// An empty schedule for at most `max_requests` requests and `max_answers` answers.
-    pub fn new(max_requests: usize, max_answers: usize) -> Schedule {
+    /// An empty schedule for at most `max_requests` requests and `max_answers` answers, whose
+    /// windows close at most `longest` after their request.
+    pub fn new(max_requests: usize, max_answers: usize, longest: Duration) -> Schedule {
         let max_requests = max_requests.max(1);
         Schedule {
             slots: (0..max_requests).map(|_| None).collect(),
@@ -110,6 +163,7 @@ impl Schedule {
             heap: BinaryHeap::with_capacity(max_requests),
             answers: 0,
             max_answers: max_answers.max(1),
+            longest,
             next_sequence: 0,
             spare: Vec::new(),
         }
@@ -137,8 +191,9 @@ impl Schedule {
     }
 
     /// Schedules answers from `owed` (in any order; shuffled here with `rng`) uniformly over
-    /// `[now + opens, now + closes)`. Returns how many answers were shed to make room (older
-    /// requests' answers, or this request's own beyond the bound).
+    /// `[now + opens, now + closes - slack)`, none to leave after `now + closes` (see the module
+    /// docs). Returns how many answers were shed to make room (older requests' answers, or this
+    /// request's own beyond the bound).
     pub fn insert(
         &mut self,
         now: Instant,
@@ -179,18 +234,20 @@ impl Schedule {
         self.answers += owed.len();
         let sequence = self.next_sequence;
         self.next_sequence += 1;
+        let (window, closes) = draw_span(opens, closes, self.longest);
         let start = now + opens;
-        let window = closes.saturating_sub(opens);
+        let deadline = now + closes;
         let mut pending =
-            Pending { info, owed, start, window, last: 0.0, next_due: start, sequence };
+            Pending { info, owed, start, window, last: 0.0, next_due: start, sequence, deadline };
         draw_next(&mut pending, rng);
         self.heap.push(Reverse((pending.next_due, sequence, slot)));
         self.slots[slot] = Some(pending);
         shed
     }
 
-    /// The next answer due at or before `now`, if any.
-    pub fn pop_due(&mut self, now: Instant, rng: &mut fastrand::Rng) -> Option<Due> {
+    /// The next answer due at or before `now`, if any; or the remaining answers of a request
+    /// whose window ended before they could leave (expired, see the module docs).
+    pub fn pop_due(&mut self, now: Instant, rng: &mut fastrand::Rng) -> Option<Popped> {
         loop {
             let &Reverse((due, sequence, slot)) = self.heap.peek()?;
             if due > now {
@@ -200,6 +257,12 @@ impl Schedule {
             let Some(pending) = self.slots[slot].as_mut().filter(|p| p.sequence == sequence) else {
                 continue; // stale entry of a shed request
             };
+            if now > pending.deadline {
+                let expired = pending.owed.len();
+                self.answers -= expired;
+                self.release(slot);
+                return Some(Popped::Expired(expired));
+            }
             let Some(owed) = pending.owed.pop() else { continue };
             self.answers -= 1;
             let out = Due { info: pending.info, owed, due };
@@ -209,7 +272,7 @@ impl Schedule {
                 draw_next(pending, rng);
                 self.heap.push(Reverse((pending.next_due, sequence, slot)));
             }
-            return Some(out);
+            return Some(Popped::Due(out));
         }
     }
 
@@ -261,6 +324,16 @@ impl Schedule {
     }
 }
 
+/// The span the send times are drawn in, after `opens`, and the deadline, after the request
+/// (see the module docs).
+fn draw_span(opens: Duration, closes: Duration, longest: Duration) -> (Duration, Duration) {
+    let widest = longest.max(closes);
+    let deadline = closes.max((opens + MIN_SPAN).min(widest));
+    let room = deadline.saturating_sub(opens);
+    let span = closes.saturating_sub(opens).min(room - SEND_SLACK.min(room / 2));
+    (span, deadline)
+}
+
 /// Draws the next sorted uniform send time of `pending` (see the module docs).
 fn draw_next(pending: &mut Pending, rng: &mut fastrand::Rng) {
     let remaining = pending.owed.len().max(1) as f64;
@@ -268,7 +341,9 @@ fn draw_next(pending: &mut Pending, rng: &mut fastrand::Rng) {
     let u = rng.f64();
     let step = (window - pending.last) * (1.0 - u.powf(1.0 / remaining));
     pending.last = (pending.last + step).min(window);
-    pending.next_due = pending.start + Duration::from_secs_f64(pending.last);
+    // Clamped: float rounding never moves a send time past the span (nor so past the deadline).
+    let offset = Duration::from_secs_f64(pending.last).min(pending.window);
+    pending.next_due = pending.start + offset;
 }
 
 #[cfg(test)]
@@ -285,6 +360,16 @@ mod tests {
         }
     }
 
+    const LONGEST: Duration = Duration::from_secs(60);
+
+    /// The next due answer; panics on an expiry (these tests drain inside the windows).
+    fn due_now(s: &mut Schedule, now: Instant, rng: &mut fastrand::Rng) -> Option<Due> {
+        match s.pop_due(now, rng)? {
+            Popped::Due(due) => Some(due),
+            Popped::Expired(n) => panic!("{n} answers expired"),
+        }
+    }
+
     fn owed(n: u32) -> Vec<Owed> {
         (0..n).map(|i| Owed { device: DeviceId(i), incarnation: 1 }).collect()
     }
@@ -292,7 +377,7 @@ mod tests {
     #[test]
     fn test_every_answer_inside_window_in_time_order() {
         let mut rng = fastrand::Rng::with_seed(7);
-        let mut s = Schedule::new(16, 100_000);
+        let mut s = Schedule::new(16, 100_000, LONGEST);
         let t0 = Instant::now();
         let window = Duration::from_secs(2);
         assert_eq!(s.insert(t0, info(), owed(10_000), (Duration::ZERO, window), &mut rng), 0);
@@ -300,8 +385,9 @@ mod tests {
         let mut seen = vec![false; 10_000];
         let mut last = t0;
         let mut buckets = [0u32; 4];
-        while let Some(due) = s.pop_due(t0 + window, &mut rng) {
-            assert!(due.due >= last && due.due <= t0 + window);
+        while let Some(due) = due_now(&mut s, t0 + window, &mut rng) {
+            // Drawn before the window's end by the send slack.
+            assert!(due.due >= last && due.due < t0 + window - SEND_SLACK);
             last = due.due;
             let i = due.owed.device.0 as usize;
             assert!(!seen[i], "device {i} answered twice");
@@ -320,7 +406,7 @@ mod tests {
     #[test]
     fn test_nothing_before_due() {
         let mut rng = fastrand::Rng::with_seed(1);
-        let mut s = Schedule::new(4, 100);
+        let mut s = Schedule::new(4, 100, LONGEST);
         let t0 = Instant::now();
         s.insert(t0, info(), owed(3), (Duration::ZERO, Duration::from_secs(2)), &mut rng);
         let first = s.next_due().unwrap();
@@ -331,7 +417,7 @@ mod tests {
     #[test]
     fn test_oldest_request_shed_first() {
         let mut rng = fastrand::Rng::with_seed(3);
-        let mut s = Schedule::new(8, 100);
+        let mut s = Schedule::new(8, 100, LONGEST);
         let t0 = Instant::now();
         let window = Duration::from_secs(2);
         let mut first = info();
@@ -342,7 +428,7 @@ mod tests {
         assert_eq!(s.insert(t0, info(), owed(20), (Duration::ZERO, window), &mut rng), 60);
         assert_eq!(s.pending_answers(), 50);
         let mut count = 0;
-        while let Some(due) = s.pop_due(t0 + window, &mut rng) {
+        while let Some(due) = due_now(&mut s, t0 + window, &mut rng) {
             assert_eq!(due.info.token_len, 4, "no answer of the shed request leaves");
             count += 1;
         }
@@ -355,7 +441,7 @@ mod tests {
     #[test]
     fn test_request_slots_bounded() {
         let mut rng = fastrand::Rng::with_seed(3);
-        let mut s = Schedule::new(2, 1_000);
+        let mut s = Schedule::new(2, 1_000, LONGEST);
         let t0 = Instant::now();
         for _ in 0..5 {
             s.insert(t0, info(), owed(1), (Duration::ZERO, Duration::from_secs(1)), &mut rng);
@@ -363,5 +449,69 @@ mod tests {
         assert_eq!(s.pending_requests(), 2);
         assert_eq!(s.clear(), 2);
         assert_eq!(s.pending_answers(), 0);
+    }
+
+    #[test]
+    fn test_answers_past_the_deadline_expire_never_leave_late() {
+        let mut rng = fastrand::Rng::with_seed(5);
+        let mut s = Schedule::new(4, 1_000, LONGEST);
+        let t0 = Instant::now();
+        let window = Duration::from_secs(2);
+        s.insert(t0, info(), owed(100), (Duration::ZERO, window), &mut rng);
+        // On time for the first half of the window: some answers leave.
+        let mut sent = 0;
+        while due_now(&mut s, t0 + Duration::from_secs(1), &mut rng).is_some() {
+            sent += 1;
+        }
+        assert!((30..=70).contains(&sent), "{sent}");
+        // At the deadline itself, everything due still leaves.
+        let mut at_end = 0;
+        let mut probe = Schedule::new(4, 1_000, LONGEST);
+        probe.insert(t0, info(), owed(10), (Duration::ZERO, window), &mut rng);
+        while due_now(&mut probe, t0 + window, &mut rng).is_some() {
+            at_end += 1;
+        }
+        assert_eq!(at_end, 10);
+        // The loop comes back 1 ns after the window's end: the rest expire at once, in one pop.
+        assert_eq!(
+            s.pop_due(t0 + window + Duration::from_nanos(1), &mut rng),
+            Some(Popped::Expired(100 - sent))
+        );
+        assert_eq!((s.pending_answers(), s.pending_requests()), (0, 0));
+        assert_eq!(s.pop_due(t0 + LONGEST, &mut rng), None);
+    }
+
+    #[test]
+    fn test_draw_span_keeps_slack_and_widens_tiny_windows() {
+        let ms = Duration::from_millis;
+        // A 2 s window: drawn in its first 1.99 s, closes at 2 s.
+        assert_eq!(draw_span(ms(0), ms(2_000), LONGEST), (ms(1_990), ms(2_000)));
+        // Opening late (budget backlog): the slack is taken from the end.
+        assert_eq!(draw_span(ms(500), ms(2_000), LONGEST), (ms(1_490), ms(2_000)));
+        // Leisure 0 and a small request: drawn in its 100 us, the deadline moved to 20 ms.
+        let tiny = Duration::from_micros(100);
+        assert_eq!(draw_span(ms(0), tiny, LONGEST), (tiny, ms(20)));
+        // A window of 15 ms: 20 ms of room, drawn up to 10 ms before the deadline.
+        assert_eq!(draw_span(ms(0), ms(15), LONGEST), (ms(10), ms(20)));
+        // Never moved past the longest window: half of the room is slack.
+        assert_eq!(draw_span(ms(59_990), ms(59_994), LONGEST), (ms(4), ms(60_000)));
+        assert_eq!(draw_span(ms(59_980), ms(59_999), LONGEST), (ms(10), ms(60_000)));
+        assert_eq!(draw_span(ms(60_000), ms(60_000), LONGEST), (ms(0), ms(60_000)));
+    }
+
+    #[test]
+    fn test_tiny_window_survives_a_late_wake_up() {
+        // Leisure 0: the window of a one-answer request is a few microseconds of budget; a
+        // driver waking 5 ms late (mio rounds to milliseconds) still sends it.
+        let mut rng = fastrand::Rng::with_seed(9);
+        let mut s = Schedule::new(4, 100, LONGEST);
+        let t0 = Instant::now();
+        s.insert(t0, info(), owed(3), (Duration::ZERO, Duration::from_micros(10)), &mut rng);
+        let late = s.next_due().unwrap() + Duration::from_millis(5);
+        let mut sent = 0;
+        while due_now(&mut s, late.max(t0 + Duration::from_millis(10)), &mut rng).is_some() {
+            sent += 1;
+        }
+        assert_eq!(sent, 3);
     }
 }

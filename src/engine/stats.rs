@@ -2,7 +2,8 @@
 //!
 //! Every datagram ends in exactly one [`Verdict`]; its label is counted once, so the sum of the
 //! verdict counters is the number of datagrams handled. Answer-level events (scheduled, sent,
-//! cancelled, shed) are counted separately, because one request yields many answers.
+//! cancelled, shed, expired) are counted separately, because one request yields many answers;
+//! [`Stats::answer_fates`] lists the fates of answers, one label each.
 
 use super::source_address::SourceReject;
 use crate::policy::Reason;
@@ -23,17 +24,21 @@ pub enum EngineDrop {
     UnknownEndpoint,
     /// The queue of unicast responses is full.
     QueueFull,
+    /// A unicast reply the answer byte budget has no room for now (SPEC 7: unicast replies
+    /// count against the same budget as answers): not sent, and a CON client retransmits.
+    OverBudget,
 }
 
 impl EngineDrop {
     /// Every variant.
-    pub const ALL: [EngineDrop; 6] = [
+    pub const ALL: [EngineDrop; 7] = [
         EngineDrop::Duplicate,
         EngineDrop::RateLimited,
         EngineDrop::NoEligible,
         EngineDrop::NoEndpointForFamily,
         EngineDrop::UnknownEndpoint,
         EngineDrop::QueueFull,
+        EngineDrop::OverBudget,
     ];
 
     /// The stable label.
@@ -45,6 +50,7 @@ impl EngineDrop {
             EngineDrop::NoEndpointForFamily => "no-endpoint-for-family",
             EngineDrop::UnknownEndpoint => "unknown-endpoint",
             EngineDrop::QueueFull => "queue-full",
+            EngineDrop::OverBudget => "over-budget",
         }
     }
 }
@@ -105,6 +111,9 @@ pub struct Stats {
     pub answers_cancelled: u64,
     /// Answers dropped to respect the pending bound or the byte budget.
     pub answers_shed: u64,
+    /// Scheduled answers dropped because their window ended before they could leave (the send
+    /// pacer held them, or the driver came late): SPEC 4 sends no answer after its window.
+    pub answers_expired: u64,
     /// Requests whose leisure window was stretched to fit the byte budget.
     pub budget_stretches: u64,
     /// Requests cut short because their source already held its share of the byte budget
@@ -142,6 +151,19 @@ impl Stats {
         let engine =
             EngineDrop::ALL.iter().zip(self.engine).map(|(d, n)| ("engine", d.as_str(), n));
         accepted.into_iter().chain(malformed).chain(policy).chain(source).chain(engine)
+    }
+
+    /// What became of multicast answers, as `(fate, count)`: one label per counter, for
+    /// metrics. `sent`, `cancelled`, `shed` and `expired` are disjoint (the budget sheds some
+    /// answers before they are scheduled).
+    pub fn answer_fates(&self) -> [(&'static str, u64); 5] {
+        [
+            ("scheduled", self.answers_scheduled),
+            ("sent", self.answers_sent),
+            ("cancelled", self.answers_cancelled),
+            ("shed", self.answers_shed),
+            ("expired", self.answers_expired),
+        ]
     }
 
     /// The count of one verdict label.

@@ -6,7 +6,9 @@
 //! NON. A device whose state is unknown, or whose bridge is unowned, accepts nothing at all.
 //!
 //! The decision is [`policy::decide`]'s unicast ladder; this module adds what a 2.05 carries
-//! ([`Body`]) and encodes it from the device's record when the response is sent.
+//! ([`Body`]) and encodes it from the device's record when the response is sent. Every reply,
+//! error codes and empty ACKs included, then passes the answer byte budget (SPEC 7; see
+//! `engine::limits`): over it, the reply is dropped and counted as `engine/over-budget`.
 
 use super::Config;
 use crate::fleet::{DeviceRecord, StateWord};

@@ -46,6 +46,13 @@ use std::time::{Duration, Instant};
 /// whole window within `R`, but `k` stretched requests arriving together then overlap at the
 /// start, up to about `R x (1 + ln k)` over short intervals.
 ///
+/// # Unicast replies
+///
+/// Unicast replies on device endpoints take the same budget (SPEC 7). They leave at once, so
+/// they have no window: [`AnswerBudget::charge`] adds their budget time to the cursor, `c' =
+/// max(c, now) + bytes / R`, and later requests' windows open after them like after earlier
+/// answers. Whether a reply may leave at all is the pacer's call (`super::SendPacer`).
+///
 /// # The source share
 ///
 /// Without `Ws`, one client repeating its discovery (a looping OBT, a script within its request
@@ -175,6 +182,16 @@ impl AnswerBudget {
             cost: need,
             share_limited: admitted < answers && room < global_room,
         }
+    }
+
+    /// Charges `bytes` sent at `now` outside any window (a unicast reply on a device endpoint:
+    /// SPEC 7 counts those against the same byte budget), so that later windows open after
+    /// them; returns their budget time. O(1).
+    pub fn charge(&mut self, now: Instant, bytes: usize) -> Duration {
+        let cost = self.budget_time(bytes as u128);
+        let from = self.cursor.map_or(now, |c| c.max(now));
+        self.cursor = Some(from + cost);
+        cost
     }
 
     /// The budget time still owed at `now` by answers already admitted: a new request's window
@@ -436,5 +453,19 @@ mod tests {
     #[should_panic(expected = "positive")]
     fn test_budget_zero_rate_panics() {
         let _ = AnswerBudget::new(DEFAULT, 0, secs(10), secs(10));
+    }
+
+    #[test]
+    fn test_budget_reply_bytes_push_later_windows() {
+        let t0 = Instant::now();
+        let mut budget = AnswerBudget::new(DEFAULT, 100_000, secs(60), secs(60));
+        // 5 kB of unicast replies at 100 kB/s: 50 ms of budget, paid from now.
+        assert_eq!(budget.charge(t0, 5_000), ms(50));
+        assert_eq!(budget.backlog(t0), ms(50));
+        let w = budget.window(t0, 10, 200, IDLE);
+        assert_eq!(w.start, ms(50), "a window opens after the replies' bytes");
+        // Idle time is not banked: a reply after a pause is paid from then.
+        assert_eq!(budget.charge(t0 + secs(10), 100), ms(1));
+        assert_eq!(budget.backlog(t0 + secs(10)), ms(1));
     }
 }

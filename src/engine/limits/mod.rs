@@ -12,6 +12,17 @@
 //! - [`SendPacer`] (`pacer.rs`) bounds the **answer bytes that actually leave per second**,
 //!   where overlapping windows would briefly exceed the budget.
 //!
+//! **Unicast replies** on device endpoints (`/oic/res`, `/oic/d`, unicast doxm, error codes and
+//! empty ACKs) are under the same limits (SPEC 7; without them, `CON GET /oic/res` at 10k/s from
+//! one spoofable source drew 1.95 MB/s of replies, 10x a 200,000 B/s budget): a reply is
+//! admitted only while the [`SendPacer`] has room, exactly like a due answer, and its bytes are
+//! charged to the pacer, to the [`AnswerBudget`] (later windows open after them) and to its
+//! source's share in the [`SourceLimiter`] (not to its request bucket, which bounds multicast
+//! requests only: an OBT follows every answer with a unicast request or two). A reply over
+//! budget is dropped and counted (`engine/over-budget`); a CON client retransmits. So the bytes
+//! that leave per second, answers and replies together, stay within the budget plus the pacer's
+//! burst, however many unicast requests arrive.
+//!
 //! All are pure: time is passed in, nothing reads a clock, and nothing allocates after
 //! construction. Which *addresses* may get answers at all is a different question, answered by
 //! [`super::source_address`].

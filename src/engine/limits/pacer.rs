@@ -1,4 +1,5 @@
-//! The send-time pacer: the hard bound on the answer bytes that actually leave per second.
+//! The send-time pacer: the hard bound on the answer bytes that actually leave per second,
+//! multicast answers and unicast replies together (SPEC 7).
 //!
 //! [`super::AnswerBudget`] spreads each request's answers over a window sized for the rate
 //! budget, but windows of overlapping requests can still line up and briefly exceed it. The

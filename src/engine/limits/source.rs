@@ -61,6 +61,12 @@ use super::super::hash_index::Index;
 /// admits, and [`AnswerBudget::window`](super::AnswerBudget::window) reads what is left ([`Grant::held`]) to cap a busy
 /// source at its share. It lives here because it is keyed, bounded and evicted exactly like
 /// the request bucket; an evicted source with answers still held counts as a reset too.
+///
+/// Unicast replies on device endpoints count against the same share (SPEC 7):
+/// [`SourceLimiter::charge_reply`] adds their budget time to `answers_until` without spending a
+/// request of the bucket, so a source that has just taken replies gets less room for its next
+/// multicast request while it is busy. A reply is never refused for its source's share alone:
+/// the pacer refuses what the global budget has no room for.
 #[derive(Debug)]
 pub struct SourceLimiter {
     /// `T`, the time one request costs, in nanoseconds (at least 1).
@@ -168,17 +174,7 @@ impl SourceLimiter {
     /// already holds. A refused request is not charged, but it does make the source the most
     /// recently used (see the type's docs). Expected O(1), no allocation.
     pub fn allow(&mut self, now: Instant, source: IpAddr) -> Option<Grant> {
-        let ip = source.to_canonical();
-        let hash = self.hash(ip);
-        let buckets = &self.buckets;
-        let slot = match self.index.find(hash, |s| buckets[s as usize].ip == ip) {
-            Some(slot) => {
-                self.unlink(slot);
-                self.push_mru(slot);
-                slot
-            }
-            None => self.admit(now, ip, hash),
-        };
+        let slot = self.touch(now, source);
         let bucket = &mut self.buckets[slot as usize];
         let start = bucket.tat.max(now);
         let waited = start.saturating_duration_since(now);
@@ -195,6 +191,34 @@ impl SourceLimiter {
     pub fn charge(&mut self, now: Instant, grant: Grant, cost: Duration) {
         let bucket = &mut self.buckets[grant.slot as usize];
         bucket.answers_until = bucket.answers_until.max(now) + cost;
+    }
+
+    /// Charges `cost` of budget time to `source` without spending a request of its bucket: a
+    /// unicast reply on a device endpoint (SPEC 7: unicast replies count against the same
+    /// per-source limits), so that what a source's replies took shrinks the room its next
+    /// multicast request gets while it is busy ([`Grant::held`]). Tracks the source like
+    /// [`SourceLimiter::allow`] does (most recently used; a new source takes a bucket).
+    /// Returns what the source holds after the charge. Expected O(1), no allocation.
+    pub fn charge_reply(&mut self, now: Instant, source: IpAddr, cost: Duration) -> Duration {
+        let slot = self.touch(now, source);
+        let bucket = &mut self.buckets[slot as usize];
+        bucket.answers_until = bucket.answers_until.max(now) + cost;
+        bucket.answers_until.saturating_duration_since(now)
+    }
+
+    /// The bucket of `source`, admitted if new, made the most recently used.
+    fn touch(&mut self, now: Instant, source: IpAddr) -> u32 {
+        let ip = source.to_canonical();
+        let hash = self.hash(ip);
+        let buckets = &self.buckets;
+        match self.index.find(hash, |s| buckets[s as usize].ip == ip) {
+            Some(slot) => {
+                self.unlink(slot);
+                self.push_mru(slot);
+                slot
+            }
+            None => self.admit(now, ip, hash),
+        }
     }
 
     /// How many buckets were evicted to make room for a new source, for metrics.
@@ -460,5 +484,19 @@ mod tests {
     #[should_panic(expected = "burst")]
     fn test_source_burst_below_one_panics() {
         let _ = SourceLimiter::new(1.0, 0.5, 4);
+    }
+
+    #[test]
+    fn test_source_reply_charges_the_share_not_the_bucket() {
+        let t0 = Instant::now();
+        let mut limiter = SourceLimiter::new(1.0, 1.0, 4);
+        let obt = ip("fe80::1");
+        // Replies take budget time, not requests: the bucket still has its one request.
+        assert_eq!(limiter.charge_reply(t0, obt, ms(3)), ms(3));
+        assert_eq!(limiter.charge_reply(t0, obt, ms(2)), ms(5));
+        let grant = limiter.allow(t0 + ms(1), obt).expect("the request bucket is untouched");
+        assert_eq!(grant.held, ms(4), "what the replies took counts against its share");
+        assert!(limiter.allow(t0 + ms(1), obt).is_none());
+        assert_eq!(limiter.len(), 1);
     }
 }
