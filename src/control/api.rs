@@ -262,9 +262,19 @@ fn parse_etag(value: &str) -> Option<u64> {
     value.trim().trim_start_matches("W/").trim_matches('"').parse().ok()
 }
 
+/// Parses a JSON body: one value and nothing after it but whitespace (`{"doc_open":false} xyz`
+/// is refused naming `body`, as serde_json's `from_slice` would, not read as its first value).
 fn parse<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, Reply> {
     let mut json = serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(&mut json).map_err(|e| {
+    let value = parse_value(&mut json)?;
+    json.end().map_err(|e| Reply::error(400, "body", &e.to_string()))?;
+    Ok(value)
+}
+
+fn parse_value<T: for<'de> Deserialize<'de>>(
+    json: &mut serde_json::Deserializer<serde_json::de::SliceRead<'_>>,
+) -> Result<T, Reply> {
+    serde_path_to_error::deserialize(json).map_err(|e| {
         let reason = e.inner().to_string();
         if e.inner().is_syntax() || e.inner().is_eof() {
             return Reply::error(400, "body", &reason);
@@ -504,5 +514,15 @@ mod tests {
         assert_eq!(field_of::<BatchBody>(r#"{"deletes":["x"]}"#), "deletes[0]");
         assert_eq!(field_of::<BatchBody>(r#"{"upsert":[]}"#), "upsert");
         assert_eq!(field_of::<BatchBody>("["), "body");
+    }
+
+    #[test]
+    fn test_trailing_bytes_after_the_body_are_refused() {
+        for body in [r#"{"doc_open":false} xyz"#, r#"{"doc_open":false}{}"#, "{}]", "{} 1"] {
+            assert_eq!(field_of::<PatchBody>(body), "body", "{body}");
+        }
+        for body in ["{}", " {} ", "{}\r\n", "\n{\"doc_open\":false}\n\n"] {
+            assert!(parse::<PatchBody>(body.as_bytes()).is_ok(), "{body:?}");
+        }
     }
 }
