@@ -281,3 +281,81 @@ fn batch_items_carry_their_own_conditions() {
     let reply = batch(json!({"deletes": [{"uuid": b, "if_match": "\"1\""}]}));
     refused(&gate, &before, &reply, 412, "deletes[0].if_match", "b's old ETag");
 }
+
+// ---- Validation at the door: every answer fits in one datagram ----
+
+/// A device whose answers cannot fit in one datagram (1,152 bytes of CoAP, RFC 7252 s4.6) is
+/// refused with 400 naming the field, alone or in a batch; it used to be accepted and reported
+/// `eligible: true` while it could never answer.
+#[test]
+fn oversized_devices_are_refused_naming_the_field() {
+    let dir = TempDir::new("oversized");
+    let Some(gate) = Gate::start(GateOpts::ports(8).state_dir(dir.path())) else { return };
+    let u = uuid(16, 1);
+    let base = lamp(u, "big");
+    let v6 = |i: usize| format!("coap://[fd00::b]:{}", 50_000 + i);
+    let cases: Vec<(&str, DeviceEntry, &str)> = vec![
+        ("2,000 oxms", DeviceEntry { oxms: vec![0; 2_000], ..base.clone() }, "oxms"),
+        (
+            "10k types",
+            DeviceEntry { types: vec!["oic.d.light".into(); 10_000], ..base.clone() },
+            "types",
+        ),
+        ("9 types", DeviceEntry { types: vec!["oic.d.light".into(); 9], ..base.clone() }, "types"),
+        ("long types", DeviceEntry { types: vec!["t".repeat(300); 4], ..base.clone() }, "types"),
+        ("9 IPv6 eps", DeviceEntry { eps: (0..9).map(v6).collect(), ..base.clone() }, "eps"),
+        (
+            "long eps",
+            DeviceEntry {
+                eps: (0..4).map(|i| format!("coap://{}{i}:5683", "h".repeat(200))).collect(),
+                ..base.clone()
+            },
+            "eps",
+        ),
+    ];
+    let before = fingerprint(&gate);
+    for (what, device, field) in &cases {
+        let reply = put(&gate, device, &[]);
+        refused(&gate, &before, &reply, 400, field, what);
+        assert!(reply.error().1.contains("1152 bytes") || reply.error().1.contains("at most 8"));
+        let body = json!({"upserts": [lamp(uuid(16, 2), "fine"), device]});
+        let reply = gate.call("POST", "/v1/devices:batch", Some(&to_json(&body)));
+        refused(&gate, &before, &reply, 400, &format!("upserts[1].{field}"), what);
+    }
+    // At the limits: 8 endpoints of each family and 8 types are accepted, and eligible.
+    let full = DeviceEntry {
+        eps: (0..8).map(v6).chain((0..8).map(|i| format!("coap://10.0.0.1:{i}"))).collect(),
+        types: (0..8).map(|i| format!("oic.d.t{i}")).collect(),
+        ..base.clone()
+    };
+    let reply = put(&gate, &full, &[]);
+    assert_eq!(reply.status, 201, "{reply:?}");
+    assert!(gate.device(&u).expect("created").eligible);
+}
+
+/// The same device in a fleet file: `run` refuses to start, naming the entry and the field.
+#[test]
+fn fleet_file_with_an_oversized_device_is_refused_at_startup() {
+    let dir = TempDir::new("oversized-file");
+    let oxms = vec!["0"; 2_000].join(", ");
+    let file = dir.path().join("fleet.toml");
+    let text = format!(
+        "[[device]]\nuuid = \"{}\"\nname = \"ok\"\ndos = 1\n\n\
+         [[device]]\nuuid = \"{}\"\nname = \"big\"\ndos = 1\noxms = [{oxms}]\n",
+        uuid(17, 1),
+        uuid(17, 2)
+    );
+    std::fs::write(&file, text).expect("write the fleet file");
+    for state_dir in [None, Some(dir.path().join("state"))] {
+        let mut cmd = std::process::Command::new(support::BIN);
+        cmd.args(["run", "--iface", "lo", "--control", "", "--fleet"]).arg(&file);
+        if let Some(state) = &state_dir {
+            cmd.arg("--state-dir").arg(state);
+        }
+        let out = cmd.output().expect("run doxm-gate");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{stderr}");
+        let want = format!("device[1] ({}): oxms: with 2000 owner-transfer methods", uuid(17, 2));
+        assert!(stderr.contains(&want), "want {want:?} in:\n{stderr}");
+    }
+}

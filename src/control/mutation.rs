@@ -390,7 +390,7 @@ pub fn check(
                 upserted.insert(device.uuid, i);
                 let now = current(&device.uuid);
                 conditions.check(now.map(|(_, rev)| rev)).map_err(at)?;
-                let (_, state) = device.to_record().map_err(|e| at(entry_rejection(&e)))?;
+                let (_, state) = device.validate().map_err(|e| at(entry_rejection(&e)))?;
                 if device.bridge == Some(device.uuid) {
                     return Err(at(fleet_rejection(FleetError::SelfBridge)));
                 }
