@@ -4,6 +4,8 @@
 //!
 //! `cargo test --test config_limits`
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -13,8 +15,6 @@ use doxm_gate::fleet::{DeviceRecord, Fleet, OnboardingState};
 use doxm_gate::policy::Dos;
 use doxm_gate::wire::{option, Code, MessageType, Writer};
 use uuid::Uuid;
-
-const BIN: &str = env!("CARGO_BIN_EXE_doxm-gate");
 
 /// One eligible device with one oxm (the answer the engine budgets for).
 fn fleet() -> Arc<Fleet> {
@@ -116,11 +116,9 @@ fn run_refuses_limits_that_never_answer() {
             "limits.answer_rate_bytes",
         ),
     ] {
-        let out = std::process::Command::new(BIN)
-            .args(["run", "--iface", "lo", "--control", ""])
-            .args(&args)
-            .output()
-            .expect("run doxm-gate");
+        let mut cmd = std::process::Command::new(support::BIN);
+        cmd.args(["run", "--iface", "lo", "--control", ""]).args(&args);
+        let out = support::output_within(cmd, std::time::Duration::from_secs(20));
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{args:?}: {stderr}");
         assert!(stderr.contains(key), "{args:?}: want {key} in:\n{stderr}");

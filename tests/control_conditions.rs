@@ -352,7 +352,7 @@ fn fleet_file_with_an_oversized_device_is_refused_at_startup() {
         if let Some(state) = &state_dir {
             cmd.arg("--state-dir").arg(state);
         }
-        let out = cmd.output().expect("run doxm-gate");
+        let out = support::output_within(cmd, std::time::Duration::from_secs(20));
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{stderr}");
         let want = format!("device[1] ({}): oxms: with 2000 owner-transfer methods", uuid(17, 2));
