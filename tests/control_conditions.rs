@@ -111,6 +111,23 @@ fn if_match_and_if_none_match_on_put_patch_delete() {
         refused(&gate, &before, &reply, 400, name, value);
     }
 
+    // GET: If-None-Match of the current ETag is 304 without a body; If-Match that does not
+    // match is 412; otherwise 200.
+    let get = |headers: &[(&str, &str)]| gate.call_with("GET", &device_path(&u), None, headers);
+    for current in ["\"5\"", "W/\"5\"", "*", "\"1\", \"5\""] {
+        let reply = get(&[("If-None-Match", current)]);
+        assert_eq!(
+            (reply.status, reply.etag, reply.body.as_str()),
+            (304, Some(5), ""),
+            "{current}"
+        );
+    }
+    assert_eq!(get(&[("If-None-Match", "\"4\"")]).status, 200);
+    assert_eq!(get(&[("If-Match", "\"5\"")]).status, 200);
+    let reply = get(&[("If-Match", "\"4\"")]);
+    refused(&gate, &before, &reply, 412, "If-Match", "GET If-Match stale");
+    assert_eq!(get(&[("If-Match", "5")]).status, 400);
+
     // DELETE with the current ETag: 200, no ETag (the device is gone).
     let reply = delete(&gate, &u, &[("If-Match", &etag(5))]);
     assert_eq!((reply.status, reply.etag), (200, None), "{reply:?}");

@@ -20,7 +20,8 @@
 //!
 //! Conditional requests (RFC 9110 s13, see [`super::mutation`]): PUT, PATCH and DELETE take
 //! `If-Match` (`"7"`, a list, or `*`) and `If-None-Match` (`*` on PUT: create only); a false
-//! condition is 412 naming the header, a malformed one 400. The ETag is the revision as a
+//! condition is 412 naming the header, a malformed one 400. A GET with `If-None-Match` of the
+//! current ETag is 304 without a body. The ETag is the revision as a
 //! strong entity-tag, `"7"`, and never repeats for a UUID, across deletes and restarts. A batch
 //! has no ETag: each item carries its own `if_match` / `if_none_match`, the header's syntax as
 //! a string (`"if_match": "\"7\""`) or a revision as a number (`"if_match": 7`); a delete
@@ -185,7 +186,9 @@ fn respond(reply: Reply) -> Response {
     )
         .into_response();
     let content_type = if reply.json { "application/json" } else { "text/plain; version=0.0.4" };
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if reply.status != 304 {
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    }
     if let Some(Ok(etag)) = reply.etag.map(|rev| HeaderValue::from_str(&mutation::etag(rev))) {
         response.headers_mut().insert(header::ETAG, etag);
     }
@@ -295,14 +298,16 @@ fn route(call: &Call, shared: &Shared) -> Reply {
                 return Reply::error(400, "uuid", &format!("{id:?} is not a UUID"));
             };
             let conditions = match *method {
-                Method::PUT | Method::PATCH | Method::DELETE => match call.preconditions() {
-                    Ok(c) => c,
-                    Err(reply) => return reply,
-                },
+                Method::GET | Method::PUT | Method::PATCH | Method::DELETE => {
+                    match call.preconditions() {
+                        Ok(c) => c,
+                        Err(reply) => return reply,
+                    }
+                }
                 _ => Preconditions::default(),
             };
             match *method {
-                Method::GET => get(store, &uuid),
+                Method::GET => get(store, &uuid, conditions),
                 Method::PUT => put(store, &uuid, &call.body, conditions),
                 Method::PATCH => patch(store, &uuid, &call.body, conditions),
                 Method::DELETE => {
@@ -679,9 +684,25 @@ fn view(store: &Store, id: DeviceId) -> Option<(serde_json::Value, u64)> {
     ))
 }
 
-fn get(store: &Store, uuid: &Uuid) -> Reply {
+/// A device; with `If-None-Match` of its ETag, 304 and no body (RFC 9110 s13.1.2), with an
+/// `If-Match` that does not match, 412.
+fn get(store: &Store, uuid: &Uuid, conditions: Preconditions) -> Reply {
     match store.fleet().lookup(uuid).and_then(|id| view(store, id)) {
         Some((value, revision)) => {
+            let current = Some(Some(revision));
+            let Preconditions { if_match, if_none_match } = conditions;
+            let if_match = Preconditions { if_match, if_none_match: None };
+            if let Err(r) = if_match.check(current) {
+                return Reply::rejected(&r);
+            }
+            if if_none_match.is_some_and(|c| c.matches(current, false)) {
+                return Reply {
+                    status: 304,
+                    body: String::new(),
+                    json: false,
+                    etag: Some(revision),
+                };
+            }
             let mut reply = Reply::json(200, &value);
             reply.etag = Some(revision);
             reply

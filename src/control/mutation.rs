@@ -193,7 +193,7 @@ impl TagCondition {
     /// Whether a device at `current` (`None`: absent; `Some(None)`: present but changed earlier
     /// in the batch, with no ETag yet) matches: strong comparison for `If-Match`, weak for
     /// `If-None-Match` (RFC 9110 s8.8.3.2).
-    fn matches(&self, current: Option<Option<u64>>, strong: bool) -> bool {
+    pub fn matches(&self, current: Option<Option<u64>>, strong: bool) -> bool {
         match (self, current) {
             (_, None) => false,
             (TagCondition::Any, Some(_)) => true,
@@ -237,9 +237,13 @@ impl Preconditions {
         self.if_match.is_none() && self.if_none_match.is_none()
     }
 
-    /// Evaluates the conditions against a device at `current` (see [`TagCondition::matches`]);
-    /// 412 naming `If-Match` or `If-None-Match` when one is false.
-    fn check(&self, current: Option<Option<u64>>) -> Result<(), Rejection> {
+    /// Evaluates the conditions against a device at `current` (see [`TagCondition::matches`]),
+    /// `If-Match` first (RFC 9110 s13.2.2); 412 naming `If-Match` or `If-None-Match` when one
+    /// is false.
+    ///
+    /// # Errors
+    /// The false condition.
+    pub fn check(&self, current: Option<Option<u64>>) -> Result<(), Rejection> {
         let now = match current {
             None => "the device does not exist".to_owned(),
             Some(None) => "the device is changed by an earlier change of this batch".to_owned(),
