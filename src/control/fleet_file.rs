@@ -284,7 +284,7 @@ fn check_fits(record: &DeviceRecord) -> Result<(), String> {
             let eps: usize = record.eps_for(v6).map(|e| 2 * e.len()).sum();
             let types: usize = record.device_types.iter().map(|t| t.len()).sum();
             let field = if eps >= types { "eps" } else { "types" };
-            return Err(format!("{field}: the /oic/res links {fit}"));
+            return Err(format!("{field}: the /oic/res answer {fit}"));
         }
     }
     Ok(())
