@@ -37,6 +37,9 @@
 //! ```
 //!
 //! Unknown keys are rejected with their name, so a typo never silently falls back to a default.
+//! So are limits under which the gate could never answer: `max_window_ms = 0` (no answer fits
+//! a window of nothing, whatever `leisure_ms` says), or an `answer_rate_bytes` that pays for
+//! less than one answer within `max_window_ms` ([`one_answer_bytes`]).
 //! The same holds for values: `log_level = "loud"` is refused (see [`LogLevel`]), not read as a
 //! filter that lets nothing through.
 
@@ -52,6 +55,8 @@ use crate::engine::endpoint::EndpointPlan;
 use crate::engine::Config as EngineConfig;
 use crate::io::net::DEFAULT_GROUPS;
 use crate::io::DriverConfig;
+use crate::wire::coap::{Code, MessageType, MAX_TOKEN_LEN};
+use crate::wire::ocf::{self, oxm, sct, View};
 
 /// The configuration file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -375,6 +380,26 @@ impl GateConfig {
         if !(l.source_burst >= 1.0 && l.source_burst.is_finite()) {
             return Err(error("limits.source_burst", "must be at least 1"));
         }
+        if l.max_window_ms == 0 {
+            return Err(error(
+                "limits.max_window_ms",
+                "must be positive: no answer fits a window of 0 ms, so the gate would answer nothing",
+            ));
+        }
+        // The byte budget admits an answer when it is paid for within the window (engine
+        // `AnswerBudget`): R x W must hold one answer, or every request is shed.
+        let answer = one_answer_bytes();
+        let budget = u128::from(l.answer_rate_bytes) * u128::from(l.max_window_ms) / 1_000;
+        if budget < u128::from(answer) {
+            return Err(error(
+                "limits.answer_rate_bytes",
+                format!(
+                    "{} bytes/s over max_window_ms = {} ms pays for {budget} bytes, less than one \
+                     answer ({answer} bytes): the gate would answer nothing",
+                    l.answer_rate_bytes, l.max_window_ms
+                ),
+            ));
+        }
         if l.max_window_ms < l.leisure_ms {
             return Err(error("limits.max_window_ms", "must be at least leisure_ms"));
         }
@@ -515,6 +540,33 @@ fn check_token(token: &str, key: &'static str) -> Result<String, ConfigError> {
         return Err(error(key, "the token holds whitespace, control or non-ASCII characters"));
     }
     Ok(token.to_owned())
+}
+
+/// The bytes the engine's budget charges for one answer at most: a doxm answer with one oxm on
+/// the baseline interface, with an 8-byte token (the engine's typical answer size plus the
+/// token, as it budgets each request).
+pub fn one_answer_bytes() -> u64 {
+    let doxm = ocf::Doxm {
+        oxms: &[oxm::JUST_WORKS],
+        oxmsel: oxm::SELF,
+        sct: sct::PAIRWISE_PSK | sct::CERTIFICATE,
+        owned: false,
+        devowneruuid: uuid::Uuid::nil(),
+        deviceuuid: uuid::Uuid::nil(),
+        rowneruuid: uuid::Uuid::nil(),
+    };
+    let mut buf = [0u8; 512];
+    let token = [0u8; MAX_TOKEN_LEN];
+    let len = ocf::write_response(
+        &mut buf,
+        MessageType::NonConfirmable,
+        Code::CONTENT,
+        0,
+        &token,
+        |out| doxm.encode(View::Baseline, out),
+    )
+    .unwrap_or(buf.len());
+    len as u64
 }
 
 fn split_prefix(text: &str, key: &'static str) -> Result<(String, u8), ConfigError> {
@@ -671,5 +723,34 @@ mod tests {
         assert_eq!(config.engine().unwrap_err().key, "limits.source_window_ms");
         let config: GateConfig = toml::from_str("[limits]\nsource_window_ms = 0\n").unwrap();
         assert_eq!(config.engine().unwrap().source_window, Duration::ZERO);
+    }
+
+    /// Limits under which the gate could never answer are refused, naming the key.
+    #[test]
+    fn test_limits_that_never_answer_are_refused() {
+        let limits = |text: &str| -> Result<EngineConfig, ConfigError> {
+            toml::from_str::<GateConfig>(&format!("[limits]\n{text}\n")).unwrap().engine()
+        };
+        let key = |text: &str| limits(text).map(|_| "ok").unwrap_or_else(|e| e.key);
+        assert_eq!(
+            key("leisure_ms = 0\nmax_window_ms = 0\nsource_window_ms = 0"),
+            "limits.max_window_ms"
+        );
+        assert_eq!(key("max_window_ms = 0\nleisure_ms = 0"), "limits.max_window_ms");
+        let answer = one_answer_bytes();
+        assert!((150..300).contains(&answer), "{answer}");
+        // One answer's bytes per second over a 1 s window: just enough; one byte less is not.
+        let exact = format!("answer_rate_bytes = {answer}\nmax_window_ms = 1000\nleisure_ms = 1000\nsource_window_ms = 1000");
+        assert_eq!(key(&exact), "ok");
+        let short = format!("answer_rate_bytes = {}\nmax_window_ms = 1000\nleisure_ms = 1000\nsource_window_ms = 1000", answer - 1);
+        assert_eq!(key(&short), "limits.answer_rate_bytes");
+        let e = limits(
+            "answer_rate_bytes = 10\nmax_window_ms = 1000\nleisure_ms = 0\nsource_window_ms = 0",
+        )
+        .unwrap_err();
+        let want = format!("10 bytes/s over max_window_ms = 1000 ms pays for 10 bytes, less than one answer ({answer} bytes)");
+        assert!(e.to_string().starts_with(&format!("limits.answer_rate_bytes: {want}")), "{e}");
+        // Leisure 0 with a window is fine: answers are spread over the budget's time.
+        assert_eq!(key("leisure_ms = 0"), "ok");
     }
 }

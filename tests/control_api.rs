@@ -303,10 +303,11 @@ fn patch_with_if_match() {
     assert_eq!(after.device, patched(&lamp, &patch));
     assert_eq!(after.reason, "not-rfotm");
 
-    // A stale revision: 412 naming If-Match, and nothing changes.
+    // A stale revision, a weak tag (If-Match compares strongly) or another tag: 412 naming
+    // If-Match, and nothing changes.
     let before = fingerprint(&gate);
     let back = r#"{"dos":1,"owned":false}"#;
-    for stale in ["\"1\"", "1", "W/\"1\"", "\"99\""] {
+    for stale in ["\"1\"", "W/\"1\"", "W/\"2\"", "\"99\"", "\"abc\"", "\"1\", \"3\""] {
         let reply = gate.call_with("PATCH", &path, Some(back), &[("If-Match", stale)]);
         assert_eq!(reply.status, 412, "{stale}: {reply:?}");
         assert_eq!(reply.error().0, "If-Match");
@@ -315,11 +316,13 @@ fn patch_with_if_match() {
     let view = gate.device(&u).expect("present");
     assert_eq!((view.revision, view.device.dos), (2, Some(2)));
 
-    // Not a revision: 400.
-    let reply = gate.call_with("PATCH", &path, Some(back), &[("If-Match", "\"abc\"")]);
-    assert_eq!(reply.status, 400, "{reply:?}");
-    assert_eq!(reply.error().0, "If-Match");
-    assert_eq!(fingerprint(&gate), before);
+    // Not an entity-tag (RFC 9110 quotes them): 400.
+    for bad in ["1", "\"1", "\"1\" x", "W/1", "**", ""] {
+        let reply = gate.call_with("PATCH", &path, Some(back), &[("If-Match", bad)]);
+        assert_eq!(reply.status, 400, "{bad:?}: {reply:?}");
+        assert_eq!(reply.error().0, "If-Match");
+        assert_eq!(fingerprint(&gate), before);
+    }
 
     // Unconditional: applies; a partial patch keeps the other fields; the DOC opens and closes.
     let reply = gate.call("PATCH", &path, Some(back));
@@ -557,6 +560,16 @@ fn bad_inputs() -> Vec<Bad> {
         bad("malformed JSON (batch)", "POST", "/v1/devices:batch", Some("[")),
         bad("not an object (PUT)", "PUT", &np, Some("42")),
         bad("empty body (PUT)", "PUT", &np, Some("")),
+        // Trailing bytes after the JSON value (issue 14).
+        bad("trailing garbage (PATCH)", "PATCH", &dp, Some(r#"{"doc_open":false} xyz"#)),
+        bad("two values (PATCH)", "PATCH", &dp, Some(r#"{"doc_open":true}{"dos":3}"#)),
+        bad("trailing garbage (PUT)", "PUT", &np, Some(format!("{} ]", put("")).as_str())),
+        bad(
+            "trailing garbage (batch)",
+            "POST",
+            "/v1/devices:batch",
+            Some(format!(r#"{{"patches":[{{"uuid":"{d}","doc_open":true}}]}} x"#).as_str()),
+        ),
         // Unknown fields.
         bad("unknown field (PUT)", "PUT", &np, Some(put(r#","colour":"red""#).as_str()))
             .field("colour"),
@@ -619,9 +632,45 @@ fn bad_inputs() -> Vec<Bad> {
             .field("name"),
         bad("no oxms", "PUT", &np, Some(put(r#","oxms":[]"#).as_str())).field("oxms"),
         // Conditional requests.
-        bad("If-Match not a revision", "PATCH", &dp, Some(r#"{"dos":1}"#))
-            .header("If-Match", "\"x\"")
+        bad("If-Match not an entity-tag", "PATCH", &dp, Some(r#"{"dos":1}"#))
+            .header("If-Match", "7")
             .field("If-Match"),
+        bad("If-None-Match not an entity-tag", "PUT", &np, Some(put("").as_str()))
+            .header("If-None-Match", "any")
+            .field("If-None-Match"),
+        bad("If-Match on a batch", "POST", "/v1/devices:batch", Some(r#"{"deletes":[]}"#))
+            .header("If-Match", "*")
+            .field("If-Match"),
+        bad("If-Match of another tag", "PATCH", &dp, Some(r#"{"dos":1}"#))
+            .header("If-Match", "\"x\"")
+            .status(&[412])
+            .field("If-Match"),
+        bad(
+            "If-Match stale (PUT)",
+            "PUT",
+            &dp,
+            Some(format!(r#"{{"uuid":"{d}","name":"x"}}"#).as_str()),
+        )
+        .header("If-Match", "\"99999\"")
+        .status(&[412])
+        .field("If-Match"),
+        bad("If-Match stale (DELETE)", "DELETE", &dp, None)
+            .header("If-Match", "\"99999\"")
+            .status(&[412])
+            .field("If-Match"),
+        bad("If-Match * of a new device (PUT)", "PUT", &np, Some(put("").as_str()))
+            .header("If-Match", "*")
+            .status(&[412])
+            .field("If-Match"),
+        bad(
+            "If-None-Match * of a device (PUT)",
+            "PUT",
+            &dp,
+            Some(format!(r#"{{"uuid":"{d}","name":"x"}}"#).as_str()),
+        )
+        .header("If-None-Match", "*")
+        .status(&[412])
+        .field("If-None-Match"),
         bad("If-Match stale", "PATCH", &dp, Some(r#"{"dos":1}"#))
             .header("If-Match", "\"7\"")
             .status(&[412])

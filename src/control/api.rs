@@ -3,7 +3,7 @@
 //! | call | what |
 //! |---|---|
 //! | `PUT /v1/devices/{uuid}` | create or replace a device (a fleet-file entry as JSON) |
-//! | `PATCH /v1/devices/{uuid}` | change `dos`, `owned`, `doc_open`, `devowneruuid`, `rowneruuid`, `oxmsel`; `If-Match: "rev"` makes it conditional |
+//! | `PATCH /v1/devices/{uuid}` | change `dos`, `owned`, `doc_open`, `devowneruuid`, `rowneruuid`, `oxmsel` |
 //! | `POST /v1/devices:batch` | `{"upserts":[..],"patches":[{"uuid":..,..}],"deletes":[..]}`, all or nothing, at most [`MAX_BATCH`] changes; the reply counts them and lists the first [`REPLY_REVISIONS_MAX`] revisions |
 //! | `DELETE /v1/devices/{uuid}` | remove a device |
 //! | `GET /v1/devices/{uuid}` | the record, its revision (also the ETag), and whether it is eligible or why not (a drop reason, or `bridge-missing`) |
@@ -14,13 +14,24 @@
 //! Every 2xx mutation is on disk before the reply (see [`super::store`]). Bad input gets a 4xx
 //! with `{"error":{"field":..,"reason":..}}` and changes nothing. `field` is the offending
 //! field's path in the body: `dos` (or `colour`, an unknown one) in a single-device call;
-//! `upserts[3].dos`, `patches[1].owned`, `deletes[0]` in a batch, always with the index.
+//! `upserts[3].dos`, `patches[1].owned`, `deletes[0]` in a batch, always with the index. A body
+//! is one JSON value: anything after it but whitespace is 400 naming `body`.
 //!
 //! With a bearer token configured, a call without it gets 401 and changes nothing, before any of
 //! its body is read (the connection is then closed): `Authorization: Bearer TOKEN`, the scheme in
 //! any case (RFC 9110 s11.1), the token compared in constant time. A body must arrive within the
 //! body timeout (else 408 and the connection closes). The connections themselves (cap, header
 //! and idle timeouts, accept errors, shutdown) are [`super::transport`]'s.
+//!
+//! Conditional requests (RFC 9110 s13, see [`super::mutation`]): PUT, PATCH and DELETE take
+//! `If-Match` (`"7"`, a list, or `*`) and `If-None-Match` (`*` on PUT: create only); a false
+//! condition is 412 naming the header, a malformed one 400. A GET with `If-None-Match` of the
+//! current ETag is 304 without a body. The ETag is the revision as a strong entity-tag, `"7"`,
+//! and never repeats for a UUID, across deletes and restarts. A batch has no ETag: each item
+//! carries its own `if_match` / `if_none_match`, the header's syntax as a string
+//! (`"if_match": "\"7\""`) or a revision as a number (`"if_match": 7`); a delete item with
+//! conditions is an object, `{"uuid": .., "if_match": 7}`. A false one names the item:
+//! `patches[1].if_match`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,6 +42,8 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use parking_lot::RwLock;
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{self, DeserializeSeed, Deserializer, IntoDeserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use subtle::ConstantTimeEq;
@@ -38,7 +51,7 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::metrics;
-use super::mutation::{Mutation, PatchBody, Rejection};
+use super::mutation::{self, Mutation, PatchBody, Preconditions, Rejection, TagCondition};
 use super::store::Store;
 use super::transport::{self, Transport, TransportConfig};
 use crate::control::fleet_file::{DeviceEntry, FleetFile};
@@ -241,14 +254,20 @@ async fn serve_call(State(shared): State<Arc<Shared>>, request: Request) -> Resp
             return closing(respond(Reply::error(408, "body", &reason)));
         }
     };
-    let text = |name: header::HeaderName| {
-        headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+    // A list field may come in several lines: one list, joined with ", " (RFC 9110 s5.3). A
+    // value that is not visible ASCII is kept as `Err` and refused with 400 naming the field.
+    let list = |name: header::HeaderName| -> Option<Result<String, ()>> {
+        let mut lines = headers.get_all(name).iter().peekable();
+        lines.peek()?;
+        let texts: Result<Vec<&str>, _> = lines.map(|v| v.to_str()).collect();
+        Some(texts.map(|t| t.join(", ")).map_err(|_| ()))
     };
     let call = Call {
         method,
         path: uri.path().to_owned(),
         query: uri.query().unwrap_or_default().to_owned(),
-        if_match: text(header::IF_MATCH),
+        if_match: list(header::IF_MATCH),
+        if_none_match: list(header::IF_NONE_MATCH),
         body,
     };
     let reply = tokio::task::spawn_blocking(move || route(&call, &shared))
@@ -264,8 +283,10 @@ fn respond(reply: Reply) -> Response {
     )
         .into_response();
     let content_type = if reply.json { "application/json" } else { "text/plain; version=0.0.4" };
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    if let Some(Ok(etag)) = reply.etag.map(|rev| HeaderValue::from_str(&format!("\"{rev}\""))) {
+    if reply.status != 304 {
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    }
+    if let Some(Ok(etag)) = reply.etag.map(|rev| HeaderValue::from_str(&mutation::etag(rev))) {
         response.headers_mut().insert(header::ETAG, etag);
     }
     response
@@ -276,8 +297,31 @@ struct Call {
     method: Method,
     path: String,
     query: String,
-    if_match: Option<String>,
+    /// `If-Match`, its lines joined; `Err` when it is not text.
+    if_match: Option<Result<String, ()>>,
+    /// `If-None-Match`, likewise.
+    if_none_match: Option<Result<String, ()>>,
     body: Bytes,
+}
+
+impl Call {
+    /// The request's `If-Match` and `If-None-Match` (RFC 9110 s13.1).
+    ///
+    /// # Errors
+    /// 400 naming the field that does not parse.
+    fn preconditions(&self) -> Result<Preconditions, Reply> {
+        let parse = |name: &str, value: &Option<Result<String, ()>>| match value {
+            None => Ok(None),
+            Some(Ok(text)) => TagCondition::parse(text)
+                .map(Some)
+                .map_err(|reason| Reply::error(400, name, &reason)),
+            Some(Err(())) => Err(Reply::error(400, name, "not visible ASCII")),
+        };
+        Ok(Preconditions {
+            if_match: parse("If-Match", &self.if_match)?,
+            if_none_match: parse("If-None-Match", &self.if_none_match)?,
+        })
+    }
 }
 
 /// A reply: status, JSON or text body, extra headers.
@@ -333,23 +377,38 @@ fn route(call: &Call, shared: &Shared) -> Reply {
             Reply::json(200, &FleetFile { device })
         }
         (&Method::GET, ["v1", "devices"]) => list(store, query),
-        (&Method::POST, ["v1", "devices:batch"]) => batch(store, &call.body),
+        (&Method::POST, ["v1", "devices:batch"]) => {
+            // The batch resource has no ETag: each item carries its own conditions.
+            for (field, given) in
+                [("If-Match", &call.if_match), ("If-None-Match", &call.if_none_match)]
+            {
+                if given.is_some() {
+                    let reason = "a batch takes conditions per item (if_match, if_none_match)";
+                    return Reply::error(400, field, reason);
+                }
+            }
+            batch(store, &call.body)
+        }
         (_, ["v1", "devices", id]) => {
             let Ok(uuid) = Uuid::parse_str(id) else {
                 return Reply::error(400, "uuid", &format!("{id:?} is not a UUID"));
             };
-            match *method {
-                Method::GET => get(store, &uuid),
-                Method::PUT => put(store, &uuid, &call.body),
-                Method::PATCH => {
-                    let expected = match call.if_match.as_deref().map(parse_etag) {
-                        None => None,
-                        Some(Some(rev)) => Some(rev),
-                        Some(None) => return Reply::error(400, "If-Match", "not a revision ETag"),
-                    };
-                    patch(store, &uuid, &call.body, expected)
+            let conditions = match *method {
+                Method::GET | Method::PUT | Method::PATCH | Method::DELETE => {
+                    match call.preconditions() {
+                        Ok(c) => c,
+                        Err(reply) => return reply,
+                    }
                 }
-                Method::DELETE => mutate(store, vec![Mutation::Delete { uuid }], None, 200),
+                _ => Preconditions::default(),
+            };
+            match *method {
+                Method::GET => get(store, &uuid, conditions),
+                Method::PUT => put(store, &uuid, &call.body, conditions),
+                Method::PATCH => patch(store, &uuid, &call.body, conditions),
+                Method::DELETE => {
+                    mutate(store, vec![Mutation::Delete { uuid }], vec![conditions], 200)
+                }
                 _ => Reply::error(405, "method", "not allowed on a device"),
             }
         }
@@ -357,13 +416,19 @@ fn route(call: &Call, shared: &Shared) -> Reply {
     }
 }
 
-fn parse_etag(value: &str) -> Option<u64> {
-    value.trim().trim_start_matches("W/").trim_matches('"').parse().ok()
-}
-
+/// Parses a JSON body: one value and nothing after it but whitespace (`{"doc_open":false} xyz`
+/// is refused naming `body`, as serde_json's `from_slice` would, not read as its first value).
 fn parse<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, Reply> {
     let mut json = serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(&mut json).map_err(|e| {
+    let value = parse_value(&mut json)?;
+    json.end().map_err(|e| Reply::error(400, "body", &e.to_string()))?;
+    Ok(value)
+}
+
+fn parse_value<T: for<'de> Deserialize<'de>>(
+    json: &mut serde_json::Deserializer<serde_json::de::SliceRead<'_>>,
+) -> Result<T, Reply> {
+    serde_path_to_error::deserialize(json).map_err(|e| {
         let reason = e.inner().to_string();
         if e.inner().is_syntax() || e.inner().is_eof() {
             return Reply::error(400, "body", &reason);
@@ -384,14 +449,19 @@ fn parse<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, Reply> {
 
 /// Applies `batch`. A refused change of a batch call is named by its path in the batch body
 /// (`upserts[3].dos`); that of a single-device call by its field alone (`dos`).
-fn mutate(store: &Store, batch: Vec<Mutation>, expected: Option<u64>, status: u16) -> Reply {
-    mutate_as(store, batch, expected, status, false)
+fn mutate(
+    store: &Store,
+    batch: Vec<Mutation>,
+    conditions: Vec<Preconditions>,
+    status: u16,
+) -> Reply {
+    mutate_as(store, batch, &conditions, status, false)
 }
 
 fn mutate_as(
     store: &Store,
     batch: Vec<Mutation>,
-    expected: Option<u64>,
+    conditions: &[Preconditions],
     status: u16,
     batch_call: bool,
 ) -> Reply {
@@ -406,7 +476,8 @@ fn mutate_as(
         }
         counts
     });
-    match store.mutate(batch, expected) {
+    let deletion = matches!(batch.as_slice(), [Mutation::Delete { .. }]);
+    match store.mutate(batch, conditions) {
         Ok(revisions) => {
             let listed = revisions.len().min(REPLY_REVISIONS_MAX);
             let applied: Vec<_> = revisions[..listed]
@@ -425,13 +496,20 @@ fn mutate_as(
                 None => json!({"applied": applied}),
             };
             let mut reply = Reply::json(status, &body);
-            if let [(_, rev)] = revisions.as_slice() {
+            // A deleted device has no ETag.
+            if let ([(_, rev)], false) = (revisions.as_slice(), deletion) {
                 reply.etag = Some(*rev);
             }
             reply
         }
         Err(mut r) => {
             if batch_call {
+                // A batch item's conditions are its fields `if_match` and `if_none_match`.
+                if r.field == "If-Match" {
+                    r.field = "if_match".to_owned();
+                } else if r.field == "If-None-Match" {
+                    r.field = "if_none_match".to_owned();
+                }
                 r.field = r.path();
             }
             Reply::rejected(&r)
@@ -439,7 +517,7 @@ fn mutate_as(
     }
 }
 
-fn put(store: &Store, uuid: &Uuid, bytes: &[u8]) -> Reply {
+fn put(store: &Store, uuid: &Uuid, bytes: &[u8], conditions: Preconditions) -> Reply {
     let device: DeviceEntry = match parse(bytes) {
         Ok(d) => d,
         Err(r) => return r,
@@ -448,17 +526,147 @@ fn put(store: &Store, uuid: &Uuid, bytes: &[u8]) -> Reply {
         return Reply::error(400, "uuid", "the body's uuid differs from the path's");
     }
     let status = if store.fleet().lookup(uuid).is_some() { 200 } else { 201 };
-    mutate(store, vec![Mutation::Upsert { device }], None, status)
+    mutate(store, vec![Mutation::Upsert { device }], vec![conditions], status)
 }
 
-fn patch(store: &Store, uuid: &Uuid, bytes: &[u8], expected: Option<u64>) -> Reply {
+fn patch(store: &Store, uuid: &Uuid, bytes: &[u8], conditions: Preconditions) -> Reply {
     match parse::<PatchBody>(bytes) {
-        Ok(patch) => mutate(store, vec![Mutation::Patch { uuid: *uuid, patch }], expected, 200),
+        Ok(patch) => {
+            mutate(store, vec![Mutation::Patch { uuid: *uuid, patch }], vec![conditions], 200)
+        }
         Err(r) => r,
     }
 }
 
-/// One entry of a batch's `patches`: the device and the fields to change.
+/// A batch item's condition: the header's syntax as a string (`"\"7\""`, `"*"`,
+/// `"W/\"7\", \"8\""`), or a revision as a number (`7`, the same as `"\"7\""`).
+#[derive(Debug)]
+struct Condition(TagCondition);
+
+impl<'de> Deserialize<'de> for Condition {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Condition, D::Error> {
+        struct ConditionVisitor;
+        impl Visitor<'_> for ConditionVisitor {
+            type Value = Condition;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a revision or an If-Match value (\"\\\"7\\\"\" or \"*\")")
+            }
+            fn visit_u64<E: de::Error>(self, revision: u64) -> Result<Condition, E> {
+                Ok(Condition(TagCondition::revision(revision)))
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<Condition, E> {
+                TagCondition::parse(text).map(Condition).map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_any(ConditionVisitor)
+    }
+}
+
+fn preconditions(if_match: Option<Condition>, if_none_match: Option<Condition>) -> Preconditions {
+    Preconditions { if_match: if_match.map(|c| c.0), if_none_match: if_none_match.map(|c| c.0) }
+}
+
+/// One entry of a batch's `upserts`: a device entry, plus optional `if_match` and
+/// `if_none_match` keys (read here, so that the entry keeps its own schema and error paths).
+#[derive(Debug)]
+struct UpsertItem {
+    device: DeviceEntry,
+    conditions: Preconditions,
+}
+
+impl<'de> Deserialize<'de> for UpsertItem {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<UpsertItem, D::Error> {
+        struct ItemVisitor;
+        impl<'de> Visitor<'de> for ItemVisitor {
+            type Value = UpsertItem;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a device entry")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<UpsertItem, A::Error> {
+                let mut found = (None, None);
+                let access = ConditionKeys { map, found: &mut found };
+                let device = DeviceEntry::deserialize(MapAccessDeserializer::new(access))?;
+                Ok(UpsertItem { device, conditions: preconditions(found.0, found.1) })
+            }
+        }
+        deserializer.deserialize_map(ItemVisitor)
+    }
+}
+
+/// A map that takes the keys `if_match` and `if_none_match` out of another one and passes
+/// every other key on. Keys are classified while they are read, so that an unknown key's error
+/// has its path (`upserts[3].colour`).
+struct ConditionKeys<'a, A> {
+    map: A,
+    found: &'a mut (Option<Condition>, Option<Condition>),
+}
+
+/// A key as [`KeySeed`] read it: a condition (with the seed it did not use), or another key.
+enum Key<K, T> {
+    IfMatch(K),
+    IfNoneMatch(K),
+    Other(T),
+}
+
+struct KeySeed<K> {
+    seed: K,
+    seen: (bool, bool),
+}
+
+impl<'de, K: DeserializeSeed<'de>> DeserializeSeed<'de> for KeySeed<K> {
+    type Value = Key<K, K::Value>;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de, K: DeserializeSeed<'de>> Visitor<'de> for KeySeed<K> {
+    type Value = Key<K, K::Value>;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a field name")
+    }
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<Self::Value, E> {
+        match key {
+            "if_match" if self.seen.0 => Err(E::duplicate_field("if_match")),
+            "if_none_match" if self.seen.1 => Err(E::duplicate_field("if_none_match")),
+            "if_match" => Ok(Key::IfMatch(self.seed)),
+            "if_none_match" => Ok(Key::IfNoneMatch(self.seed)),
+            _ => self.seed.deserialize(key.into_deserializer()).map(Key::Other),
+        }
+    }
+}
+
+impl<'de, A: MapAccess<'de>> MapAccess<'de> for ConditionKeys<'_, A> {
+    type Error = A::Error;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, A::Error> {
+        let mut seed = seed;
+        loop {
+            let seen = (self.found.0.is_some(), self.found.1.is_some());
+            seed = match self.map.next_key_seed(KeySeed { seed, seen })? {
+                None => return Ok(None),
+                Some(Key::Other(key)) => return Ok(Some(key)),
+                Some(Key::IfMatch(unused)) => {
+                    self.found.0 = Some(self.map.next_value()?);
+                    unused
+                }
+                Some(Key::IfNoneMatch(unused)) => {
+                    self.found.1 = Some(self.map.next_value()?);
+                    unused
+                }
+            };
+        }
+    }
+
+    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, A::Error> {
+        self.map.next_value_seed(seed)
+    }
+}
+
+/// One entry of a batch's `patches`: the device, the fields to change, and its conditions.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PatchItem {
@@ -469,17 +677,57 @@ struct PatchItem {
     devowneruuid: Option<Uuid>,
     rowneruuid: Option<Uuid>,
     oxmsel: Option<i32>,
+    if_match: Option<Condition>,
+    if_none_match: Option<Condition>,
+}
+
+/// One entry of a batch's `deletes`: a UUID, or `{"uuid": .., "if_match": ..}`.
+#[derive(Debug)]
+struct DeleteItem {
+    uuid: Uuid,
+    conditions: Preconditions,
+}
+
+impl<'de> Deserialize<'de> for DeleteItem {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<DeleteItem, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Conditional {
+            uuid: Uuid,
+            if_match: Option<Condition>,
+            if_none_match: Option<Condition>,
+        }
+        struct DeleteVisitor;
+        impl<'de> Visitor<'de> for DeleteVisitor {
+            type Value = DeleteItem;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a UUID, or an object with uuid and if_match or if_none_match")
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<DeleteItem, E> {
+                let uuid = Uuid::parse_str(text).map_err(E::custom)?;
+                Ok(DeleteItem { uuid, conditions: Preconditions::default() })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<DeleteItem, A::Error> {
+                let c = Conditional::deserialize(MapAccessDeserializer::new(map))?;
+                Ok(DeleteItem {
+                    uuid: c.uuid,
+                    conditions: preconditions(c.if_match, c.if_none_match),
+                })
+            }
+        }
+        deserializer.deserialize_any(DeleteVisitor)
+    }
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct BatchBody {
     #[serde(default)]
-    upserts: Vec<DeviceEntry>,
+    upserts: Vec<UpsertItem>,
     #[serde(default)]
     patches: Vec<PatchItem>,
     #[serde(default)]
-    deletes: Vec<Uuid>,
+    deletes: Vec<DeleteItem>,
 }
 
 fn batch(store: &Store, bytes: &[u8]) -> Reply {
@@ -487,20 +735,31 @@ fn batch(store: &Store, bytes: &[u8]) -> Reply {
         Ok(b) => b,
         Err(r) => return r,
     };
-    let mut batch: Vec<Mutation> =
-        body.upserts.into_iter().map(|device| Mutation::Upsert { device }).collect();
-    batch.extend(body.patches.into_iter().map(|p| Mutation::Patch {
-        uuid: p.uuid,
-        patch: PatchBody {
-            dos: p.dos,
-            owned: p.owned,
-            doc_open: p.doc_open,
-            devowneruuid: p.devowneruuid,
-            rowneruuid: p.rowneruuid,
-            oxmsel: p.oxmsel,
-        },
-    }));
-    batch.extend(body.deletes.into_iter().map(|uuid| Mutation::Delete { uuid }));
+    let count = body.upserts.len() + body.patches.len() + body.deletes.len();
+    let mut batch: Vec<Mutation> = Vec::with_capacity(count);
+    let mut conditions: Vec<Preconditions> = Vec::with_capacity(count);
+    for item in body.upserts {
+        batch.push(Mutation::Upsert { device: item.device });
+        conditions.push(item.conditions);
+    }
+    for p in body.patches {
+        batch.push(Mutation::Patch {
+            uuid: p.uuid,
+            patch: PatchBody {
+                dos: p.dos,
+                owned: p.owned,
+                doc_open: p.doc_open,
+                devowneruuid: p.devowneruuid,
+                rowneruuid: p.rowneruuid,
+                oxmsel: p.oxmsel,
+            },
+        });
+        conditions.push(preconditions(p.if_match, p.if_none_match));
+    }
+    for item in body.deletes {
+        batch.push(Mutation::Delete { uuid: item.uuid });
+        conditions.push(item.conditions);
+    }
     if batch.is_empty() {
         return Reply::error(400, "body", "an empty batch");
     }
@@ -512,7 +771,10 @@ fn batch(store: &Store, bytes: &[u8]) -> Reply {
         );
         return Reply::error(413, "body", &reason);
     }
-    mutate_as(store, batch, None, 200, true)
+    if conditions.iter().all(Preconditions::is_empty) {
+        conditions.clear();
+    }
+    mutate_as(store, batch, &conditions, 200, true)
 }
 
 /// The most changes (upserts + patches + deletes) one batch call may carry: more get 413 and
@@ -560,9 +822,25 @@ fn view(store: &Store, id: DeviceId) -> Option<(serde_json::Value, u64)> {
     ))
 }
 
-fn get(store: &Store, uuid: &Uuid) -> Reply {
+/// A device; with `If-None-Match` of its ETag, 304 and no body (RFC 9110 s13.1.2), with an
+/// `If-Match` that does not match, 412.
+fn get(store: &Store, uuid: &Uuid, conditions: Preconditions) -> Reply {
     match store.fleet().lookup(uuid).and_then(|id| view(store, id)) {
         Some((value, revision)) => {
+            let current = Some(Some(revision));
+            let Preconditions { if_match, if_none_match } = conditions;
+            let if_match = Preconditions { if_match, if_none_match: None };
+            if let Err(r) = if_match.check(current) {
+                return Reply::rejected(&r);
+            }
+            if if_none_match.is_some_and(|c| c.matches(current, false)) {
+                return Reply {
+                    status: 304,
+                    body: String::new(),
+                    json: false,
+                    etag: Some(revision),
+                };
+            }
             let mut reply = Reply::json(200, &value);
             reply.etag = Some(revision);
             reply
@@ -658,5 +936,15 @@ mod tests {
         assert_eq!(field_of::<BatchBody>(r#"{"deletes":["x"]}"#), "deletes[0]");
         assert_eq!(field_of::<BatchBody>(r#"{"upsert":[]}"#), "upsert");
         assert_eq!(field_of::<BatchBody>("["), "body");
+    }
+
+    #[test]
+    fn test_trailing_bytes_after_the_body_are_refused() {
+        for body in [r#"{"doc_open":false} xyz"#, r#"{"doc_open":false}{}"#, "{}]", "{} 1"] {
+            assert_eq!(field_of::<PatchBody>(body), "body", "{body}");
+        }
+        for body in ["{}", " {} ", "{}\r\n", "\n{\"doc_open\":false}\n\n"] {
+            assert!(parse::<PatchBody>(body.as_bytes()).is_ok(), "{body:?}");
+        }
     }
 }

@@ -25,6 +25,18 @@
 //! added and owned (`run` warns of it). A device without `dos` has an unknown state
 //! and answers nothing until the bridge reports it (fail closed). The demo fleet
 //! ([`demo_fleet`]) is just a built-in fleet file.
+//!
+//! # Every answer fits in one datagram
+//!
+//! The gate sends each answer as one CoAP message of at most [`MAX_MESSAGE_LEN`] = 1,152 bytes,
+//! RFC 7252 s4.6's bound when the path MTU is not known (an IPv6 minimum MTU of 1,280 bytes less
+//! the IP and UDP headers, with room to spare). A device whose doxm answer, `/oic/res` links or
+//! `/oic/d` cannot fit (measured with the engine's own encoders, with an 8-byte token, the
+//! baseline interface and the largest `oxmsel` a later PATCH may set) would never answer, so
+//! [`DeviceEntry::validate`] refuses it, naming the field: `oxms`, `types` or `eps`. So do more
+//! than [`MAX_LISTED`] `types`, or endpoints of one IP family in `eps`: the gate lists no more.
+//! This is checked at the door (the API, a fleet file), not when a journal is replayed: a
+//! device an older gate accepted still loads.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -32,11 +44,17 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::engine::unicast::{self, Body, LinkSelection, MAX_LISTED};
+use crate::engine::Config as EngineConfig;
 use crate::fleet::{
-    check_consistent, DeviceRecord, Fleet, FleetError, OnboardingState, RecordError,
+    check_consistent, DeviceRecord, Fleet, FleetError, OnboardingState, RecordError, StateWord,
 };
 use crate::policy::Dos;
-use crate::wire::ocf::{oxm, sct};
+use crate::wire::coap::{Code, MessageType, MAX_TOKEN_LEN};
+use crate::wire::ocf::{self, oxm, sct, View};
+
+/// The largest CoAP message the gate sends: RFC 7252 s4.6 (see the [module docs](self)).
+pub const MAX_MESSAGE_LEN: usize = 1_152;
 
 /// A fleet file.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,6 +155,18 @@ pub enum FleetFileError {
         /// The later entry's index.
         second: usize,
     },
+    /// A device entry of a fleet file is invalid.
+    #[error("{path}: device[{index}] ({uuid}): {reason}")]
+    Entry {
+        /// The file.
+        path: String,
+        /// The entry's index (from 0, in file order).
+        index: usize,
+        /// The device.
+        uuid: Uuid,
+        /// Why, starting with the field (`oxms: ...`).
+        reason: String,
+    },
     /// A device entry is invalid.
     #[error("device {uuid}: {reason}")]
     Device {
@@ -205,6 +235,82 @@ impl DeviceEntry {
     }
 }
 
+impl DeviceEntry {
+    /// [`DeviceEntry::to_record`], and the door's checks: every response the gate may send for
+    /// the device fits in one datagram (see the [module docs](self)).
+    ///
+    /// # Errors
+    /// The field that is wrong (`oxms: ...`, `types: ...`, `eps: ...`).
+    pub fn validate(&self) -> Result<(DeviceRecord, Option<OnboardingState>), FleetFileError> {
+        let (record, state) = self.to_record()?;
+        check_fits(&record).map_err(|reason| FleetFileError::Device { uuid: self.uuid, reason })?;
+        Ok((record, state))
+    }
+}
+
+/// Whether every response the gate may send for `record` fits in [`MAX_MESSAGE_LEN`]; the
+/// reason names the field when not.
+fn check_fits(record: &DeviceRecord) -> Result<(), String> {
+    let types = record.device_types.len();
+    if types > MAX_LISTED {
+        return Err(format!(
+            "types: {types} device types; the gate lists at most {MAX_LISTED} in /oic/d and /oic/res"
+        ));
+    }
+    for (v6, family) in [(true, "IPv6"), (false, "IPv4")] {
+        let eps = record.eps_for(v6).count();
+        if eps > MAX_LISTED {
+            return Err(format!(
+                "eps: {eps} {family} endpoints; the gate lists at most {MAX_LISTED} of one family"
+            ));
+        }
+    }
+    let fit =
+        format!("does not fit in one datagram ({MAX_MESSAGE_LEN} bytes of CoAP, RFC 7252 s4.6)");
+    // A PATCH may set any oxmsel: measure with the longest one.
+    let mut worst = record.clone();
+    worst.oxmsel = i32::MIN;
+    if !fits(&worst, Body::Doxm(View::Baseline), true) {
+        let n = record.oxms.len();
+        return Err(format!("oxms: with {n} owner-transfer methods the doxm answer {fit}"));
+    }
+    if !fits(record, Body::Device(View::Baseline), true) {
+        return Err(format!("types: the /oic/d answer {fit}"));
+    }
+    let links = Body::Links { baseline: true, links: LinkSelection { doxm: true, device: true } };
+    for v6 in [true, false] {
+        if !fits(record, links, v6) {
+            // Both links list the endpoints; the device link lists the types too.
+            let eps: usize = record.eps_for(v6).map(|e| 2 * e.len()).sum();
+            let types: usize = record.device_types.iter().map(|t| t.len()).sum();
+            let field = if eps >= types { "eps" } else { "types" };
+            return Err(format!("{field}: the /oic/res answer {fit}"));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `body` for `record`, as a piggybacked response with the longest token, fits.
+fn fits(record: &DeviceRecord, body: Body, v6: bool) -> bool {
+    thread_local! {
+        static CONFIG: EngineConfig = EngineConfig::default();
+    }
+    let mut buf = [0u8; MAX_MESSAGE_LEN];
+    let token = [0u8; MAX_TOKEN_LEN];
+    let word = StateWord::EMPTY;
+    CONFIG.with(|config| {
+        ocf::write_response(
+            &mut buf,
+            MessageType::Acknowledgement,
+            Code::CONTENT,
+            0,
+            &token,
+            |out| unicast::encode_body(body, record, word, v6, config, out),
+        )
+        .is_ok()
+    })
+}
+
 impl FleetFile {
     /// Reads a fleet file: JSON when the name ends in `.json`, TOML otherwise.
     ///
@@ -222,6 +328,15 @@ impl FleetFile {
         let file: FleetFile =
             parsed.map_err(|message| FleetFileError::Parse { path: name.clone(), message })?;
         file.check_unique(&name)?;
+        for (index, entry) in file.device.iter().enumerate() {
+            if let Err(e) = entry.validate() {
+                let reason = match e {
+                    FleetFileError::Device { reason, .. } => reason,
+                    other => other.to_string(),
+                };
+                return Err(FleetFileError::Entry { path: name, index, uuid: entry.uuid, reason });
+            }
+        }
         Ok(file)
     }
 
@@ -251,7 +366,7 @@ impl FleetFile {
         self.check_unique("fleet file")?;
         let mut records = Vec::with_capacity(self.device.len());
         for entry in &self.device {
-            records.push(entry.to_record()?);
+            records.push(entry.validate()?);
         }
         for (record, state) in records {
             let uuid = record.uuid;
@@ -371,6 +486,92 @@ mod tests {
         let err = file.apply(&fleet).unwrap_err().to_string();
         let uuid = file.device[3].uuid;
         assert_eq!(err, format!("fleet file: device[3] and device[7] have the same uuid {uuid}"));
+        assert_eq!(fleet.len(), 0);
+    }
+
+    fn field_of(entry: &DeviceEntry) -> String {
+        match entry.validate() {
+            Ok(_) => "ok".to_owned(),
+            Err(FleetFileError::Device { reason, .. }) => {
+                reason.split_once(": ").map_or(reason.clone(), |(f, _)| f.to_owned())
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn test_devices_whose_answers_cannot_fit_are_refused_naming_the_field() {
+        let lamp = demo_fleet(1).device[1].clone();
+        assert_eq!(field_of(&lamp), "ok");
+        let with = |f: &dyn Fn(&mut DeviceEntry)| {
+            let mut e = lamp.clone();
+            f(&mut e);
+            field_of(&e)
+        };
+        assert_eq!(with(&|e| e.oxms = vec![oxm::JUST_WORKS; 2_000]), "oxms");
+        assert_eq!(with(&|e| e.oxms = vec![i32::MIN; 250]), "oxms");
+        assert_eq!(with(&|e| e.types = vec!["oic.d.light".to_owned(); 10_000]), "types");
+        assert_eq!(with(&|e| e.types = vec!["oic.d.light".to_owned(); MAX_LISTED + 1]), "types");
+        assert_eq!(with(&|e| e.types = vec!["x".repeat(200); MAX_LISTED]), "types");
+        let v6 = |i: usize| format!("coap://[fd00::b]:{}", 50_000 + i);
+        let v4 = |i: usize| format!("coap://10.0.0.1:{}", 50_000 + i);
+        assert_eq!(with(&|e| e.eps = (0..MAX_LISTED + 1).map(v6).collect()), "eps");
+        assert_eq!(with(&|e| e.eps = (0..MAX_LISTED + 1).map(v4).collect()), "eps");
+        // Eight of each family is what the gate lists: accepted.
+        let both = |e: &mut DeviceEntry| e.eps = (0..8).map(v6).chain((0..8).map(v4)).collect();
+        assert_eq!(with(&both), "ok");
+        let long = |e: &mut DeviceEntry| {
+            e.eps = (0..4).map(|i| format!("coap://{}{i}.example:5683", "h".repeat(150))).collect()
+        };
+        assert_eq!(with(&long), "eps");
+    }
+
+    /// The limit is tight: the most oxms that pass give a doxm answer that the engine's encoder
+    /// writes within [`MAX_MESSAGE_LEN`] with an 8-byte token, and one more is refused.
+    #[test]
+    fn test_the_largest_accepted_device_answers_within_the_limit() {
+        let mut e = demo_fleet(1).device[1].clone();
+        e.oxms = vec![i32::MIN];
+        while field_of(&e) == "ok" {
+            e.oxms.push(i32::MIN);
+        }
+        let refused = e.oxms.len();
+        e.oxms.pop();
+        let (record, _) = e.validate().unwrap();
+        let mut buf = [0u8; 2 * MAX_MESSAGE_LEN];
+        let doxm = ocf::Doxm { oxmsel: i32::MIN, ..record.doxm(false) };
+        let len = ocf::write_response(
+            &mut buf,
+            MessageType::NonConfirmable,
+            Code::CONTENT,
+            0,
+            &[7; MAX_TOKEN_LEN],
+            |out| doxm.encode(View::Baseline, out),
+        )
+        .unwrap();
+        assert!(len <= MAX_MESSAGE_LEN && len + 5 > MAX_MESSAGE_LEN, "{len} bytes");
+        assert!(refused > 100, "{refused}");
+    }
+
+    #[test]
+    fn test_fleet_file_with_an_oversized_device_is_refused_naming_entry_and_field() {
+        let oxms = vec!["0"; 2_000].join(", ");
+        let text = format!(
+            "[[device]]\nuuid = \"0d0c0000-0000-4000-8000-000000000001\"\nname = \"a\"\n\n\
+             [[device]]\nuuid = \"0d0c0000-0000-4000-8000-000000000002\"\nname = \"b\"\n\
+             oxms = [{oxms}]\n"
+        );
+        let path = std::env::temp_dir().join(format!("doxm-oxms-{}.toml", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        let err = FleetFile::load(&path).unwrap_err().to_string();
+        let _ = std::fs::remove_file(&path);
+        let want = "device[1] (0d0c0000-0000-4000-8000-000000000002): oxms: with 2000";
+        assert!(err.contains(want), "{err}");
+        // The same entries applied to a fleet directly (no state directory): refused too.
+        let mut file = demo_fleet(2);
+        file.device[2].oxms = vec![0; 2_000];
+        let fleet = Fleet::with_capacity(8);
+        assert!(file.apply(&fleet).unwrap_err().to_string().contains("oxms: "));
         assert_eq!(fleet.len(), 0);
     }
 

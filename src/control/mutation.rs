@@ -3,6 +3,26 @@
 //! A change is first *checked* against the fleet as it is (and the earlier changes of the same
 //! batch), then *applied*. A batch is applied only when every change in it checks out, so a
 //! batch is all-or-nothing; a change that fails names the field and the reason.
+//!
+//! # Revisions and conditions (RFC 9110 s13)
+//!
+//! A device's revision counts its changes, and its ETag is the revision as a strong entity-tag
+//! (`"7"`, [`etag`]). A device that is created, or created again after a delete, starts one
+//! above the highest revision any deleted device had reached (the store's *revision floor*,
+//! raised by every delete and kept in snapshots), so a revision never repeats for a UUID: an
+//! ETag read before a delete never matches the device created after it.
+//!
+//! Each change may carry [`Preconditions`]: `If-Match` (`*`: the device exists; a list of
+//! entity-tags: one of them is the current ETag, strong comparison, so `W/"7"` never matches)
+//! and `If-None-Match` (`*`: the device does not exist, for create-only; a list: none of them
+//! is the current ETag, weak comparison). A condition that is false refuses the change with 412
+//! and the whole batch with it. They are checked under the store's lock, together with the
+//! change, so two clients holding the same ETag cannot both win. Following RFC 9110 s13.2.1,
+//! a PATCH or DELETE of a device that does not exist is 404 whatever its conditions say (the
+//! request would fail without them); a PUT with `If-Match` of a device that does not exist is
+//! 412. Within a batch, a condition is evaluated against the device as the batch's earlier
+//! changes leave it: `*` sees a device created earlier in the batch, and no entity-tag matches
+//! a device an earlier change touched (its revision is not known until the batch commits).
 
 use std::collections::HashMap;
 
@@ -92,6 +112,165 @@ impl Rejection {
     }
 }
 
+/// An entity-tag (RFC 9110 s8.8.3): an opaque string in double quotes, weak with `W/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntityTag {
+    /// `W/"..."`.
+    pub weak: bool,
+    /// The text between the quotes.
+    pub opaque: String,
+}
+
+/// The value of an `If-Match` or `If-None-Match` field: `*` or a list of entity-tags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TagCondition {
+    /// `*`: any current representation.
+    Any,
+    /// `"7", W/"8"`: these entity-tags.
+    Tags(Vec<EntityTag>),
+}
+
+/// The ETag of `revision`: a strong entity-tag, `"7"`.
+pub fn etag(revision: u64) -> String {
+    format!("\"{revision}\"")
+}
+
+impl TagCondition {
+    /// Parses a field value: `*`, or a comma-separated list of `"opaque"` / `W/"opaque"`
+    /// (RFC 9110 s8.8.3 and s13.1.1; several field lines joined with `, `). Strict: an
+    /// unquoted `7` is refused, not read as `"7"`.
+    ///
+    /// # Errors
+    /// Why the value is not one.
+    pub fn parse(value: &str) -> Result<TagCondition, String> {
+        let value = value.trim_matches([' ', '\t']);
+        if value == "*" {
+            return Ok(TagCondition::Any);
+        }
+        let bad = || format!("{value:?} is not * or a list of entity-tags (\"7\", W/\"7\")");
+        let mut tags = Vec::new();
+        let mut rest = value;
+        loop {
+            rest = rest.trim_start_matches([' ', '\t']);
+            // Empty list elements are allowed (RFC 9110 s5.6.1): `"1", , "2"`.
+            if let Some(after) = rest.strip_prefix(',') {
+                rest = after;
+                continue;
+            }
+            if rest.is_empty() {
+                break;
+            }
+            let (weak, quoted) = match rest.strip_prefix("W/") {
+                Some(after) => (true, after),
+                None => (false, rest),
+            };
+            let body = quoted.strip_prefix('"').ok_or_else(bad)?;
+            let end = body.find('"').ok_or_else(bad)?;
+            let opaque = &body[..end];
+            // etagc: %x21 / %x23-7E / obs-text.
+            if !opaque.bytes().all(|b| b == 0x21 || (0x23..=0x7e).contains(&b) || b >= 0x80) {
+                return Err(bad());
+            }
+            tags.push(EntityTag { weak, opaque: opaque.to_owned() });
+            rest = body[end + 1..].trim_start_matches([' ', '\t']);
+            match rest.strip_prefix(',') {
+                Some(after) => rest = after,
+                None if rest.is_empty() => break,
+                None => return Err(bad()),
+            }
+        }
+        if tags.is_empty() {
+            return Err(bad());
+        }
+        Ok(TagCondition::Tags(tags))
+    }
+
+    /// The condition that the current ETag is `"revision"` (a batch item's `"if_match": 7`).
+    pub fn revision(revision: u64) -> TagCondition {
+        TagCondition::Tags(vec![EntityTag { weak: false, opaque: revision.to_string() }])
+    }
+
+    /// Whether a device at `current` (`None`: absent; `Some(None)`: present but changed earlier
+    /// in the batch, with no ETag yet) matches: strong comparison for `If-Match`, weak for
+    /// `If-None-Match` (RFC 9110 s8.8.3.2).
+    pub fn matches(&self, current: Option<Option<u64>>, strong: bool) -> bool {
+        match (self, current) {
+            (_, None) => false,
+            (TagCondition::Any, Some(_)) => true,
+            (TagCondition::Tags(_), Some(None)) => false,
+            (TagCondition::Tags(tags), Some(Some(revision))) => {
+                let current = revision.to_string();
+                tags.iter().any(|t| t.opaque == current && !(strong && t.weak))
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for TagCondition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TagCondition::Any => f.write_str("*"),
+            TagCondition::Tags(tags) => {
+                for (i, t) in tags.iter().enumerate() {
+                    let sep = if i == 0 { "" } else { ", " };
+                    let weak = if t.weak { "W/" } else { "" };
+                    write!(f, "{sep}{weak}\"{}\"", t.opaque)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The conditions of one change (see the [module docs](self)); none by default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Preconditions {
+    /// `If-Match` (a batch item's `if_match`).
+    pub if_match: Option<TagCondition>,
+    /// `If-None-Match` (a batch item's `if_none_match`).
+    pub if_none_match: Option<TagCondition>,
+}
+
+impl Preconditions {
+    /// Whether there is no condition at all.
+    pub fn is_empty(&self) -> bool {
+        self.if_match.is_none() && self.if_none_match.is_none()
+    }
+
+    /// Evaluates the conditions against a device at `current` (see [`TagCondition::matches`]),
+    /// `If-Match` first (RFC 9110 s13.2.2); 412 naming `If-Match` or `If-None-Match` when one
+    /// is false.
+    ///
+    /// # Errors
+    /// The false condition.
+    pub fn check(&self, current: Option<Option<u64>>) -> Result<(), Rejection> {
+        let now = match current {
+            None => "the device does not exist".to_owned(),
+            Some(None) => "the device is changed by an earlier change of this batch".to_owned(),
+            Some(Some(revision)) => format!("the device's ETag is {}", etag(revision)),
+        };
+        if let Some(condition) = &self.if_match {
+            if !condition.matches(current, true) {
+                return Err(Rejection::new(
+                    412,
+                    "If-Match",
+                    format!("{condition} does not match: {now}"),
+                ));
+            }
+        }
+        if let Some(condition) = &self.if_none_match {
+            if condition.matches(current, false) {
+                return Err(Rejection::new(
+                    412,
+                    "If-None-Match",
+                    format!("{condition} matches: {now}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Where change `index` of `batch` stands in a batch body (`POST /v1/devices:batch`), which
 /// lists upserts, then patches, then deletes, each counted from 0: `upserts[3]`, `patches[0]`,
 /// `deletes[1]`.
@@ -165,12 +344,14 @@ fn fleet_rejection(e: FleetError) -> Rejection {
 /// What a device looks like to the checks of later changes in the same batch.
 #[derive(Debug, Clone, Copy)]
 enum Planned {
+    /// Changed by an earlier change of the batch: present, with this state.
     Present(Option<OnboardingState>),
+    /// Deleted by an earlier change of the batch.
     Deleted,
 }
 
-/// Checks `batch` against `fleet` without changing anything. `expected_revision` applies to a
-/// single-change batch (a conditional PATCH).
+/// Checks `batch` against `fleet` without changing anything. `conditions[i]`, when there is
+/// one, holds the conditions of change `i` (see the [module docs](self)).
 ///
 /// Two upserts of one UUID in a batch are refused (which one should win?), naming both.
 ///
@@ -179,22 +360,30 @@ enum Planned {
 pub fn check(
     fleet: &Fleet,
     batch: &[Mutation],
-    expected_revision: Option<u64>,
+    conditions: &[Preconditions],
 ) -> Result<(), Rejection> {
     let mut planned: HashMap<Uuid, Planned> = HashMap::new();
     let mut upserted: HashMap<Uuid, usize> = HashMap::new();
     let mut added = 0usize;
+    let none = Preconditions::default();
     for (i, m) in batch.iter().enumerate() {
         let at = |mut r: Rejection| {
             r.change = Some(label(batch, i));
             r
         };
-        let current = |uuid: &Uuid| -> Option<Planned> {
-            planned.get(uuid).copied().or_else(|| {
-                let id = fleet.lookup(uuid)?;
-                Some(Planned::Present(fleet.word(id).state()))
-            })
+        // The device as the earlier changes leave it: absent, or present with its state and
+        // (when no earlier change touched it) its revision.
+        let current = |uuid: &Uuid| -> Option<(Option<OnboardingState>, Option<u64>)> {
+            match planned.get(uuid) {
+                Some(Planned::Present(state)) => Some((*state, None)),
+                Some(Planned::Deleted) => None,
+                None => {
+                    let id = fleet.lookup(uuid)?;
+                    Some((fleet.word(id).state(), Some(fleet.revision(id))))
+                }
+            }
         };
+        let conditions = conditions.get(i).unwrap_or(&none);
         match m {
             Mutation::Upsert { device } => {
                 if let Some(&first) = upserted.get(&device.uuid) {
@@ -203,37 +392,31 @@ pub fn check(
                     return Err(at(Rejection::new(400, "uuid", reason)));
                 }
                 upserted.insert(device.uuid, i);
-                let (_, state) = device.to_record().map_err(|e| at(entry_rejection(&e)))?;
+                let now = current(&device.uuid);
+                conditions.check(now.map(|(_, rev)| rev)).map_err(at)?;
+                let (_, state) = device.validate().map_err(|e| at(entry_rejection(&e)))?;
                 if device.bridge == Some(device.uuid) {
                     return Err(at(fleet_rejection(FleetError::SelfBridge)));
                 }
-                if !matches!(current(&device.uuid), Some(Planned::Present(_))) {
+                if now.is_none() {
                     added += 1;
                 }
                 planned.insert(device.uuid, Planned::Present(state));
             }
             Mutation::Patch { uuid, patch } => {
                 let state_patch = patch.to_state_patch().map_err(at)?;
-                let old = match current(uuid) {
-                    Some(Planned::Present(state)) => state,
-                    _ => return Err(at(fleet_rejection(FleetError::NotFound(*uuid)))),
+                let Some((old, revision)) = current(uuid) else {
+                    return Err(at(fleet_rejection(FleetError::NotFound(*uuid))));
                 };
-                if let (Some(expected), Some(id)) = (expected_revision, fleet.lookup(uuid)) {
-                    let current = fleet.revision(id);
-                    if expected != current {
-                        return Err(at(fleet_rejection(FleetError::RevisionMismatch {
-                            expected,
-                            current,
-                        })));
-                    }
-                }
+                conditions.check(Some(revision)).map_err(at)?;
                 let new = patched_state(old, &state_patch).map_err(|e| at(fleet_rejection(e)))?;
                 planned.insert(*uuid, Planned::Present(new));
             }
             Mutation::Delete { uuid } => {
-                if !matches!(current(uuid), Some(Planned::Present(_))) {
+                let Some((_, revision)) = current(uuid) else {
                     return Err(at(fleet_rejection(FleetError::NotFound(*uuid))));
-                }
+                };
+                conditions.check(Some(revision)).map_err(at)?;
                 planned.insert(*uuid, Planned::Deleted);
             }
         }
@@ -246,16 +429,33 @@ pub fn check(
 
 /// Applies a checked batch; returns each touched device's new revision (0 for a deletion).
 ///
+/// `floor` is the store's revision floor: a delete raises it to the deleted device's revision,
+/// and a device that did not exist starts at `floor + 1`, so that no revision repeats for a
+/// UUID across a delete and a re-create (see the [module docs](self)). Replaying the journal
+/// from a snapshot's floor gives every device the revision it was acknowledged with.
+///
 /// # Errors
 /// Only if the fleet changed between [`check`] and this call (the store's lock prevents that)
 /// or on replay of a journal that does not match the fleet.
-pub fn apply(fleet: &Fleet, batch: &[Mutation]) -> Result<Vec<(Uuid, u64)>, Rejection> {
+pub fn apply(
+    fleet: &Fleet,
+    batch: &[Mutation],
+    floor: &mut u64,
+) -> Result<Vec<(Uuid, u64)>, Rejection> {
     let mut revisions = Vec::with_capacity(batch.len());
     for m in batch {
         match m {
             Mutation::Upsert { device } => {
                 let (record, state) = device.to_record().map_err(|e| entry_rejection(&e))?;
-                let (_, revision) = fleet.upsert(record, state).map_err(fleet_rejection)?;
+                let created = fleet.lookup(&device.uuid).is_none();
+                let (_, mut revision) = fleet.upsert(record, state).map_err(fleet_rejection)?;
+                if created && *floor > 0 {
+                    // The fleet starts a new device at 1; the store starts it above the floor.
+                    // Until this store, a concurrent GET may read 1: an ETag this device never
+                    // has again, so no condition is fooled by it.
+                    revision = *floor + 1;
+                    fleet.restore_revision(&device.uuid, revision).map_err(fleet_rejection)?;
+                }
                 revisions.push((device.uuid, revision));
             }
             Mutation::Patch { uuid, patch } => {
@@ -264,6 +464,9 @@ pub fn apply(fleet: &Fleet, batch: &[Mutation]) -> Result<Vec<(Uuid, u64)>, Reje
                 revisions.push((*uuid, revision));
             }
             Mutation::Delete { uuid } => {
+                if let Some(id) = fleet.lookup(uuid) {
+                    *floor = (*floor).max(fleet.revision(id));
+                }
                 fleet.remove(uuid).map_err(fleet_rejection)?;
                 revisions.push((*uuid, 0));
             }
@@ -279,6 +482,67 @@ mod tests {
 
     fn upsert(device: &DeviceEntry) -> Mutation {
         Mutation::Upsert { device: device.clone() }
+    }
+
+    #[test]
+    fn test_parse_entity_tags() {
+        let tag = |weak, opaque: &str| EntityTag { weak, opaque: opaque.to_owned() };
+        assert_eq!(TagCondition::parse("*"), Ok(TagCondition::Any));
+        assert_eq!(TagCondition::parse(" * "), Ok(TagCondition::Any));
+        for (text, tags) in [
+            ("\"7\"", vec![tag(false, "7")]),
+            ("W/\"7\"", vec![tag(true, "7")]),
+            ("\"1\", W/\"2\",\"\"", vec![tag(false, "1"), tag(true, "2"), tag(false, "")]),
+            (" \"a,b\" , , \"c\" ", vec![tag(false, "a,b"), tag(false, "c")]),
+        ] {
+            assert_eq!(TagCondition::parse(text), Ok(TagCondition::Tags(tags.clone())), "{text}");
+            // Display gives it back in canonical form, which parses to the same tags.
+            let shown = TagCondition::Tags(tags.clone()).to_string();
+            assert_eq!(TagCondition::parse(&shown), Ok(TagCondition::Tags(tags)), "{shown}");
+        }
+        for bad in
+            ["", "7", "\"7", "W/7", "w/\"7\"", "\"7\" \"8\"", "*, \"7\"", "**", ",", "\"a b\""]
+        {
+            assert!(TagCondition::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn test_if_match_compares_strongly_if_none_match_weakly() {
+        let weak = TagCondition::parse("W/\"3\"").unwrap();
+        let strong = TagCondition::parse("\"3\"").unwrap();
+        assert!(!weak.matches(Some(Some(3)), true));
+        assert!(weak.matches(Some(Some(3)), false));
+        assert!(strong.matches(Some(Some(3)), true));
+        assert!(!strong.matches(Some(Some(4)), true));
+        assert!(!strong.matches(None, true) && !strong.matches(Some(None), true));
+        assert!(TagCondition::Any.matches(Some(None), true));
+        assert!(!TagCondition::Any.matches(None, false));
+        assert_eq!(etag(7), "\"7\"");
+    }
+
+    #[test]
+    fn test_batch_conditions_see_earlier_changes() {
+        let devices = demo_fleet(2).device;
+        let fleet = Fleet::with_capacity(16);
+        let (a, b) = (devices[1].clone(), devices[2].clone());
+        apply(&fleet, &[upsert(&a)], &mut 0).unwrap();
+        let any = Preconditions { if_match: Some(TagCondition::Any), if_none_match: None };
+        let rev1 = Preconditions { if_match: Some(TagCondition::revision(1)), ..any.clone() };
+        let patch = |u: Uuid| Mutation::Patch { uuid: u, patch: PatchBody::default() };
+        // `*` sees a device created earlier in the batch; a tag never matches a device an
+        // earlier change touched.
+        let batch = [upsert(&b), patch(b.uuid)];
+        assert_eq!(check(&fleet, &batch, &[Preconditions::default(), any.clone()]), Ok(()));
+        let batch = [patch(a.uuid), patch(a.uuid)];
+        let r = check(&fleet, &batch, &[rev1.clone(), rev1.clone()]).unwrap_err();
+        assert_eq!((r.status, r.path()), (412, "patches[1].If-Match".to_owned()), "{r}");
+        // Untouched, `"1"` matches; a device deleted earlier in the batch does not exist for `*`.
+        let batch = [upsert(&b), Mutation::Delete { uuid: a.uuid }];
+        assert_eq!(check(&fleet, &batch, &[Preconditions::default(), rev1]), Ok(()));
+        let batch = [Mutation::Delete { uuid: a.uuid }, upsert(&a)];
+        let r = check(&fleet, &batch, &[Preconditions::default(), any]).unwrap_err();
+        assert_eq!((r.status, r.path()), (412, "upserts[0].If-Match".to_owned()), "{r}");
     }
 
     #[test]
@@ -309,7 +573,7 @@ mod tests {
         again.name = "the same device again".to_owned();
         let batch: Vec<Mutation> =
             [&devices[0], &devices[1], &devices[2], &again].into_iter().map(upsert).collect();
-        let r = check(&fleet, &batch, None).unwrap_err();
+        let r = check(&fleet, &batch, &[]).unwrap_err();
         assert_eq!(r.status, 400);
         assert_eq!(r.path(), "upserts[3].uuid");
         let want = format!("upserts[1] and upserts[3] have the same uuid {}", devices[1].uuid);
@@ -317,6 +581,6 @@ mod tests {
         // An upsert and then a patch of the same device is a sequence, not a duplicate.
         let patch = PatchBody { doc_open: Some(true), ..PatchBody::default() };
         let batch = [upsert(&devices[1]), Mutation::Patch { uuid: devices[1].uuid, patch }];
-        assert_eq!(check(&fleet, &batch, None), Ok(()));
+        assert_eq!(check(&fleet, &batch, &[]), Ok(()));
     }
 }

@@ -29,9 +29,19 @@
 //! Restart policy: `fail-closed` (the default) brings every device back with its registry data
 //! but an unknown state, so nothing answers until the bridge reports it again; `resume` keeps the
 //! recovered states.
+//!
+//! Revisions: the store keeps the *revision floor* (see [`super::mutation`]), the highest
+//! revision a deleted device had reached; a device created after it starts above it. Replaying
+//! the journal raises it again at every delete, and snapshots record it
+//! (`"revision_floor"`), so revisions survive restarts and compaction and never repeat for a
+//! UUID. A snapshot written before the floor existed has none: the floor is then taken as
+//! [`LEGACY_REVISION_FLOOR`] (2^32), above any count of one device's changes that the old
+//! per-device numbering could have reached, so that no ETag handed out before the upgrade
+//! matches a device created after it.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -41,7 +51,7 @@ use tracing::{info, warn};
 use uuid::Uuid;
 
 use super::journal::{Health, Journal, Ticket};
-use super::mutation::{self, Mutation, Rejection};
+use super::mutation::{self, Mutation, Preconditions, Rejection};
 use super::RestartPolicy;
 use crate::control::fleet_file::DeviceEntry;
 use crate::fleet::Fleet;
@@ -66,7 +76,13 @@ struct SnapshotDevice {
 #[derive(Debug, Serialize, Deserialize)]
 struct SnapshotBody {
     devices: Vec<SnapshotDevice>,
+    /// The revision floor; absent in snapshots written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    revision_floor: Option<u64>,
 }
+
+/// The revision floor of a store whose snapshot predates it (see the [module docs](self)).
+pub const LEGACY_REVISION_FLOOR: u64 = 1 << 32;
 
 /// Snapshot (and compact the journal) after this many records.
 const SNAPSHOT_EVERY_RECORDS: u64 = 10_000;
@@ -81,6 +97,8 @@ pub struct Store {
     lock: Mutex<Queue>,
     /// Signalled when queued changes are applied (or dropped).
     settled: Condvar,
+    /// The revision floor (changed only under `lock`, when a change is applied).
+    floor: AtomicU64,
     /// Microseconds from receiving a change to it being visible to the data path.
     visible: Mutex<hdrhistogram::Histogram<u64>>,
 }
@@ -129,6 +147,7 @@ impl Store {
             journal: None,
             lock: Mutex::default(),
             settled: Condvar::new(),
+            floor: AtomicU64::new(0),
             visible: Mutex::new(histogram()),
         }
     }
@@ -149,6 +168,7 @@ impl Store {
         let (journal, loaded) =
             Journal::open(dir).map_err(|e| format!("journal {}: {e}", dir.display()))?;
         let mut recovery = Recovery::default();
+        let mut floor = 0;
         if let Some(tail) = &loaded.torn_tail {
             let text = format!(
                 "discarded {} bytes at offset {} ({})",
@@ -166,11 +186,13 @@ impl Store {
                 fleet.restore_revision(&d.device.uuid, d.revision).map_err(|e| e.to_string())?;
             }
             recovery.from_snapshot = body.devices.len();
+            floor = body.revision_floor.unwrap_or(LEGACY_REVISION_FLOOR);
         }
         for (i, record) in loaded.records.iter().enumerate() {
             let batch: Vec<Mutation> =
                 serde_json::from_slice(record).map_err(|e| format!("journal record {i}: {e}"))?;
-            mutation::apply(&fleet, &batch).map_err(|e| format!("journal record {i}: {e}"))?;
+            mutation::apply(&fleet, &batch, &mut floor)
+                .map_err(|e| format!("journal record {i}: {e}"))?;
         }
         recovery.replayed = loaded.records.len();
         let empty = loaded.snapshot.is_none() && loaded.records.is_empty();
@@ -179,13 +201,14 @@ impl Store {
             journal: Some(journal),
             lock: Mutex::default(),
             settled: Condvar::new(),
+            floor: AtomicU64::new(floor),
             visible: Mutex::new(histogram()),
         };
         if policy == RestartPolicy::FailClosed && !empty {
             store.fleet.mark_all_unknown();
         }
         if let (true, Some(seed)) = (empty, seed) {
-            store.mutate(seed, None).map_err(|e| format!("fleet file: {e}"))?;
+            store.mutate(seed, &[]).map_err(|e| format!("fleet file: {e}"))?;
         }
         info!(
             devices = store.fleet.len(),
@@ -207,9 +230,9 @@ impl Store {
         self.journal.is_some()
     }
 
-    /// Checks, journals and (when durable) waits for the disk, then applies; returns each
-    /// touched device's new revision. Nothing changes when the batch is refused or the journal
-    /// fails.
+    /// Checks (`conditions[i]` are change `i`'s, see [`mutation::check`]), journals and (when
+    /// durable) waits for the disk, then applies; returns each touched device's new revision.
+    /// Nothing changes when the batch is refused or the journal fails.
     ///
     /// # Errors
     /// The refused change ([`Rejection`], 4xx), or 503 naming the journal when it cannot make
@@ -217,13 +240,13 @@ impl Store {
     pub fn mutate(
         &self,
         batch: Vec<Mutation>,
-        expected_revision: Option<u64>,
+        conditions: &[Preconditions],
     ) -> Result<Vec<(Uuid, u64)>, Rejection> {
         let received = Instant::now();
         let mut queue = self.lock.lock();
         let Some(journal) = &self.journal else {
-            mutation::check(&self.fleet, &batch, expected_revision)?;
-            let revisions = mutation::apply(&self.fleet, &batch)?;
+            mutation::check(&self.fleet, &batch, conditions)?;
+            let revisions = self.apply(&batch)?;
             self.record_visible(received);
             return Ok(revisions);
         };
@@ -235,7 +258,7 @@ impl Store {
         {
             self.settled.wait(&mut queue);
         }
-        mutation::check(&self.fleet, &batch, expected_revision)?;
+        mutation::check(&self.fleet, &batch, conditions)?;
         let payload =
             serde_json::to_vec(&batch).map_err(|e| Rejection::new(500, "body", e.to_string()))?;
         // After a failure, the journal must verify itself before it takes anything new.
@@ -270,7 +293,7 @@ impl Store {
             let Some(durable) = journal.status(front.ticket) else { break };
             let Some(q) = queue.queued.pop_front() else { break };
             if durable {
-                let result = mutation::apply(&self.fleet, &q.batch);
+                let result = self.apply(&q.batch);
                 self.record_visible(q.received);
                 queue.results.insert(q.ticket, result);
             }
@@ -289,6 +312,14 @@ impl Store {
         if changed {
             self.settled.notify_all();
         }
+    }
+
+    /// Applies a checked batch, raising the revision floor at its deletes. Called under `lock`.
+    fn apply(&self, batch: &[Mutation]) -> Result<Vec<(Uuid, u64)>, Rejection> {
+        let mut floor = self.floor.load(Ordering::Acquire);
+        let revisions = mutation::apply(&self.fleet, batch, &mut floor)?;
+        self.floor.store(floor, Ordering::Release);
+        Ok(revisions)
     }
 
     fn record_visible(&self, received: Instant) {
@@ -325,12 +356,18 @@ impl Store {
         {
             return;
         }
+        self.snapshot(journal);
+    }
+
+    /// Writes a snapshot of the fleet and the revision floor, compacting the journal.
+    fn snapshot(&self, journal: &Journal) {
         let body = SnapshotBody {
             devices: self
                 .export()
                 .into_iter()
                 .map(|(device, revision)| SnapshotDevice { device, revision })
                 .collect(),
+            revision_floor: Some(self.floor.load(Ordering::Acquire)),
         };
         match serde_json::to_vec(&body) {
             Ok(bytes) => {
@@ -387,7 +424,7 @@ mod tests {
         let devices = demo_fleet(3).device;
         let store = open(&dir.0);
         let upserts = devices.iter().map(|d| Mutation::Upsert { device: d.clone() }).collect();
-        store.mutate(upserts, None).unwrap();
+        store.mutate(upserts, &[]).unwrap();
         let (a, b) = (devices[1].uuid, devices[2].uuid);
         let before = (state(&store, &a), state(&store, &b));
         let rfpro = || PatchBody { dos: Some(3), owned: Some(true), ..PatchBody::default() };
@@ -396,9 +433,9 @@ mod tests {
             faults.fail_writes(write);
             faults.fail_syncs(sync);
             let patch = vec![Mutation::Patch { uuid: a, patch: rfpro() }];
-            let refused = store.mutate(patch, None).unwrap_err();
+            let refused = store.mutate(patch, &[]).unwrap_err();
             assert_eq!((refused.status, refused.field.as_str()), (503, "journal"));
-            let refused = store.mutate(vec![Mutation::Delete { uuid: b }], None).unwrap_err();
+            let refused = store.mutate(vec![Mutation::Delete { uuid: b }], &[]).unwrap_err();
             assert_eq!(refused.status, 503);
             assert_eq!((state(&store, &a), state(&store, &b)), before, "nothing changed");
             assert!(store.fleet.word(store.fleet.lookup(&a).unwrap()).state().is_some());
@@ -407,7 +444,7 @@ mod tests {
         faults.fail_writes(false);
         faults.fail_syncs(false);
         let revisions =
-            store.mutate(vec![Mutation::Patch { uuid: a, patch: rfpro() }], None).unwrap();
+            store.mutate(vec![Mutation::Patch { uuid: a, patch: rfpro() }], &[]).unwrap();
         assert_eq!(revisions, [(a, before.0.unwrap().0 + 1)]);
         assert!(store.journal_health().unwrap().writable);
         let after = (state(&store, &a), state(&store, &b));
@@ -426,7 +463,7 @@ mod tests {
         let devices = demo_fleet(8).device;
         let store = Arc::new(open(&dir.0));
         let upserts = devices.iter().map(|d| Mutation::Upsert { device: d.clone() }).collect();
-        store.mutate(upserts, None).unwrap();
+        store.mutate(upserts, &[]).unwrap();
         // First, deterministically: while one leader is held before its write, 7 callers on
         // other devices queue up behind it; they all go out with the next leader (2 fsyncs).
         let journal = || store.journal.as_ref().unwrap();
@@ -434,7 +471,7 @@ mod tests {
         let hold = journal().faults().hold();
         let patch_on = |store: &Arc<Store>, uuid: Uuid, dos: u8| {
             let patch = PatchBody { dos: Some(dos), owned: Some(dos >= 2), ..PatchBody::default() };
-            store.mutate(vec![Mutation::Patch { uuid, patch }], None).unwrap();
+            store.mutate(vec![Mutation::Patch { uuid, patch }], &[]).unwrap();
         };
         let queued: Vec<_> = (1..=8)
             .map(|d| {
@@ -473,5 +510,141 @@ mod tests {
         let reopened = open(&dir.0);
         let replayed: Vec<_> = devices.iter().map(|d| state(&reopened, &d.uuid)).collect();
         assert_eq!(replayed, live);
+    }
+}
+
+#[cfg(test)]
+mod revision_tests {
+    //! Revisions and conditions (the revision floor, RFC 9110 preconditions).
+    use super::*;
+    use crate::control::fleet_file::demo_fleet;
+    use crate::control::mutation::{PatchBody, TagCondition};
+
+    struct TempDir(std::path::PathBuf);
+
+    impl TempDir {
+        fn new(name: &str) -> TempDir {
+            let path =
+                std::env::temp_dir().join(format!("doxm-store-{}-{name}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&path);
+            TempDir(path)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn open(dir: &TempDir) -> Store {
+        let fleet = Arc::new(Fleet::with_capacity(64));
+        Store::open(&dir.0, fleet, RestartPolicy::Resume, None).unwrap().0
+    }
+
+    fn revision(store: &Store, uuid: &Uuid) -> u64 {
+        store.fleet.revision(store.fleet.lookup(uuid).unwrap())
+    }
+
+    fn if_match(revision: u64) -> Preconditions {
+        Preconditions { if_match: Some(TagCondition::revision(revision)), if_none_match: None }
+    }
+
+    /// Creates `device`, changes it twice, deletes it: returns its last revision (3).
+    fn three_revisions_then_delete(store: &Store, device: &DeviceEntry) -> u64 {
+        let uuid = device.uuid;
+        store.mutate(vec![Mutation::Upsert { device: device.clone() }], &[]).unwrap();
+        for _ in 0..2 {
+            let patch = PatchBody { doc_open: Some(true), ..PatchBody::default() };
+            store.mutate(vec![Mutation::Patch { uuid, patch }], &[]).unwrap();
+        }
+        let last = revision(store, &uuid);
+        store.mutate(vec![Mutation::Delete { uuid }], &[]).unwrap();
+        last
+    }
+
+    fn stale_tags_fail(store: &Store, uuid: Uuid, up_to: u64) {
+        for stale in 1..=up_to {
+            let patch = PatchBody::default();
+            let r = store
+                .mutate(vec![Mutation::Patch { uuid, patch }], &[if_match(stale)])
+                .unwrap_err();
+            assert_eq!((r.status, r.field.as_str()), (412, "If-Match"), "{stale}: {r}");
+        }
+    }
+
+    #[test]
+    fn test_revisions_never_repeat_across_delete_recreate_snapshot_and_restart() {
+        let dir = TempDir::new("floor");
+        let device = demo_fleet(1).device[1].clone();
+        let uuid = device.uuid;
+        let store = open(&dir);
+        let last = three_revisions_then_delete(&store, &device);
+        assert_eq!(last, 3);
+        // Re-created: above every revision the deleted device had.
+        store.mutate(vec![Mutation::Upsert { device: device.clone() }], &[]).unwrap();
+        assert_eq!(revision(&store, &uuid), 4);
+        stale_tags_fail(&store, uuid, 3);
+        // Replayed from the journal: the same revisions, and the same floor.
+        drop(store);
+        let store = open(&dir);
+        assert_eq!(revision(&store, &uuid), 4);
+        store.mutate(vec![Mutation::Delete { uuid }], &[]).unwrap();
+        // From a snapshot, which keeps the floor though the device is gone.
+        store.snapshot(store.journal.as_ref().unwrap());
+        drop(store);
+        let store = open(&dir);
+        assert_eq!(store.fleet.len(), 0);
+        store.mutate(vec![Mutation::Upsert { device: device.clone() }], &[]).unwrap();
+        assert_eq!(revision(&store, &uuid), 5);
+        stale_tags_fail(&store, uuid, 4);
+    }
+
+    #[test]
+    fn test_snapshot_without_floor_is_read_with_the_legacy_floor() {
+        let dir = TempDir::new("legacy");
+        let device = demo_fleet(1).device[1].clone();
+        let store = open(&dir);
+        three_revisions_then_delete(&store, &device);
+        let bridge = demo_fleet(1).device[0].clone();
+        store.mutate(vec![Mutation::Upsert { device: bridge.clone() }], &[]).unwrap();
+        // A snapshot as the gate wrote it before revision floors existed.
+        let body = SnapshotBody {
+            devices: vec![SnapshotDevice { device: bridge.clone(), revision: 1 }],
+            revision_floor: None,
+        };
+        let bytes = serde_json::to_vec(&body).unwrap();
+        assert!(!String::from_utf8_lossy(&bytes).contains("revision_floor"));
+        store.journal.as_ref().unwrap().write_snapshot(&bytes).unwrap();
+        drop(store);
+        let store = open(&dir);
+        assert_eq!(revision(&store, &bridge.uuid), 1, "old revisions are kept");
+        store.mutate(vec![Mutation::Upsert { device: device.clone() }], &[]).unwrap();
+        assert_eq!(revision(&store, &device.uuid), LEGACY_REVISION_FLOOR + 1);
+    }
+
+    #[test]
+    fn test_conditions_are_checked_with_the_change() {
+        let store = Store::in_memory(Arc::new(Fleet::with_capacity(8)));
+        let device = demo_fleet(1).device[1].clone();
+        let uuid = device.uuid;
+        let create_only = Preconditions { if_match: None, if_none_match: Some(TagCondition::Any) };
+        let upsert = || vec![Mutation::Upsert { device: device.clone() }];
+        store.mutate(upsert(), std::slice::from_ref(&create_only)).unwrap();
+        let r = store.mutate(upsert(), std::slice::from_ref(&create_only)).unwrap_err();
+        assert_eq!((r.status, r.field.as_str()), (412, "If-None-Match"), "{r}");
+        let any = Preconditions { if_match: Some(TagCondition::Any), if_none_match: None };
+        store.mutate(upsert(), std::slice::from_ref(&any)).unwrap();
+        assert_eq!(revision(&store, &uuid), 2);
+        let delete = || vec![Mutation::Delete { uuid }];
+        let r = store.mutate(delete(), &[if_match(1)]).unwrap_err();
+        assert_eq!((r.status, r.field.as_str()), (412, "If-Match"), "{r}");
+        store.mutate(delete(), &[if_match(2)]).unwrap();
+        // If-Match: * of a device that does not exist: a PUT is 412, a DELETE 404.
+        let r = store.mutate(upsert(), std::slice::from_ref(&any)).unwrap_err();
+        assert_eq!((r.status, r.field.as_str()), (412, "If-Match"), "{r}");
+        let r = store.mutate(delete(), std::slice::from_ref(&any)).unwrap_err();
+        assert_eq!((r.status, r.field.as_str()), (404, "uuid"), "{r}");
+        assert!(store.fleet.lookup(&uuid).is_none());
     }
 }

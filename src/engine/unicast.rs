@@ -81,8 +81,9 @@ pub fn route(request: &RequestFacts<'_>, device: &DeviceFacts, device_types: &[B
     Reply { decision, body }
 }
 
-/// Encodes a unicast body from the device's record.
-pub(super) fn encode_body(
+/// Encodes a unicast body from the device's record (also what the control plane's door check,
+/// `control::fleet_file`, measures: a device whose responses cannot fit is refused there).
+pub fn encode_body(
     body: Body,
     record: &DeviceRecord,
     word: StateWord,
@@ -110,8 +111,9 @@ pub(super) fn encode_body(
     }
 }
 
-/// At most this many device types or endpoints are listed in a response (no allocation).
-const MAX_LISTED: usize = 8;
+/// At most this many device types, or endpoints of one IP family, are listed in a response (no
+/// allocation); the control plane refuses a device with more.
+pub const MAX_LISTED: usize = 8;
 
 /// Collects up to [`MAX_LISTED`] strings into `buf` and returns them as a slice.
 fn collect<'a, 'b>(

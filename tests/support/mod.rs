@@ -663,3 +663,27 @@ pub fn patched(e: &DeviceEntry, patch: &PatchBody) -> DeviceEntry {
 pub fn to_json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value).expect("serialise")
 }
+
+/// Runs `cmd` to its end, or kills it after `limit` (a gate that starts serving instead of
+/// refusing would otherwise never end).
+pub fn output_within(
+    mut cmd: std::process::Command,
+    limit: std::time::Duration,
+) -> std::process::Output {
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn doxm-gate");
+    let started = std::time::Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("reap doxm-gate")
+}
