@@ -62,8 +62,6 @@ pub mod wire;
 pub mod testing;
 
 #[cfg(feature = "daemon")]
-pub mod config;
-#[cfg(feature = "daemon")]
 pub mod control;
 #[cfg(feature = "daemon")]
 pub mod io;

@@ -141,39 +141,6 @@ fn issue_10_log_format_json_writes_json_lines() {
     }
 }
 
-// ---- Item 6: --help shows the defaults ----
-
-#[test]
-fn issue_10_help_shows_the_defaults() {
-    let defaults = doxm_gate::config::GateConfig::default();
-    let l = &defaults.limits;
-    let e = &defaults.endpoints;
-    for command in ["run", "demo"] {
-        let help = String::from_utf8(output(&[command, "--help"]).stdout).unwrap();
-        let help: String = help.split_whitespace().collect::<Vec<_>>().join(" ");
-        for (flag, value) in [
-            ("--port", defaults.port.to_string()),
-            ("--port-base", e.port_base.to_string()),
-            ("--port-count", e.port_count.to_string()),
-            ("--leisure-ms", l.leisure_ms.to_string()),
-            ("--max-window-ms", l.max_window_ms.to_string()),
-            ("--source-window-ms", l.source_window_ms.to_string()),
-            ("--answer-rate-bytes", l.answer_rate_bytes.to_string()),
-            ("--source-rate", l.source_rate.to_string()),
-            ("--source-burst", l.source_burst.to_string()),
-            ("--max-pending-answers", l.max_pending_answers.to_string()),
-            ("--log-level", defaults.log_level.as_str().to_owned()),
-            ("--control", defaults.control.clone()),
-        ] {
-            // The flag's own paragraph: from `--flag <` to the next `--`.
-            let at = help.find(&format!("{flag} <")).unwrap_or_else(|| panic!("{flag}: {help}"));
-            let paragraph = help[at + 2..].split(" --").next().unwrap_or_default();
-            let want = format!("[default: {value}");
-            assert!(paragraph.contains(&want), "{command} {flag}: want {want}: {paragraph}");
-        }
-    }
-}
-
 // ---- Item 3: two entries of one UUID are refused, naming both ----
 
 /// A fleet file of `n` devices in which the last one repeats the UUID of device 1.

@@ -5,10 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, OnceLock};
 
+use crate::config::{read_token_file, ControlApi, EndpointMode, GateConfig, LogFormat, LogLevel};
 use clap::Args;
-use doxm_gate::config::{
-    read_token_file, ControlApi, EndpointMode, GateConfig, LogFormat, LogLevel,
-};
 use doxm_gate::control::api::{self, Api, ApiConfig, ApiHandle};
 use doxm_gate::control::fleet_file::{demo_fleet, FleetFile};
 use doxm_gate::control::mutation::Mutation;

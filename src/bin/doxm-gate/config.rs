@@ -49,14 +49,14 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::control::transport::TransportConfig;
-use crate::control::RestartPolicy;
-use crate::engine::endpoint::EndpointPlan;
-use crate::engine::Config as EngineConfig;
-use crate::io::net::DEFAULT_GROUPS;
-use crate::io::DriverConfig;
-use crate::wire::coap::{Code, MessageType, MAX_TOKEN_LEN};
-use crate::wire::ocf::{self, oxm, sct, View};
+use doxm_gate::control::transport::TransportConfig;
+use doxm_gate::control::RestartPolicy;
+use doxm_gate::engine::endpoint::EndpointPlan;
+use doxm_gate::engine::Config as EngineConfig;
+use doxm_gate::io::net::DEFAULT_GROUPS;
+use doxm_gate::io::DriverConfig;
+use doxm_gate::wire::coap::{Code, MessageType, MAX_TOKEN_LEN};
+use doxm_gate::wire::ocf::{self, oxm, sct, View};
 
 /// The configuration file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -268,7 +268,7 @@ impl Default for GateConfig {
             control_body_timeout_ms: transport.body_timeout.as_millis() as u64,
             control_idle_timeout_ms: transport.idle_timeout.as_millis() as u64,
             control_max_connections: transport.max_connections,
-            control_max_body_bytes: crate::control::api::ApiConfig::default().max_body,
+            control_max_body_bytes: doxm_gate::control::api::ApiConfig::default().max_body,
             state_dir: None,
             restart_policy: RestartPolicy::FailClosed,
             endpoints: EndpointsConfig::default(),
@@ -752,5 +752,201 @@ mod tests {
         assert!(e.to_string().starts_with(&format!("limits.answer_rate_bytes: {want}")), "{e}");
         // Leisure 0 with a window is fine: answers are spread over the budget's time.
         assert_eq!(key("leisure_ms = 0"), "ok");
+    }
+}
+
+/// examples/gate.toml stays true: it loads, is exactly the defaults, and names every key.
+#[cfg(test)]
+mod example_tests {
+    use std::collections::BTreeSet;
+    use std::path::{Path, PathBuf};
+
+    use super::*;
+
+    fn example(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples").join(name)
+    }
+
+    /// The dotted names of every key in a TOML table (`port`, `limits.leisure_ms`, ...).
+    fn keys(table: &toml::Table, prefix: &str, out: &mut BTreeSet<String>) {
+        for (key, value) in table {
+            let name = format!("{prefix}{key}");
+            match value {
+                toml::Value::Table(inner) => keys(inner, &format!("{name}."), out),
+                _ => {
+                    out.insert(name);
+                }
+            }
+        }
+    }
+
+    /// A configuration with every key set, `Option`s included. Written without `..Default`, so a
+    /// new key in `GateConfig` does not compile here until it is added (and to examples/gate.toml).
+    fn every_key() -> GateConfig {
+        GateConfig {
+            interfaces: vec!["eth0".to_owned()],
+            groups: vec!["ff02::158".parse().unwrap()],
+            port: 5683,
+            fleet: Some("fleet.toml".into()),
+            log_level: "info".parse().unwrap(),
+            log_format: LogFormat::Text,
+            control: "127.0.0.1:8683".to_owned(),
+            control_token: Some("t".to_owned()),
+            control_token_file: Some("/run/credentials/doxm-gate.service/token".into()),
+            control_insecure_no_token: false,
+            control_header_timeout_ms: 10_000,
+            control_body_timeout_ms: 30_000,
+            control_idle_timeout_ms: 30_000,
+            control_max_connections: 256,
+            control_max_body_bytes: 128 << 20,
+            state_dir: Some("/var/lib/doxm-gate".into()),
+            restart_policy: RestartPolicy::FailClosed,
+            endpoints: EndpointsConfig {
+                mode: EndpointMode::Port,
+                port_base: 40_000,
+                port_count: 1_024,
+                v6_prefix: Some("fd00:d0c::/64".to_owned()),
+                v4_prefix: Some("10.77.0.0/16".to_owned()),
+            },
+            limits: LimitsConfig {
+                leisure_ms: 2_000,
+                max_window_ms: 60_000,
+                source_window_ms: 10_000,
+                answer_rate_bytes: 2_000_000,
+                source_rate: 1.0,
+                source_burst: 5.0,
+                max_pending_answers: 2_000_000,
+            },
+        }
+    }
+
+    /// examples/gate.toml with its commented-out settings (`#key = value`, no space after the `#`)
+    /// switched on; prose comments (`# text`) stay comments.
+    fn with_every_setting_on(text: &str) -> String {
+        let on = |line: &str| match line.strip_prefix('#') {
+            Some(rest) if rest.starts_with(|c: char| c.is_ascii_lowercase()) => rest.to_owned(),
+            _ => line.to_owned(),
+        };
+        text.lines().map(on).collect::<Vec<_>>().join("\n")
+    }
+
+    #[test]
+    fn gate_toml_loads_and_is_the_defaults() {
+        let config = GateConfig::load(&example("gate.toml")).unwrap();
+        assert_eq!(config, GateConfig::default(), "examples/gate.toml must show the real defaults");
+        config.engine().expect("the defaults are a valid configuration");
+    }
+
+    #[test]
+    fn gate_toml_names_every_key() {
+        let toml::Value::Table(want) = toml::Value::try_from(every_key()).unwrap() else {
+            panic!("a configuration serializes to a table")
+        };
+        let mut want_keys = BTreeSet::new();
+        keys(&want, "", &mut want_keys);
+
+        let text = std::fs::read_to_string(example("gate.toml")).unwrap();
+        let on = with_every_setting_on(&text);
+        // Every commented-out setting is a real key with a valid value (unknown keys are refused).
+        let config: GateConfig = toml::from_str(&on).unwrap_or_else(|e| panic!("{e}\n{on}"));
+        config.engine().expect("the commented-out settings form a valid configuration");
+        let mut have_keys = BTreeSet::new();
+        keys(&on.parse::<toml::Table>().unwrap(), "", &mut have_keys);
+
+        let missing: Vec<_> = want_keys.difference(&have_keys).collect();
+        assert!(missing.is_empty(), "examples/gate.toml does not mention {missing:?}");
+        assert_eq!(have_keys, want_keys);
+    }
+}
+
+/// The smallest budget the configuration accepts is the engine's own bound.
+#[cfg(test)]
+mod limit_tests {
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use doxm_gate::engine::{Config, Engine, Meta};
+    use doxm_gate::fleet::{DeviceRecord, Fleet, OnboardingState};
+    use doxm_gate::policy::Dos;
+    use doxm_gate::wire::{option, Code, MessageType, Writer};
+    use uuid::Uuid;
+
+    use super::*;
+
+    /// One eligible device with one oxm (the answer the engine budgets for).
+    fn fleet() -> Arc<Fleet> {
+        let fleet = Arc::new(Fleet::with_capacity(8));
+        let record = DeviceRecord::new(
+            Uuid::from_u128(0x0d0c_0000_0000_4000_8000_0000_0000_0001),
+            Uuid::from_u128(1),
+            "lamp",
+            Arc::from(vec![Box::from("oic.wk.d")]),
+            None,
+            Arc::from(vec![0]),
+            4,
+            9,
+            Uuid::nil(),
+            Uuid::nil(),
+            &[],
+        )
+        .unwrap();
+        let rfotm = OnboardingState { dos: Dos::Rfotm, owned: false, doc_open: false };
+        fleet.upsert(record, Some(rfotm)).unwrap();
+        fleet
+    }
+
+    /// How many answers one baseline discovery with an 8-byte token gets under `limits`.
+    fn answers(config: Config) -> usize {
+        let mut engine = Engine::new(config, fleet(), 7);
+        let mut buf = [0u8; 256];
+        let mut w =
+            Writer::new(&mut buf, MessageType::NonConfirmable, Code::GET, 1, &[9; 8]).unwrap();
+        for p in ["oic", "sec", "doxm"] {
+            w.option(option::URI_PATH, p.as_bytes()).unwrap();
+        }
+        w.option(option::URI_QUERY, b"if=oic.if.baseline").unwrap();
+        let len = w.finish();
+        let meta = Meta {
+            source: "[fe80::1234]:49152".parse().unwrap(),
+            destination: "[ff02::158]:5683".parse().unwrap(),
+            interface: 3,
+        };
+        let start = Instant::now();
+        engine.handle(start, &meta, &buf[..len]);
+        let (mut sent, mut now, mut out) = (0, start, [0u8; 1500]);
+        loop {
+            while engine.poll_transmit(now, &mut out).is_some() {
+                sent += 1;
+            }
+            match engine.poll_timeout() {
+                Some(next) => now = now.max(next),
+                None => return sent,
+            }
+        }
+    }
+
+    fn limits(rate: u64, window_ms: u64, leisure_ms: u64) -> GateConfig {
+        let mut config = GateConfig::default();
+        config.limits.answer_rate_bytes = rate;
+        config.limits.max_window_ms = window_ms;
+        config.limits.leisure_ms = leisure_ms;
+        config.limits.source_window_ms = window_ms;
+        config
+    }
+
+    /// The smallest budget the configuration accepts answers; below it (refused at startup) the
+    /// same request would get nothing.
+    #[test]
+    fn the_smallest_accepted_budget_answers() {
+        let answer = one_answer_bytes();
+        let accepted = limits(answer, 1_000, 0).engine().expect("exactly one answer's budget");
+        assert_eq!(answers(accepted.clone()), 1);
+        let err = limits(answer - 1, 1_000, 0).engine().unwrap_err();
+        assert_eq!(err.key, "limits.answer_rate_bytes");
+        assert_eq!(answers(Config { answer_rate_bytes: answer - 1, ..accepted.clone() }), 0);
+        // A window of nothing answers nothing, whatever the leisure.
+        let err = limits(2_000_000, 0, 0).engine().unwrap_err();
+        assert_eq!(err.key, "limits.max_window_ms");
+        assert_eq!(answers(Config { max_window: std::time::Duration::ZERO, ..accepted }), 0);
     }
 }
