@@ -584,7 +584,7 @@ impl<'de> Deserialize<'de> for UpsertItem {
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<UpsertItem, A::Error> {
                 let mut found = (None, None);
-                let access = ConditionKeys { map, found: &mut found };
+                let access = ConditionKeys { map, found: &mut found, uuid: None };
                 let device = DeviceEntry::deserialize(MapAccessDeserializer::new(access))?;
                 Ok(UpsertItem { device, conditions: preconditions(found.0, found.1) })
             }
@@ -593,24 +593,31 @@ impl<'de> Deserialize<'de> for UpsertItem {
     }
 }
 
-/// A map that takes the keys `if_match` and `if_none_match` out of another one and passes
-/// every other key on. Keys are classified while they are read, so that an unknown key's error
-/// has its path (`upserts[3].colour`).
+/// A map that takes the keys `if_match` and `if_none_match` (and, for a patch item, `uuid`)
+/// out of another one and passes every other key on, so that the item's own schema
+/// ([`DeviceEntry`], [`PatchBody`]) is written once and still refuses unknown keys. Keys are
+/// classified while they are read, so that an unknown key's error has its path
+/// (`upserts[3].colour`).
 struct ConditionKeys<'a, A> {
     map: A,
     found: &'a mut (Option<Condition>, Option<Condition>),
+    /// `Some` when the map's `uuid` key is taken out too (patch items).
+    uuid: Option<&'a mut Option<Uuid>>,
 }
 
-/// A key as [`KeySeed`] read it: a condition (with the seed it did not use), or another key.
+/// A key as [`KeySeed`] read it: one taken out (with the seed it did not use), or another key.
 enum Key<K, T> {
     IfMatch(K),
     IfNoneMatch(K),
+    Uuid(K),
     Other(T),
 }
 
 struct KeySeed<K> {
     seed: K,
     seen: (bool, bool),
+    /// `Some(seen)` when `uuid` is taken out.
+    uuid: Option<bool>,
 }
 
 impl<'de, K: DeserializeSeed<'de>> DeserializeSeed<'de> for KeySeed<K> {
@@ -631,6 +638,8 @@ impl<'de, K: DeserializeSeed<'de>> Visitor<'de> for KeySeed<K> {
             "if_none_match" if self.seen.1 => Err(E::duplicate_field("if_none_match")),
             "if_match" => Ok(Key::IfMatch(self.seed)),
             "if_none_match" => Ok(Key::IfNoneMatch(self.seed)),
+            "uuid" if self.uuid == Some(true) => Err(E::duplicate_field("uuid")),
+            "uuid" if self.uuid.is_some() => Ok(Key::Uuid(self.seed)),
             _ => self.seed.deserialize(key.into_deserializer()).map(Key::Other),
         }
     }
@@ -646,7 +655,8 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for ConditionKeys<'_, A> {
         let mut seed = seed;
         loop {
             let seen = (self.found.0.is_some(), self.found.1.is_some());
-            seed = match self.map.next_key_seed(KeySeed { seed, seen })? {
+            let uuid = self.uuid.as_ref().map(|u| u.is_some());
+            seed = match self.map.next_key_seed(KeySeed { seed, seen, uuid })? {
                 None => return Ok(None),
                 Some(Key::Other(key)) => return Ok(Some(key)),
                 Some(Key::IfMatch(unused)) => {
@@ -655,6 +665,13 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for ConditionKeys<'_, A> {
                 }
                 Some(Key::IfNoneMatch(unused)) => {
                     self.found.1 = Some(self.map.next_value()?);
+                    unused
+                }
+                Some(Key::Uuid(unused)) => {
+                    let value = self.map.next_value()?;
+                    if let Some(slot) = self.uuid.as_mut() {
+                        **slot = Some(value);
+                    }
                     unused
                 }
             };
@@ -666,19 +683,33 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for ConditionKeys<'_, A> {
     }
 }
 
-/// One entry of a batch's `patches`: the device, the fields to change, and its conditions.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// One entry of a batch's `patches`: the device, the fields to change (a [`PatchBody`], the
+/// schema of `PATCH /v1/devices/{uuid}`), and its conditions.
+#[derive(Debug)]
 struct PatchItem {
     uuid: Uuid,
-    dos: Option<u8>,
-    owned: Option<bool>,
-    doc_open: Option<bool>,
-    devowneruuid: Option<Uuid>,
-    rowneruuid: Option<Uuid>,
-    oxmsel: Option<i32>,
-    if_match: Option<Condition>,
-    if_none_match: Option<Condition>,
+    patch: PatchBody,
+    conditions: Preconditions,
+}
+
+impl<'de> Deserialize<'de> for PatchItem {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<PatchItem, D::Error> {
+        struct ItemVisitor;
+        impl<'de> Visitor<'de> for ItemVisitor {
+            type Value = PatchItem;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a device's uuid and the fields to change")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<PatchItem, A::Error> {
+                let (mut found, mut uuid) = ((None, None), None);
+                let access = ConditionKeys { map, found: &mut found, uuid: Some(&mut uuid) };
+                let patch = PatchBody::deserialize(MapAccessDeserializer::new(access))?;
+                let uuid = uuid.ok_or_else(|| de::Error::missing_field("uuid"))?;
+                Ok(PatchItem { uuid, patch, conditions: preconditions(found.0, found.1) })
+            }
+        }
+        deserializer.deserialize_map(ItemVisitor)
+    }
 }
 
 /// One entry of a batch's `deletes`: a UUID, or `{"uuid": .., "if_match": ..}`.
@@ -742,19 +773,9 @@ fn batch(store: &Store, bytes: &[u8]) -> Reply {
         batch.push(Mutation::Upsert { device: item.device });
         conditions.push(item.conditions);
     }
-    for p in body.patches {
-        batch.push(Mutation::Patch {
-            uuid: p.uuid,
-            patch: PatchBody {
-                dos: p.dos,
-                owned: p.owned,
-                doc_open: p.doc_open,
-                devowneruuid: p.devowneruuid,
-                rowneruuid: p.rowneruuid,
-                oxmsel: p.oxmsel,
-            },
-        });
-        conditions.push(preconditions(p.if_match, p.if_none_match));
+    for item in body.patches {
+        batch.push(Mutation::Patch { uuid: item.uuid, patch: item.patch });
+        conditions.push(item.conditions);
     }
     for item in body.deletes {
         batch.push(Mutation::Delete { uuid: item.uuid });
@@ -932,6 +953,18 @@ mod tests {
         assert_eq!(
             field_of::<BatchBody>(&format!(r#"{{"patches":[{{{u},"dos":-1}}]}}"#)),
             "patches[0].dos"
+        );
+        // A patch item is a PatchBody plus its uuid and conditions: the same field names.
+        let patch = |fields: &str| format!(r#"{{"patches":[{{{u},"dos":1}},{{{fields}}}]}}"#);
+        assert_eq!(
+            field_of::<BatchBody>(&patch(&format!(r#"{u},"colour":1"#))),
+            "patches[1].colour"
+        );
+        assert_eq!(field_of::<BatchBody>(&patch(r#""dos":1"#)), "patches[1].uuid");
+        assert_eq!(field_of::<BatchBody>(&patch(&format!(r#"{u},{u}"#))), "patches[1].uuid");
+        assert_eq!(
+            field_of::<BatchBody>(&patch(&format!(r#"{u},"owned":"no""#))),
+            "patches[1].owned"
         );
         assert_eq!(field_of::<BatchBody>(r#"{"deletes":["x"]}"#), "deletes[0]");
         assert_eq!(field_of::<BatchBody>(r#"{"upsert":[]}"#), "upsert");
