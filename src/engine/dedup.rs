@@ -52,7 +52,7 @@
 //! of one discovery arrive within milliseconds of each other. `now` should not decrease between
 //! calls; an earlier instant is treated as no time passing.
 
-use super::hash_index::Index;
+use super::hash_index::{self, Index};
 use std::hash::{DefaultHasher, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -300,10 +300,7 @@ impl Dedup {
         h.write_u8(1);
         h.write_u16(mid);
         h.write_u16(port);
-        match ip {
-            IpAddr::V4(v4) => h.write(&v4.octets()),
-            IpAddr::V6(v6) => h.write(&v6.octets()),
-        }
+        hash_index::write_ip(&mut h, ip);
         h.finish()
     }
 }

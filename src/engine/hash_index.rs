@@ -6,6 +6,14 @@
 //! full keys through the value and supplies each value's stored hash on removal, so the index
 //! holds nothing but `u32`s.
 
+/// Feeds an address to a hasher the way both tables key sources: its 4 or 16 octets.
+pub(crate) fn write_ip(h: &mut impl std::hash::Hasher, ip: std::net::IpAddr) {
+    match ip {
+        std::net::IpAddr::V4(v4) => h.write(&v4.octets()),
+        std::net::IpAddr::V6(v6) => h.write(&v6.octets()),
+    }
+}
+
 /// See the [module docs](self).
 #[derive(Debug)]
 pub(crate) struct Index {

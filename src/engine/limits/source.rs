@@ -6,7 +6,7 @@ use std::hash::{DefaultHasher, Hasher};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use super::super::hash_index::Index;
+use super::super::hash_index::{self, Index};
 
 /// A per-source token bucket for answer-producing requests (SPEC section 7), so that one
 /// sender cannot make the fleet answer faster than `rate_per_sec` requests per second after an
@@ -295,10 +295,7 @@ impl SourceLimiter {
     fn hash(&self, ip: IpAddr) -> u64 {
         let mut h = DefaultHasher::new();
         h.write_u64(self.seed);
-        match ip {
-            IpAddr::V4(v4) => h.write(&v4.octets()),
-            IpAddr::V6(v6) => h.write(&v6.octets()),
-        }
+        hash_index::write_ip(&mut h, ip);
         h.finish()
     }
 }
