@@ -29,8 +29,10 @@ pub(crate) fn response(result: Result<ureq::Response, ureq::Error>) -> (u16, Str
 pub(crate) fn role_api() -> i32 {
     let url = format!("http://{}{}", env("DOXM_BENCH_API"), env("DOXM_BENCH_PATH"));
     let body = std::env::var_os("DOXM_BENCH_BODY").map(|p| std::fs::read(p).expect("body file"));
-    let request =
-        agent().request(&env("DOXM_BENCH_METHOD"), &url).set("Content-Type", "application/json");
+    let request = agent()
+        .request(&env("DOXM_BENCH_METHOD"), &url)
+        .set("Content-Type", "application/json")
+        .set("Authorization", lab::AUTHORIZATION);
     let t0 = Instant::now();
     let result = match &body {
         Some(bytes) => request.send_bytes(bytes),
@@ -60,8 +62,13 @@ pub(crate) fn role_load() -> i32 {
         let bytes = serde_json::to_vec(&body).expect("batch JSON");
         drop(body);
         let t0 = Instant::now();
-        let (status, text) =
-            response(agent.post(&url).set("Content-Type", "application/json").send_bytes(&bytes));
+        let (status, text) = response(
+            agent
+                .post(&url)
+                .set("Content-Type", "application/json")
+                .set("Authorization", lab::AUTHORIZATION)
+                .send_bytes(&bytes),
+        );
         let secs = t0.elapsed().as_secs_f64();
         if status != 200 {
             eprintln!("batch {start}..={end}: status {status}: {text}");
@@ -210,6 +217,7 @@ pub(crate) fn role_patcher() -> i32 {
                         let result = agent
                             .request("PATCH", &url)
                             .set("Content-Type", "application/json")
+                            .set("Authorization", lab::AUTHORIZATION)
                             .send_string(body);
                         let us = t.elapsed().as_micros() as u64;
                         match response(result) {

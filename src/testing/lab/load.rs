@@ -158,7 +158,7 @@ pub fn median(v: &[u64]) -> u64 {
 
 pub use super::link::{is_root, lab_unavailable, sh, skip};
 use super::Net;
-pub use super::{bin, terminate, Gate, Lab};
+pub use super::{bin, terminate, Gate, Lab, AUTHORIZATION, TOKEN};
 
 pub const NS_PREFIX: &str = "dgbench-";
 

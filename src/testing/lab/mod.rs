@@ -23,6 +23,11 @@ pub mod load;
 #[allow(unused_imports)] // Not every binary that includes this module uses both.
 pub use link::{is_root, sh, skip, Net};
 
+/// The control token of every lab gate ([`Lab::api`] sends it).
+pub const TOKEN: &str = "lab-token";
+/// [`TOKEN`] as the `Authorization` header's value, for clients of the lab's gates.
+pub const AUTHORIZATION: &str = "Bearer lab-token";
+
 /// The gate's executable: next to the test or bench executable's directory (`target/<profile>/
 /// deps/<test>-<hash>` runs `target/<profile>/doxm-gate`, which cargo builds for every
 /// integration test and bench).
@@ -145,6 +150,9 @@ impl Lab {
         }
     }
 
+    /// The lab's gates run as production ones should: with a control token (through the
+    /// environment, so that a test's flags stay about what it tests), which [`Lab::api`] sends.
+    /// A gate whose API listens on its veth address would refuse to start without one.
     fn spawn_gate(&self, args: &[&str]) -> Gate {
         static GATES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = GATES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -154,6 +162,7 @@ impl Lab {
             .args(["netns", "exec", &self.gate_ns, bin()])
             .args(args)
             .args(["--iface", &self.gate_if])
+            .env("DOXM_GATE_TOKEN", TOKEN)
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()
@@ -320,8 +329,9 @@ impl Lab {
         let script = format!(
             r#"
 import sys, urllib.request, urllib.error
-req = urllib.request.Request("http://{control}{path}", method="{method}",
-                             data={data}, headers={{"Content-Type": "application/json"}})
+req = urllib.request.Request("http://{control}{path}", method="{method}", data={data},
+                             headers={{"Content-Type": "application/json",
+                                       "Authorization": "Bearer {TOKEN}"}})
 try:
     with urllib.request.urlopen(req, timeout=10) as r:
         print(r.status); sys.stdout.write(r.read().decode())
