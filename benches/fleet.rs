@@ -18,8 +18,10 @@
 //!    realistic records (a 10-character name, two device types and one oxm shared through one
 //!    `Arc` each, two endpoints of about 30 characters), and counts the live heap bytes with a
 //!    counting allocator. A fresh process per variant keeps freed memory of one build from
-//!    hiding the next one's. Variants: `full`, `no-eps` (the same records without endpoints),
-//!    and `empty` (the table with its capacity reserved and no device).
+//!    hiding the next one's. Variants: `full`, `own-lists` (the same records, each built with
+//!    its own type and oxm lists, as the control API's loader builds them: the fleet shares
+//!    equal lists, so this should cost what `full` does), `no-eps` (the same records without
+//!    endpoints), and `empty` (the table with its capacity reserved and no device).
 //!
 //! Environment: `DOXM_BENCH_N` (fleet size, default 1,000,000), `DOXM_BENCH_SECS` (seconds per
 //! update run, default 3), `DOXM_BENCH_UPDATES` (latency samples, default 100,000).
@@ -287,7 +289,7 @@ fn memory_report(n: usize) {
         "variant", "RSS bytes", "RSS B/dev", "heap bytes", "heap B/dev", "allocs/dev"
     );
     let mut figures = Vec::new();
-    for kind in ["full", "no-eps", "empty"] {
+    for kind in ["full", "own-lists", "no-eps", "empty"] {
         let Some(f) = run(kind) else {
             println!("{kind:>8}: the child process failed");
             continue;
@@ -339,6 +341,7 @@ fn memory_child(kind: &str, n: usize) {
     let (rss0, heap0, allocs0) = (vm_rss(), LIVE_BYTES.load(Ordering::Relaxed), live_allocs());
     let fleet = match kind {
         "full" => build_fleet(n, Eps::Two),
+        "own-lists" => build_fleet(n, Eps::OwnLists),
         "no-eps" => build_fleet(n, Eps::None),
         "empty" => Fleet::with_capacity(n),
         other => panic!("unknown variant {other}"),
@@ -414,6 +417,8 @@ static GLOBAL: Counting = Counting;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Eps {
     Two,
+    /// Two endpoints, and lists built per record.
+    OwnLists,
     None,
 }
 
@@ -435,16 +440,20 @@ fn build_fleet(n: usize, eps: Eps) -> Fleet {
             format!("coaps://[fd00:b:c::{:x}]:5684", i & 0xffff),
         );
         let endpoints: &[&str] = match eps {
-            Eps::Two => &[&coap, &coaps],
+            Eps::Two | Eps::OwnLists => &[&coap, &coaps],
             Eps::None => &[],
         };
         let record = DeviceRecord::new(
             uuid(i),
             Uuid::from_u128(0x7000_0000_0000_0000_0000_0000_0000_0000 | u128::from(i)),
             &format!("lamp-{i:05}"),
-            device_types.clone(),
+            if eps == Eps::OwnLists {
+                Arc::from(device_types.to_vec())
+            } else {
+                device_types.clone()
+            },
             None,
-            oxms.clone(),
+            if eps == Eps::OwnLists { Arc::from(oxms.to_vec()) } else { oxms.clone() },
             4,
             9,
             Uuid::nil(),

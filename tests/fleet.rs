@@ -231,3 +231,25 @@ fn vods_without_their_bridge_are_listed() {
     fleet.remove(&u(10)).unwrap();
     assert_eq!(fleet.missing_bridges(), [(u(11), u(10))]);
 }
+
+#[test]
+fn records_share_equal_type_and_oxm_lists() {
+    // Each record comes with its own lists, as the control API builds them; the fleet keeps one.
+    let fleet = Fleet::with_capacity(8);
+    for n in 1..=3 {
+        fleet.upsert(record(n, None), Some(RFOTM)).unwrap();
+    }
+    let [a, b, c] = [1u128, 2, 3].map(|n| fleet.record(fleet.lookup(&Uuid::from_u128(n)).unwrap()));
+    let (a, b, c) = (a.unwrap(), b.unwrap(), c.unwrap());
+    assert!(Arc::ptr_eq(&a.device_types, &b.device_types));
+    assert!(Arc::ptr_eq(&a.device_types, &c.device_types));
+    assert!(Arc::ptr_eq(&a.oxms, &c.oxms));
+    assert_eq!(&*a.device_types, &[Box::from("oic.wk.d"), Box::from("oic.d.virtual")]);
+    // A different list stays its own.
+    let mut other = record(4, None);
+    other.oxms = Arc::from(vec![0, 1]);
+    fleet.upsert(other, Some(RFOTM)).unwrap();
+    let d = fleet.record(fleet.lookup(&Uuid::from_u128(4)).unwrap()).unwrap();
+    assert_eq!(&*d.oxms, &[0, 1]);
+    assert!(Arc::ptr_eq(&a.device_types, &d.device_types));
+}

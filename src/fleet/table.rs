@@ -13,8 +13,13 @@
 //! write ends by storing the new state word and updating the [`EligibilityIndex`], so a change
 //! is visible to the next datagram once the call returns. A bridge's ownership change flows to
 //! its VODs through a writer-side child list: O(children), never a fleet scan.
+//!
+//! Records share their device-type and oxm lists: the writer keeps one copy of each distinct
+//! list ([`Shared`]) and points every record at it, whoever built the record (a fleet of VODs
+//! loaded through the control API repeats a few lists a million times).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
@@ -140,6 +145,48 @@ struct Writer {
     next: u32,
     /// VODs by the UUID of their bridge (the bridge may be registered later).
     children: HashMap<Uuid, Vec<u32>>,
+    /// The lists records share.
+    shared: Shared,
+}
+
+/// One copy of each distinct device-type list and oxm list in use (writer side).
+#[derive(Debug, Default)]
+struct Shared {
+    types: Interner<[Box<str>]>,
+    oxms: Interner<[i32]>,
+}
+
+/// A set of shared values. A value only the set still holds is swept when the set has doubled
+/// since the last sweep, so lists that no record uses any more cost at most as much as the ones
+/// in use.
+#[derive(Debug)]
+struct Interner<T: ?Sized> {
+    set: HashSet<Arc<T>>,
+    /// The set's size after the last sweep.
+    swept: usize,
+}
+
+impl<T: ?Sized> Default for Interner<T> {
+    fn default() -> Self {
+        Interner { set: HashSet::new(), swept: 0 }
+    }
+}
+
+impl<T: ?Sized + Hash + Eq> Interner<T> {
+    /// Points `value` at the shared copy of an equal value, or shares `value`.
+    fn share(&mut self, value: &mut Arc<T>) {
+        if let Some(shared) = self.set.get(&**value) {
+            if !Arc::ptr_eq(shared, value) {
+                *value = shared.clone();
+            }
+            return;
+        }
+        if self.set.len() >= (2 * self.swept).max(64) {
+            self.set.retain(|v| Arc::strong_count(v) > 1);
+            self.swept = self.set.len();
+        }
+        self.set.insert(value.clone());
+    }
 }
 
 /// The fleet; see the [module docs](self).
@@ -255,7 +302,7 @@ impl Fleet {
     /// nothing changes.
     pub fn upsert(
         &self,
-        record: DeviceRecord,
+        mut record: DeviceRecord,
         state: Option<OnboardingState>,
     ) -> Result<(DeviceId, u64), FleetError> {
         if let Some(s) = &state {
@@ -265,6 +312,8 @@ impl Fleet {
             return Err(FleetError::SelfBridge);
         }
         let mut w = self.writer();
+        w.shared.types.share(&mut record.device_types);
+        w.shared.oxms.share(&mut record.oxms);
         let uuid = record.uuid;
         let bridge = record.bridge;
         let existing = self.lookup(&uuid);
