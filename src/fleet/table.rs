@@ -5,8 +5,9 @@
 //! lock. Each slot holds:
 //!
 //! - the [`StateWord`]: the hot state, stored and loaded as one atomic `u64`;
-//! - the UUID as two atomics (immutable while the slot's incarnation lasts);
-//! - the [`DeviceRecord`] behind an `ArcSwapOption`, replaced whole on change;
+//! - the [`DeviceRecord`] behind an `ArcSwapOption`, replaced whole on change; it holds the
+//!   device's UUID, which the slot does not repeat (the UUID never changes while the slot's
+//!   incarnation lasts, so every record the slot holds in that time has the same one);
 //! - a revision counter for the control plane's conditional updates.
 //!
 //! Writers (the control plane) serialise on one mutex that the data path never touches. Every
@@ -130,8 +131,6 @@ pub fn patched_state(
 #[derive(Debug, Default)]
 struct Slot {
     word: AtomicU64,
-    uuid_hi: AtomicU64,
-    uuid_lo: AtomicU64,
     revision: AtomicU64,
     record: ArcSwapOption<DeviceRecord>,
 }
@@ -261,16 +260,15 @@ impl Fleet {
             .map_or(StateWord::EMPTY, |s| StateWord::from_bits(s.word.load(Ordering::Acquire)))
     }
 
-    /// The UUID of the device in slot `id`.
+    /// The UUID of the device in slot `id`, read from its record (no reference-count
+    /// increment, no allocation). A slot's record is stored before its word says present and
+    /// cleared after its word says gone.
     pub fn uuid_of(&self, id: DeviceId) -> Option<Uuid> {
         let slot = self.slot(id)?;
         if !StateWord::from_bits(slot.word.load(Ordering::Acquire)).is_present() {
             return None;
         }
-        Some(Uuid::from_u64_pair(
-            slot.uuid_hi.load(Ordering::Acquire),
-            slot.uuid_lo.load(Ordering::Acquire),
-        ))
+        slot.record.load().as_ref().map(|r| r.uuid)
     }
 
     /// The record of slot `id` (one reference-count increment, no allocation).
@@ -337,11 +335,6 @@ impl Fleet {
             w.children.entry(b).or_default().push(id.0);
         }
         let bridge_owned = bridge.is_some_and(|b| self.is_owned(&b));
-        if existing.is_none() {
-            let (hi, lo) = uuid.as_u64_pair();
-            slot.uuid_hi.store(hi, Ordering::Release);
-            slot.uuid_lo.store(lo, Ordering::Release);
-        }
         slot.record.store(Some(Arc::new(record)));
         let word = StateWord::new(incarnation, state, bridge.is_some(), bridge_owned);
         let was_owned = existing.is_some() && word_owned(old_word);

@@ -1,8 +1,8 @@
 //! UUID -> device id, readable without locks.
 //!
 //! An open-addressing table of `AtomicU32` device ids with linear probing. The table stores only
-//! ids; the UUID to compare with is the one held by the device slot, read through a closure, so
-//! the table costs 8 bytes per device at its maximum load factor of 1/2.
+//! ids; the UUID to compare with is the one held by the device's record, read through a
+//! closure, so the table costs 8 bytes per device at its maximum load factor of 1/2.
 //!
 //! One writer inserts and removes (removal leaves a tombstone). When the live entries and
 //! tombstones pass half the table, the writer builds a table twice the size (or the same size,
