@@ -560,7 +560,7 @@ fn bad_inputs() -> Vec<Bad> {
         bad("malformed JSON (batch)", "POST", "/v1/devices:batch", Some("[")),
         bad("not an object (PUT)", "PUT", &np, Some("42")),
         bad("empty body (PUT)", "PUT", &np, Some("")),
-        // Trailing bytes after the JSON value (issue 14).
+        // Trailing bytes after the JSON value.
         bad("trailing garbage (PATCH)", "PATCH", &dp, Some(r#"{"doc_open":false} xyz"#)),
         bad("two values (PATCH)", "PATCH", &dp, Some(r#"{"doc_open":true}{"dos":3}"#)),
         bad("trailing garbage (PUT)", "PUT", &np, Some(format!("{} ]", put("")).as_str())),

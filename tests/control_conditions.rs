@@ -1,4 +1,4 @@
-//! Issue 14, the semantic half: conditional requests (RFC 9110 s13) on every mutating call and
+//! The control API's semantics: conditional requests (RFC 9110 s13) on every mutating call and
 //! per batch item, revisions that never repeat for a UUID across delete, re-create and
 //! restart, and bodies with bytes after the JSON value; over HTTP, against the real daemon.
 //!

@@ -1,4 +1,4 @@
-//! Issue 14, the transport half: the control API against hostile clients and careless
+//! The control API's transport against hostile clients and careless
 //! operators, on the real binary with raw TCP clients.
 //!
 //! - descriptor exhaustion under a lowered open-file limit (`prlimit`);

@@ -19,7 +19,7 @@
 //! list and points every record at it, whoever built the record (a fleet of VODs loaded through
 //! the control API repeats a few lists a million times).
 //!
-//! Memory per device (issue 13; `cargo bench --bench fleet`, section 3, measures it): the slot
+//! Memory per device (`cargo bench --bench fleet`, section 3, measures it): the slot
 //! (24 B), the record's allocation (the record, 144 B on 64-bit targets, plus the `Arc` counts,
 //! 176 B from the allocator), its text (the name and endpoints in one allocation, 80 B for a
 //! 10-byte name and two IPv6 endpoints) and the UUID index (8 B at most), about 288 B in all.
