@@ -49,16 +49,17 @@ pub enum Resource {
 }
 
 impl Resource {
-    /// The resource a request's Uri-Path names (exactly, case-sensitive; RFC 7252 s6.4).
+    /// The resource a request's Uri-Path names (exactly, case-sensitive; RFC 7252 s6.4; an
+    /// empty trailing segment makes it another path). One walk of the path, whatever it names:
+    /// the multicast `/oic/res` discovery every OCF client sends is the commonest datagram the
+    /// gate drops.
     pub fn of(msg: &Message<'_>) -> Resource {
-        if msg.path_is(&[b"oic", b"sec", b"doxm"]) {
-            Resource::Doxm
-        } else if msg.path_is(&[b"oic", b"res"]) {
-            Resource::Res
-        } else if msg.path_is(&[b"oic", b"d"]) {
-            Resource::Device
-        } else {
-            Resource::Other
+        let mut path = msg.uri_path();
+        match [path.next(), path.next(), path.next(), path.next()] {
+            [Some(b"oic"), Some(b"sec"), Some(b"doxm"), None] => Resource::Doxm,
+            [Some(b"oic"), Some(b"res"), None, None] => Resource::Res,
+            [Some(b"oic"), Some(b"d"), None, None] => Resource::Device,
+            _ => Resource::Other,
         }
     }
 
