@@ -210,10 +210,9 @@ impl AnswerBudget {
         u64::try_from(bytes).unwrap_or(u64::MAX)
     }
 
-    /// `ceil(bytes / R)` as a duration, saturating far beyond any window.
+    /// `ceil(bytes / R)` as a duration.
     fn budget_time(&self, bytes: u128) -> Duration {
-        let nanos = bytes.saturating_mul(NANOS_PER_SEC).div_ceil(u128::from(self.rate));
-        Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+        super::time_at(bytes, self.rate)
     }
 }
 

@@ -31,9 +31,18 @@ mod budget;
 mod pacer;
 mod source;
 
+use std::time::Duration;
+
 pub use budget::AnswerBudget;
 pub use pacer::SendPacer;
 pub use source::SourceLimiter;
+
+/// How long `bytes` take at `rate` bytes per second, rounded up to the nanosecond (saturating
+/// far beyond any window): the one conversion the budget and the pacer both charge with.
+fn time_at(bytes: u128, rate: u64) -> Duration {
+    let nanos = bytes.saturating_mul(1_000_000_000).div_ceil(u128::from(rate));
+    Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+}
 
 /// Shorthands of the limits' unit tests.
 #[cfg(test)]

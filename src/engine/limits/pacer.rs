@@ -43,7 +43,7 @@ impl SendPacer {
 
     /// Accounts for an answer of `bytes` bytes that leaves at `now`.
     pub fn charge(&mut self, now: Instant, bytes: usize) {
-        let cost = Duration::from_secs_f64(bytes as f64 / self.rate_bytes as f64);
+        let cost = super::time_at(bytes as u128, self.rate_bytes);
         self.paid_until = Some(self.paid_until.map_or(now, |p| p.max(now)) + cost);
     }
 }
