@@ -102,7 +102,7 @@ pub struct RunArgs {
     /// Port mode: the port of device 0 [default: 40000]
     #[arg(long)]
     port_base: Option<u16>,
-    /// Port mode: how many device ports to open [default: 1024; demo: 1001]
+    /// Port mode: how many device ports to open [default: 1024; demo: 1100]
     #[arg(long)]
     port_count: Option<u16>,
     /// Address mode: the IPv6 prefix routed to the host, e.g. fd00:d0c::/64.
