@@ -573,8 +573,9 @@ fn request_info(meta: &Meta, msg: &Message<'_>, view: View) -> RequestInfo {
     RequestInfo { peer: meta.source, interface: meta.interface, token, token_len, view }
 }
 
-/// The encoded size of a doxm answer with one oxm and a zero-length token, per view.
-fn typical_answer_size(view: View) -> usize {
+/// The encoded size of a doxm answer with one oxm and a zero-length token, per view: what the
+/// byte budget charges for each answer of a request, plus the request's token.
+pub fn typical_answer_size(view: View) -> usize {
     let doxm = ocf::Doxm {
         oxms: &[ocf::oxm::JUST_WORKS],
         oxmsel: ocf::oxm::SELF,

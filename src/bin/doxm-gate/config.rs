@@ -55,8 +55,8 @@ use doxm_gate::engine::endpoint::EndpointPlan;
 use doxm_gate::engine::Config as EngineConfig;
 use doxm_gate::io::net::DEFAULT_GROUPS;
 use doxm_gate::io::DriverConfig;
-use doxm_gate::wire::coap::{Code, MessageType, MAX_TOKEN_LEN};
-use doxm_gate::wire::ocf::{self, oxm, sct, View};
+use doxm_gate::wire::coap::MAX_TOKEN_LEN;
+use doxm_gate::wire::ocf::View;
 
 /// The configuration file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -546,27 +546,7 @@ fn check_token(token: &str, key: &'static str) -> Result<String, ConfigError> {
 /// the baseline interface, with an 8-byte token (the engine's typical answer size plus the
 /// token, as it budgets each request).
 pub fn one_answer_bytes() -> u64 {
-    let doxm = ocf::Doxm {
-        oxms: &[oxm::JUST_WORKS],
-        oxmsel: oxm::SELF,
-        sct: sct::PAIRWISE_PSK | sct::CERTIFICATE,
-        owned: false,
-        devowneruuid: uuid::Uuid::nil(),
-        deviceuuid: uuid::Uuid::nil(),
-        rowneruuid: uuid::Uuid::nil(),
-    };
-    let mut buf = [0u8; 512];
-    let token = [0u8; MAX_TOKEN_LEN];
-    let len = ocf::write_response(
-        &mut buf,
-        MessageType::NonConfirmable,
-        Code::CONTENT,
-        0,
-        &token,
-        |out| doxm.encode(View::Baseline, out),
-    )
-    .unwrap_or(buf.len());
-    len as u64
+    (doxm_gate::engine::typical_answer_size(View::Baseline) + MAX_TOKEN_LEN) as u64
 }
 
 fn split_prefix(text: &str, key: &'static str) -> Result<(String, u8), ConfigError> {
