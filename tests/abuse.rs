@@ -762,9 +762,12 @@ fn amplification_is_bounded_by_source_rate_and_byte_budget() {
     }
     assert_eq!(s("accepted/answering"), tokens_a.len() as u64 + 1, "A's answered requests and B's");
     assert_eq!(s("engine/rate-limited"), sent_a - tokens_a.len() as u64);
-    // The second source is served in full: the limit is per source.
-    assert_eq!(answers_b, eligible as u64, "source B");
-    // Bytes per second never above the budget: the pacer lets 50 ms of budget go at once.
+    // The second source is served: the limit is per source. Round robin gives B half the
+    // rate while A's answers are due, and its window is planned at 4/5 of that half; an
+    // answer the random draws leave queued at the window's end expires (SPEC 4), so allow 1 %.
+    assert!(answers_b * 100 >= eligible as u64 * 99, "source B got {answers_b} of {eligible}");
+    // Bytes per second never above the budget (the pacer's strict bound: the budget plus one
+    // answer in any second; 5 % more for the receiver's user-space timestamps).
     let slack_1s = (budget as f64 * 1.05) as u64 + max_len;
     for (i, (_, b)) in per_s.iter().enumerate() {
         assert!(*b <= slack_1s, "{b} B in second {i}, budget {budget} B/s (+5% +1 answer)");

@@ -61,6 +61,9 @@ pub use source_address::SourceReject;
 pub use stats::{EngineDrop, Stats, Verdict};
 use unicast::Body;
 
+/// The timer grain (SPEC 4: at most 10 ms): [`Engine::poll_timeout`] rounds wake-ups up to it.
+pub const TIMER_GRAIN: Duration = schedule::SEND_SLACK;
+
 /// The engine's limits and timings. Every limit is configurable; the defaults suit a bridge of
 /// up to a million devices on one host.
 #[derive(Debug, Clone, PartialEq)]
@@ -182,6 +185,10 @@ pub struct Engine {
     /// The hard bound on answer bytes sent per second (the budget's windows spread answers;
     /// overlapping windows could briefly exceed the rate without it).
     pacer: SendPacer,
+    /// Unicast replies' half of the rate while multicast answers wait (see `admit_reply`).
+    reply_pacer: SendPacer,
+    /// The timer grain's grid starts here (the first datagram handled): see `poll_timeout`.
+    epoch: Option<Instant>,
     /// Where a unicast reply is encoded at admission, to charge its exact bytes.
     scratch: Vec<u8>,
     /// The length of the reply in `scratch`, while it is the last one queued.
@@ -218,6 +225,8 @@ impl Engine {
             answer_size: [typical_answer_size(View::Default), typical_answer_size(View::Baseline)],
             rng,
             pacer: SendPacer::new(config.answer_rate_bytes),
+            reply_pacer: SendPacer::new((config.answer_rate_bytes / 2).max(1)),
+            epoch: None,
             scratch: vec![0; SCRATCH_LEN],
             scratch_len: None,
             stats: Stats::default(),
@@ -243,6 +252,7 @@ impl Engine {
 
     /// Handles one received datagram; returns (and counts) what became of it.
     pub fn handle(&mut self, now: Instant, meta: &Meta, datagram: &[u8]) -> Verdict {
+        let _ = self.epoch.get_or_insert(now);
         let verdict = match Message::parse(datagram) {
             Err(e) => Verdict::Malformed(e),
             Ok(msg) if meta.destination.ip().is_multicast() => self.multicast(now, meta, &msg),
@@ -252,13 +262,27 @@ impl Engine {
         verdict
     }
 
-    /// When the next multicast answer comes due. Unicast responses are ready at once: after
-    /// [`Engine::handle`], drain [`Engine::poll_transmit`] until it returns `None`.
+    /// When to call [`Engine::poll_transmit`] next for multicast answers: when the next one
+    /// comes due and the pacer lets it go, rounded up to the timer grain (SPEC 4, 10 ms) on a
+    /// grid that starts at the first datagram handled. So every answer due within one grain
+    /// leaves in one wake-up and one batched send: a discovery wakes the driver at most once
+    /// per grain of its window, not once per answer (send times are drawn a grain before
+    /// their deadline, so the rounding never makes one late). Unicast responses are ready at
+    /// once: after [`Engine::handle`], drain [`Engine::poll_transmit`] until it returns `None`.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let due = self.schedule.next_due()?;
-        Some(match self.pacer.ready_at() {
+        let wake = match self.pacer.ready_at() {
             Some(ready) => due.max(ready),
             None => due,
+        };
+        Some(match self.epoch {
+            Some(epoch) if wake > epoch => {
+                let grain = TIMER_GRAIN.as_nanos();
+                let grains = (wake - epoch).as_nanos().div_ceil(grain);
+                let offset = u64::try_from(grains * grain).unwrap_or(u64::MAX);
+                epoch.checked_add(Duration::from_nanos(offset)).unwrap_or(wake)
+            }
+            _ => wake,
         })
     }
 
@@ -323,7 +347,7 @@ impl Engine {
             match written {
                 Ok(len) => {
                     self.stats.answers_sent += 1;
-                    self.pacer.charge(now, len);
+                    let _ = self.pacer.charge(now, len);
                     return Some(Transmit {
                         destination: due.info.peer,
                         source,
@@ -402,7 +426,9 @@ impl Engine {
         }
         let view = request.view();
         let size = self.answer_size[usize::from(view == View::Baseline)] + msg.token().len();
-        let window = self.budget.window(now, owed.len(), size, grant.held);
+        let (sharing, queued) =
+            (self.schedule.sharing(meta.source.ip()), self.schedule.queued(meta.source.ip()));
+        let window = self.budget.window(owed.len(), size, grant.held, sharing, queued);
         self.sources.charge(now, grant, window.cost);
         if window.stretched {
             self.stats.budget_stretches += 1;
@@ -416,8 +442,8 @@ impl Engine {
             owed.truncate(window.admitted);
         }
         let scheduled = owed.len();
-        let span = (window.start, window.length);
-        shed += self.schedule.insert(now, request_info(meta, msg, view), owed, span, &mut self.rng);
+        let info = request_info(meta, msg, view);
+        shed += self.schedule.insert(now, info, owed, window.length, size, &mut self.rng);
         self.stats.answers_scheduled += scheduled as u64;
         self.stats.answers_shed += shed as u64;
         Verdict::Answering(scheduled)
@@ -494,7 +520,8 @@ impl Engine {
     /// source flooding unicast requests gets at most the budget rate of replies; sharing the
     /// budget fairly between it and everyone else is SPEC 7's fair share, not this check.
     fn admit_reply(&mut self, now: Instant, reply: &Immediate) -> Result<(), EngineDrop> {
-        if self.pacer.holds(now) {
+        let answers_waiting = self.schedule.pending_answers() > 0;
+        if self.pacer.holds(now) || (answers_waiting && self.reply_pacer.holds(now)) {
             return Err(EngineDrop::OverBudget);
         }
         let mut scratch = std::mem::take(&mut self.scratch);
@@ -503,8 +530,8 @@ impl Engine {
         // Kept for `poll_transmit`, which takes it when this reply, queued last, leaves.
         self.scratch_len = encoded;
         let len = encoded.unwrap_or(0);
-        self.pacer.charge(now, len);
-        let cost = self.budget.charge(now, len);
+        let cost = self.pacer.charge(now, len);
+        let _ = self.reply_pacer.charge(now, len);
         let _ = self.sources.charge_reply(now, reply.destination.ip(), cost);
         Ok(())
     }

@@ -116,9 +116,9 @@ pub struct Report {
     pub clients: Vec<(ClientKind, ClientReport)>,
     /// Every non-zero verdict counter: `group/label -> count`.
     pub verdicts: BTreeMap<String, u64>,
-    /// Answer-level counters: scheduled, sent, cancelled, shed, budget stretches.
-    pub answers: [u64; 5],
-    /// The largest number of answer bytes sent in any one second.
+    /// Answer-level counters: scheduled, sent, cancelled, shed, expired, budget stretches.
+    pub answers: [u64; 6],
+    /// The largest number of bytes sent in any sliding one-second interval.
     pub peak_bytes_per_second: u64,
 }
 
@@ -138,11 +138,11 @@ impl fmt::Display for Report {
                 c.last_answer.as_millis()
             )?;
         }
-        let [scheduled, sent, cancelled, shed, stretches] = self.answers;
+        let [scheduled, sent, cancelled, shed, expired, stretches] = self.answers;
         writeln!(
             f,
             "answers: scheduled {scheduled}, sent {sent}, cancelled {cancelled}, shed {shed}, \
-             stretched windows {stretches}; peak {} B/s",
+             expired {expired}, stretched windows {stretches}; peak {} B in a sliding second",
             self.peak_bytes_per_second
         )?;
         for (label, n) in &self.verdicts {
@@ -207,13 +207,14 @@ pub fn run(scenario: &Scenario) -> Report {
     flips.sort_by_key(|f| f.at);
     let (mut next_event, mut next_flip) = (0, 0);
     let mut buf = [0u8; 1500];
-    let mut per_second: BTreeMap<u64, u64> = BTreeMap::new();
+    // (when, bytes) of every datagram sent, for the sliding-second peak.
+    let mut sent: Vec<(Duration, u64)> = Vec::new();
     let mut now = t0;
     loop {
         // Deliver everything due now.
         while let Some(t) = engine.poll_transmit(now, &mut buf) {
             let at = now - t0;
-            *per_second.entry(at.as_secs()).or_default() += t.len as u64;
+            sent.push((at, t.len as u64));
             let eligible = fleet.word(t.device).is_eligible();
             if let Some(c) =
                 clients.iter_mut().find(|c| c.v6 == t.destination || c.v4 == t.destination)
@@ -254,10 +255,25 @@ pub fn run(scenario: &Scenario) -> Report {
             stats.answers_sent,
             stats.answers_cancelled,
             stats.answers_shed,
+            stats.answers_expired,
             stats.budget_stretches,
         ],
-        peak_bytes_per_second: per_second.values().copied().max().unwrap_or(0),
+        peak_bytes_per_second: sliding_second_peak(&sent),
     }
+}
+
+/// The most bytes in any interval `[t, t + 1 s)` of `sent` (in time order).
+fn sliding_second_peak(sent: &[(Duration, u64)]) -> u64 {
+    let (mut from, mut window, mut peak) = (0, 0, 0);
+    for &(at, bytes) in sent {
+        window += bytes;
+        while at - sent[from].0 >= Duration::from_secs(1) {
+            window -= sent[from].1;
+            from += 1;
+        }
+        peak = peak.max(window);
+    }
+    peak
 }
 
 fn receive(c: &mut ClientState, now: Instant, device: DeviceId, eligible: bool, bytes: &[u8]) {

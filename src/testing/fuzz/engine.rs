@@ -120,7 +120,7 @@
 //! `deviceuuid-names-one-device` (`deviceuuid` in each form, alone and with `di`, to eligible,
 //! RFNOP and unknown devices).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -153,8 +153,9 @@ const DEDUP_CAPACITY: usize = 1_024;
 const MAX_DEVICES: usize = 64;
 /// Device `id`'s discovery endpoint is port `PORT_BASE + id` (port mode).
 const PORT_BASE: u16 = 40_000;
-/// The burst the engine's pacer allows: `answer_rate_bytes` times this (src/engine/mod.rs).
-const PACER_BURST: Duration = Duration::from_millis(50);
+/// The burst the engine's pacer allows: `answer_rate_bytes` times this, one timer grain
+/// (src/engine/limits/pacer.rs).
+const PACER_BURST: Duration = crate::engine::TIMER_GRAIN;
 /// `dos.s` by the low three bits of a state byte: RFOTM by default and for 5..=7.
 const DOS_CHOICES: [Dos; 8] = [
     Dos::Rfotm,
@@ -253,6 +254,11 @@ struct Run {
     responses_seen: u64,
     /// The pacer's theoretical arrival time: the answers sent so far paid for at the rate.
     paced_until: Option<Instant>,
+    /// Every datagram sent, (when, bytes), for the strict one-second bound (SPEC 7).
+    sent_log: VecDeque<(Instant, usize)>,
+    /// The same for unicast replies, and the replies' own GCRA at half the rate.
+    reply_log: VecDeque<(Instant, usize)>,
+    reply_paced_until: Option<Instant>,
     buf: Vec<u8>,
 }
 
@@ -324,6 +330,9 @@ impl Run {
             answers_seen: 0,
             responses_seen: 0,
             paced_until: None,
+            sent_log: VecDeque::new(),
+            reply_log: VecDeque::new(),
+            reply_paced_until: None,
             buf: vec![0; 1_500],
         }
     }
@@ -452,6 +461,7 @@ impl Run {
             self.shared.entry(interface).or_insert_with(|| vec![first]).push(index);
         }
         let meta = Meta { source, destination, interface };
+        let answers_waiting = self.engine.pending_answers() > 0;
         let verdict = self.engine.handle(self.now, &meta, bytes);
         let r = &mut self.requests[index];
         match verdict {
@@ -469,11 +479,16 @@ impl Run {
                 // SPEC 7: a unicast reply is refused for the byte budget only, exactly when
                 // the pacer holds (its source's share is charged, never refused).
                 assert!(!r.multicast && !r.ignore, "request {index}: {verdict:?} {r:?}");
-                let ready = self.paced_until.and_then(|p| p.checked_sub(PACER_BURST));
-                assert!(
-                    ready.is_some_and(|ready| ready > self.now),
-                    "request {index} refused over budget while the pacer had room"
-                );
+                let rate = self.config.answer_rate_bytes;
+                let held = pacer_holds(self.paced_until, &self.sent_log, rate, self.now)
+                    || (answers_waiting
+                        && pacer_holds(
+                            self.reply_paced_until,
+                            &self.reply_log,
+                            rate / 2,
+                            self.now,
+                        ));
+                assert!(held, "request {index} refused over budget while the pacer had room");
             }
             _ => {}
         }
@@ -574,7 +589,17 @@ impl Run {
     /// Takes every datagram the engine has ready now, checking each.
     fn drain(&mut self) {
         let expired = self.engine.stats().answers_expired;
+        // Whether the pacer held answers until within a grain of now (the driver wakes at
+        // `poll_timeout`, rounded up to the grain, once the pacer lets go).
+        let rate = self.config.answer_rate_bytes;
+        let grain = crate::engine::TIMER_GRAIN + Duration::from_micros(1);
         let ready = self.paced_until.and_then(|p| p.checked_sub(PACER_BURST));
+        let held = ready.is_some_and(|r| r + grain >= self.now)
+            || [Duration::ZERO, grain].iter().any(|&back| {
+                self.now
+                    .checked_sub(back)
+                    .is_some_and(|t| pacer_holds(None, &self.sent_log, rate, t))
+            });
         let mut buf = std::mem::take(&mut self.buf);
         while let Some(t) = self.engine.poll_transmit(self.now, &mut buf) {
             self.on_transmit(&t, &buf[..t.len]);
@@ -585,7 +610,7 @@ impl Run {
         // the pacer lets go (SPEC 4: never sent late, never dropped without a cause).
         if self.engine.stats().answers_expired > expired {
             assert!(
-                ready.is_some_and(|r| r + Duration::from_micros(1) >= self.now),
+                held,
                 "answers expired at {:?}, and the pacer did not hold them",
                 self.now - self.t0
             );
@@ -694,12 +719,20 @@ impl Run {
         let due = self.now.checked_sub(t.late).expect("late is within the run");
         assert!(due >= r.at, "answer due {:?} before its request", r.at - due);
         assert!(due - r.at <= longest, "answer due {:?} after its request", due - r.at);
+        let rate = self.config.answer_rate_bytes;
+        assert!(
+            !pacer_holds(self.paced_until, &self.sent_log, rate, self.now),
+            "answer sent ahead of the rate"
+        );
+        // The driver wakes at `poll_timeout`, which rounds up to the timer grain (SPEC 4): an
+        // answer leaves within a grain of its due time, or of the pacer letting it go.
         let ready = self.paced_until.and_then(|p| p.checked_sub(PACER_BURST));
-        assert!(ready.is_none_or(|ready| ready <= self.now), "answer sent ahead of the rate");
         let held = ready.filter(|&ready| ready > due);
         let release = held.unwrap_or(due);
+        let late = self.now > release + crate::engine::TIMER_GRAIN;
+        let ring_full = pacer_holds(None, &self.sent_log, rate, release);
         assert!(
-            self.now <= release + Duration::from_micros(1),
+            !late || ring_full,
             "answer held {:?} past its due time and the pacer",
             self.now - release
         );
@@ -723,9 +756,15 @@ impl Run {
     fn on_response(&mut self, index: usize, t: &Transmit, msg: &Message<'_>) {
         self.responses_seen += 1;
         // SPEC 7: replies go through the same pacer as answers, never ahead of its rate.
-        let ready = self.paced_until.and_then(|p| p.checked_sub(PACER_BURST));
-        assert!(ready.is_none_or(|ready| ready <= self.now), "reply sent ahead of the rate");
+        let rate = self.config.answer_rate_bytes;
+        assert!(
+            !pacer_holds(self.paced_until, &self.sent_log, rate, self.now),
+            "reply sent ahead of the rate"
+        );
         self.pace(t.len);
+        self.reply_paced_until =
+            Some(gcra(self.reply_paced_until, self.now, t.len, (rate / 2).max(1)));
+        self.reply_log.push_back((self.now, t.len));
         let r = &mut self.requests[index];
         r.sent += 1;
         assert_eq!(r.sent, 1, "request {index} got two responses");
@@ -758,9 +797,24 @@ impl Run {
     }
 
     /// Charges `bytes` sent now to the model's pacer (the engine's GCRA, `PACER_BURST`).
+    /// Also checks SPEC 7's strict bound: no sliding second holds more than the rate plus
+    /// one datagram.
     fn pace(&mut self, bytes: usize) {
-        let cost = Duration::from_secs_f64(bytes as f64 / self.config.answer_rate_bytes as f64);
-        self.paced_until = Some(self.paced_until.map_or(self.now, |p| p.max(self.now)) + cost);
+        let rate = self.config.answer_rate_bytes;
+        self.paced_until = Some(gcra(self.paced_until, self.now, bytes, rate));
+        let second_ago = self.now.checked_sub(Duration::from_secs(1));
+        let in_last_second: usize = self
+            .sent_log
+            .iter()
+            .rev()
+            .take_while(|(at, _)| second_ago.is_none_or(|ago| *at > ago))
+            .map(|(_, b)| b)
+            .sum();
+        assert!(
+            (in_last_second as u64) < rate,
+            "{in_last_second} B sent in the second before a {bytes} B datagram, rate {rate} B/s"
+        );
+        self.sent_log.push_back((self.now, bytes));
     }
 
     /// SPEC 1.1: two requests are copies of one exchange when they have the same Message ID
@@ -1391,4 +1445,40 @@ impl<'a> Bytes<'a> {
     fn u16(&mut self) -> u16 {
         u16::from_be_bytes([self.u8(), self.u8()])
     }
+}
+
+/// The model's GCRA: `paid` after `bytes` leave at `now`, at `rate` bytes per second.
+fn gcra(paid: Option<Instant>, now: Instant, bytes: usize, rate: u64) -> Instant {
+    let cost = Duration::from_nanos(
+        u64::try_from((bytes as u128 * 1_000_000_000).div_ceil(u128::from(rate)))
+            .unwrap_or(u64::MAX),
+    );
+    paid.map_or(now, |p| p.max(now)) + cost
+}
+
+/// Whether the engine's pacer (src/engine/limits/pacer.rs) holds datagrams at `now`, modelled
+/// from what was sent: the GCRA is more than a grain ahead, or the grains of the last second
+/// (the grain of `now` and the 100 before it, counted from the first datagram) hold the rate.
+fn pacer_holds(
+    paid: Option<Instant>,
+    log: &VecDeque<(Instant, usize)>,
+    rate: u64,
+    now: Instant,
+) -> bool {
+    if paid.and_then(|p| p.checked_sub(PACER_BURST)).is_some_and(|ready| ready > now) {
+        return true;
+    }
+    // The first datagram is the pacer's epoch: the logs are never trimmed (a script sends at
+    // most a few thousand datagrams).
+    let Some(&(epoch, _)) = log.front() else { return false };
+    let grain = |t: Instant| t.saturating_duration_since(epoch).as_nanos() / PACER_BURST.as_nanos();
+    let oldest = grain(now).saturating_sub(100);
+    let in_ring: usize = log
+        .iter()
+        .rev()
+        .skip_while(|(at, _)| *at > now)
+        .take_while(|(at, _)| grain(*at) >= oldest)
+        .map(|(_, b)| b)
+        .sum();
+    in_ring as u64 >= rate.max(1)
 }
