@@ -6,8 +6,9 @@
 use std::time::Duration;
 
 use doxm_gate::engine::endpoint::EndpointPlan;
-use doxm_gate::engine::Config;
+use doxm_gate::engine::{typical_answer_size, Config};
 use doxm_gate::testing::sim::{self, Client, ClientKind, Flip, Scenario};
+use doxm_gate::wire::ocf::View;
 
 fn scenario() -> Scenario {
     let ms = Duration::from_millis;
@@ -85,4 +86,79 @@ fn storm_report_snapshot() {
 #[test]
 fn same_seed_same_report() {
     assert_eq!(sim::run(&scenario()), sim::run(&scenario()));
+}
+
+/// SPEC 7's case (issue 12): 999 eligible devices, a 200,000 B/s budget, 200 sources each
+/// sending one discovery within a second, then a legitimate OBT. Without fair sharing (the
+/// first-come-first-served budget this replaced) the OBT got nothing for 70 s.
+#[test]
+fn a_legitimate_obt_gets_its_fair_share_behind_200_spoofed_sources() {
+    let ms = Duration::from_millis;
+    let budget = 200_000u64;
+    let mut clients: Vec<Client> = (0..200u32)
+        .map(|i| Client {
+            kind: ClientKind::Repeater,
+            first: ms(5 * u64::from(i)),
+            count: 1,
+            every: ms(1),
+        })
+        .collect();
+    clients.push(Client {
+        kind: ClientKind::IotivityLite,
+        first: ms(1_000),
+        count: 1,
+        every: ms(1),
+    });
+    let scenario = Scenario {
+        devices: 999,
+        eligible_every: 1,
+        clients,
+        flips: vec![],
+        config: Config {
+            endpoints: EndpointPlan::Ports { base: 40_000, count: 10_000 },
+            answer_rate_bytes: budget,
+            ..Config::default()
+        },
+        seed: 12,
+    };
+    let report = sim::run(&scenario);
+    let (_, obt) = report.clients.last().expect("the OBT");
+    let first = obt.answer_times.iter().min().copied().expect("the OBT got no answer at all");
+    let within_15s = obt.answer_times.iter().filter(|t| **t <= Duration::from_secs(15)).count();
+    // Its fair share over those 15 s: the budget over the 201 sources with answers pending.
+    let size = typical_answer_size(View::Default) as u64 + 3;
+    let fair = budget * 15 / size / 201;
+    let max_answer = report.sent.iter().map(|s| s.1).max().unwrap_or(0);
+    let zero_seconds = zero_output_seconds_while_pending(&report);
+    println!(
+        "fairness: first answer {first:?} after the OBT's request; {within_15s} answers in 15 s \
+         (fair share {fair}); {} answers in all; peak {} B in a sliding second (budget {budget} \
+         + one answer of {max_answer} B); {zero_seconds} seconds of zero output while pending; \
+         expired {}",
+        obt.answers, report.peak_bytes_per_second, report.answers[4]
+    );
+    assert!(first <= Duration::from_secs(2), "first answer after {first:?}");
+    assert!(within_15s as u64 * 2 >= fair, "{within_15s} answers in 15 s, fair share {fair}");
+    assert_eq!(zero_seconds, 0, "a second with zero output while answers were pending");
+    assert!(
+        report.peak_bytes_per_second <= budget + max_answer,
+        "{}",
+        report.peak_bytes_per_second
+    );
+    assert_eq!(obt.duplicate_answers + obt.ineligible_answers, 0);
+}
+
+/// Whole seconds `[k, k + 1)` in which answers were pending at every wake-up and nothing left.
+fn zero_output_seconds_while_pending(report: &sim::Report) -> usize {
+    let last = report.pending.last().map_or(0, |p| p.0.as_secs());
+    (0..last)
+        .filter(|&k| {
+            let in_second = |t: Duration| t.as_secs() == k;
+            let samples: Vec<usize> =
+                report.pending.iter().filter(|p| in_second(p.0)).map(|p| p.1).collect();
+            let pending_all = !samples.is_empty() && samples.iter().all(|&n| n > 0);
+            let bytes: u64 = report.sent.iter().filter(|s| in_second(s.0)).map(|s| s.1).sum();
+            pending_all && bytes == 0
+        })
+        .count()
 }

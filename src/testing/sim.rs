@@ -107,6 +107,8 @@ pub struct ClientReport {
     pub ineligible_answers: u64,
     /// The latest answer, after its request.
     pub last_answer: Duration,
+    /// When each answer arrived, after the client's first request (not in the table).
+    pub answer_times: Vec<Duration>,
 }
 
 /// The outcome of a run.
@@ -120,6 +122,10 @@ pub struct Report {
     pub answers: [u64; 6],
     /// The largest number of bytes sent in any sliding one-second interval.
     pub peak_bytes_per_second: u64,
+    /// Every datagram the engine sent: (when, bytes), from the start (not in the table).
+    pub sent: Vec<(Duration, u64)>,
+    /// The engine's pending answers after every wake-up: (when, answers) (not in the table).
+    pub pending: Vec<(Duration, usize)>,
 }
 
 impl fmt::Display for Report {
@@ -161,6 +167,8 @@ struct ClientState {
     answered: HashMap<Vec<u8>, HashSet<DeviceId>>,
     /// When each token was sent.
     sent_at: HashMap<Vec<u8>, Instant>,
+    /// When its first request left.
+    first_sent: Option<Instant>,
     seen: HashSet<DeviceId>,
 }
 
@@ -192,6 +200,7 @@ pub fn run(scenario: &Scenario) -> Report {
             report: ClientReport::default(),
             answered: HashMap::new(),
             sent_at: HashMap::new(),
+            first_sent: None,
             seen: HashSet::new(),
         })
         .collect();
@@ -209,6 +218,7 @@ pub fn run(scenario: &Scenario) -> Report {
     let mut buf = [0u8; 1500];
     // (when, bytes) of every datagram sent, for the sliding-second peak.
     let mut sent: Vec<(Duration, u64)> = Vec::new();
+    let mut pending = Vec::new();
     let mut now = t0;
     loop {
         // Deliver everything due now.
@@ -222,6 +232,7 @@ pub fn run(scenario: &Scenario) -> Report {
                 receive(c, now, t.device, eligible, &buf[..t.len]);
             }
         }
+        pending.push((now - t0, engine.pending_answers()));
         let event_at = events.get(next_event).map(|e| t0 + e.0);
         let flip_at = flips.get(next_flip).map(|f| t0 + f.at);
         let wake = [event_at, flip_at, engine.poll_timeout()].into_iter().flatten().min();
@@ -259,6 +270,8 @@ pub fn run(scenario: &Scenario) -> Report {
             stats.budget_stretches,
         ],
         peak_bytes_per_second: sliding_second_peak(&sent),
+        sent,
+        pending,
     }
 }
 
@@ -294,6 +307,9 @@ fn receive(c: &mut ClientState, now: Instant, device: DeviceId, eligible: bool, 
     }
     c.seen.insert(device);
     c.report.devices = c.seen.len() as u64;
+    if let Some(first) = c.first_sent {
+        c.report.answer_times.push(now - first);
+    }
     if let Some(sent) = c.sent_at.get(&token) {
         c.report.last_answer = c.report.last_answer.max(now - *sent);
     }
@@ -311,6 +327,7 @@ fn send(engine: &mut Engine, c: &mut ClientState, now: Instant, n: u32, client: 
     let mut deliver = |engine: &mut Engine, m: Meta, bytes: &[u8], token: &[u8]| {
         c.report.sent += 1;
         c.sent_at.entry(token.to_vec()).or_insert(now);
+        let _ = c.first_sent.get_or_insert(now);
         engine.handle(now, &m, bytes);
     };
     match c.kind {
