@@ -61,6 +61,10 @@ pub use source_address::SourceReject;
 pub use stats::{EngineDrop, Stats, Verdict};
 use unicast::Body;
 
+/// How recent a unicast reply must be for the reply stream to count as a source sharing the
+/// answer budget.
+const BURST_HORIZON: Duration = Duration::from_secs(1);
+
 /// The timer grain (SPEC 4: at most 10 ms): [`Engine::poll_timeout`] rounds wake-ups up to it.
 pub const TIMER_GRAIN: Duration = schedule::SEND_SLACK;
 
@@ -185,7 +189,8 @@ pub struct Engine {
     /// The hard bound on answer bytes sent per second (the budget's windows spread answers;
     /// overlapping windows could briefly exceed the rate without it).
     pacer: SendPacer,
-    /// Unicast replies' half of the rate while multicast answers wait (see `admit_reply`).
+    /// Unicast replies' share of the rate while multicast answers wait (see `admit_reply`); a
+    /// discovery made while replies flow plans its window for that share.
     reply_pacer: SendPacer,
     /// The timer grain's grid starts here (the first datagram handled): see `poll_timeout`.
     epoch: Option<Instant>,
@@ -225,7 +230,7 @@ impl Engine {
             answer_size: [typical_answer_size(View::Default), typical_answer_size(View::Baseline)],
             rng,
             pacer: SendPacer::new(config.answer_rate_bytes),
-            reply_pacer: SendPacer::new((config.answer_rate_bytes / 2).max(1)),
+            reply_pacer: SendPacer::new(config.answer_rate_bytes),
             epoch: None,
             scratch: vec![0; SCRATCH_LEN],
             scratch_len: None,
@@ -243,6 +248,12 @@ impl Engine {
     /// The fleet the engine answers for.
     pub fn fleet(&self) -> &Arc<Fleet> {
         &self.fleet
+    }
+
+    /// The number of sources with multicast answers pending (what the answer budget is shared
+    /// among, SPEC 7).
+    pub fn pending_sources(&self) -> usize {
+        self.schedule.sources()
     }
 
     /// The number of multicast answers waiting for their time.
@@ -426,8 +437,11 @@ impl Engine {
         }
         let view = request.view();
         let size = self.answer_size[usize::from(view == View::Baseline)] + msg.token().len();
-        let (sharing, queued) =
-            (self.schedule.sharing(meta.source.ip()), self.schedule.queued(meta.source.ip()));
+        // Unicast replies sent in the last second share the rate like one more source (see
+        // `admit_reply`).
+        let replying = self.reply_pacer.ready_at().is_some_and(|r| r + BURST_HORIZON > now);
+        let sharing = self.schedule.sharing(meta.source.ip()) + usize::from(replying);
+        let queued = self.schedule.queued(meta.source.ip());
         let window = self.budget.window(owed.len(), size, grant.held, sharing, queued);
         self.sources.charge(now, grant, window.cost);
         if window.stretched {
@@ -520,8 +534,11 @@ impl Engine {
     /// source flooding unicast requests gets at most the budget rate of replies; sharing the
     /// budget fairly between it and everyone else is SPEC 7's fair share, not this check.
     fn admit_reply(&mut self, now: Instant, reply: &Immediate) -> Result<(), EngineDrop> {
-        let answers_waiting = self.schedule.pending_answers() > 0;
-        if self.pacer.holds(now) || (answers_waiting && self.reply_pacer.holds(now)) {
+        // While multicast answers wait, the replies together are one more source in the fair
+        // share: `rate / (sources with answers pending + 1)`.
+        let sharing = self.schedule.sources() as u64;
+        self.reply_pacer.set_rate(self.config.answer_rate_bytes / (sharing + 1));
+        if self.pacer.holds(now) || (sharing > 0 && self.reply_pacer.holds(now)) {
             return Err(EngineDrop::OverBudget);
         }
         let mut scratch = std::mem::take(&mut self.scratch);

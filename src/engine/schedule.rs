@@ -254,6 +254,11 @@ impl Schedule {
         self.source_of.len() + usize::from(!self.source_of.contains_key(&ip))
     }
 
+    /// The number of sources with answers pending.
+    pub fn sources(&self) -> usize {
+        self.source_of.len()
+    }
+
     /// The answers `ip` has pending.
     pub fn queued(&self, ip: IpAddr) -> usize {
         let source = self.source_of.get(&ip).and_then(|&s| self.sources[s].as_ref());

@@ -68,6 +68,12 @@ impl SendPacer {
         }
     }
 
+    /// Changes the rate (positive) for what leaves from now on: the bytes already sent stay
+    /// paid for at the rate they were charged at.
+    pub fn set_rate(&mut self, rate_bytes: u64) {
+        self.rate_bytes = rate_bytes.max(1);
+    }
+
     /// The instant from which the pacer lets the next datagram go, or `None` when it holds
     /// nothing back at all (nothing has left yet). May be in the past.
     pub fn ready_at(&self) -> Option<Instant> {

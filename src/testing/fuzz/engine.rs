@@ -259,6 +259,8 @@ struct Run {
     /// The same for unicast replies, and the replies' own GCRA at half the rate.
     reply_log: VecDeque<(Instant, usize)>,
     reply_paced_until: Option<Instant>,
+    /// The replies' rate as the engine last set it.
+    reply_rate: u64,
     buf: Vec<u8>,
 }
 
@@ -333,6 +335,7 @@ impl Run {
             sent_log: VecDeque::new(),
             reply_log: VecDeque::new(),
             reply_paced_until: None,
+            reply_rate: 1,
             buf: vec![0; 1_500],
         }
     }
@@ -461,7 +464,12 @@ impl Run {
             self.shared.entry(interface).or_insert_with(|| vec![first]).push(index);
         }
         let meta = Meta { source, destination, interface };
-        let answers_waiting = self.engine.pending_answers() > 0;
+        // The replies' share while answers wait: one more source (src/engine/mod.rs).
+        let sharing = self.engine.pending_sources() as u64;
+        let answers_waiting = sharing > 0;
+        if !multicast_destination(destination) {
+            self.reply_rate = (self.config.answer_rate_bytes / (sharing + 1)).max(1);
+        }
         let verdict = self.engine.handle(self.now, &meta, bytes);
         let r = &mut self.requests[index];
         match verdict {
@@ -763,7 +771,7 @@ impl Run {
         );
         self.pace(t.len);
         self.reply_paced_until =
-            Some(gcra(self.reply_paced_until, self.now, t.len, (rate / 2).max(1)));
+            Some(gcra(self.reply_paced_until, self.now, t.len, self.reply_rate));
         self.reply_log.push_back((self.now, t.len));
         let r = &mut self.requests[index];
         r.sent += 1;
@@ -1481,4 +1489,8 @@ fn pacer_holds(
         .map(|(_, b)| b)
         .sum();
     in_ring as u64 >= rate.max(1)
+}
+
+fn multicast_destination(destination: SocketAddr) -> bool {
+    destination.ip().is_multicast()
 }
