@@ -204,3 +204,66 @@ fn test_encode_links_and_device_allocate_nothing() {
     assert_eq!(n, 0, "encoding links and /oic/d allocated {n} times");
     assert!(lens.iter().all(|&len| len > 0));
 }
+
+/// The engine's steady state allocates nothing: once its tables and lists have grown to a
+/// workload, a round of the same workload (discoveries from fresh sources, their answers
+/// drained through the fair scheduler) allocates nothing.
+#[test]
+fn test_engine_steady_state_allocates_nothing() {
+    use doxm_gate::control::fleet_file::demo_fleet;
+    use doxm_gate::engine::endpoint::EndpointPlan;
+    use doxm_gate::engine::{Config, Engine, Meta};
+    use doxm_gate::fleet::Fleet;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    let fleet = Arc::new(Fleet::with_capacity(256));
+    demo_fleet(200).apply(&fleet).expect("the demo fleet loads");
+    let config = Config {
+        endpoints: EndpointPlan::Ports { base: 40_000, count: 1_000 },
+        answer_rate_bytes: 400_000,
+        ..Config::default()
+    };
+    let mut engine = Engine::new(config, fleet, 7);
+    let t0 = Instant::now();
+    let mut buf = vec![0u8; 1500];
+    let mut sent = 0u64;
+    // One round: 20 sources discover within 100 ms, then answers drain for 3 s (woken at
+    // every `poll_timeout`).
+    let mut round = |engine: &mut Engine, start: Instant, first_source: u16, sent: &mut u64| {
+        for i in 0..20u16 {
+            let meta = Meta {
+                source: std::net::SocketAddr::new(
+                    std::net::Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 1, first_source + i).into(),
+                    5683,
+                ),
+                destination: "[ff02::158]:5683".parse().unwrap(),
+                interface: 2,
+            };
+            // A fresh Message ID per request: one MID from one port on one interface is a copy
+            // (SPEC 1.1).
+            let mut request = OBT_REQUEST;
+            request[2..4].copy_from_slice(&(first_source + i).to_be_bytes());
+            engine.handle(start + Duration::from_millis(5 * u64::from(i)), &meta, &request);
+        }
+        let mut now = start + Duration::from_millis(100);
+        let end = start + Duration::from_secs(3);
+        while now < end {
+            while let Some(t) = engine.poll_transmit(now, &mut buf) {
+                *sent += t.len as u64;
+            }
+            now = engine.poll_timeout().map_or(end, |t| t.max(now + Duration::from_micros(1)));
+        }
+    };
+    // Warm-up: the tables and lists grow to the workload.
+    round(&mut engine, t0, 0x100, &mut sent);
+    round(&mut engine, t0 + Duration::from_secs(4), 0x200, &mut sent);
+    assert!(sent > 100_000, "the warm-up answered: {sent} B");
+    let before = sent;
+    let (count, ()) = allocations(|| {
+        let _ = black_box(Vec::<u8>::with_capacity(8));
+        round(&mut engine, t0 + Duration::from_secs(8), 0x300, &mut sent);
+    });
+    assert!(sent - before > 50_000, "the measured round answered: {} B", sent - before);
+    assert_eq!(count, 1, "only the deliberate allocation: the engine allocated {}", count - 1);
+}
