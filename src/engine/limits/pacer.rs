@@ -81,12 +81,20 @@ impl SendPacer {
         if self.ring_sum < self.rate_bytes {
             return Some(smooth);
         }
-        // The strict bound holds it: wait for the oldest grain with bytes to leave the ring.
+        // The strict bound holds it: wait until enough of the oldest grains have left the ring
+        // for the sum to fall below the rate (grain g leaves at the start of grain g + SLOTS).
         let epoch = self.epoch?;
         let oldest = self.newest.saturating_sub(SLOTS as u64 - 1);
-        let first = (oldest..=self.newest).find(|&g| self.ring[slot(g)] > 0).unwrap_or(oldest);
-        let free = epoch + grains(first + SLOTS as u64);
-        Some(smooth.max(free))
+        let mut sum = self.ring_sum;
+        let mut last = self.newest;
+        for g in oldest..=self.newest {
+            sum -= self.ring[slot(g)];
+            if sum < self.rate_bytes {
+                last = g;
+                break;
+            }
+        }
+        Some(smooth.max(epoch + grains(last + SLOTS as u64)))
     }
 
     /// Whether the pacer holds datagrams back at `now`.
@@ -231,6 +239,35 @@ mod tests {
                 sent[to].0
             );
         }
+    }
+
+    /// Held by the ring, the pacer says when it frees, and it does free then; also when the
+    /// ring was last moved long ago (the instant it names is never one that still holds).
+    #[test]
+    fn test_ready_at_after_an_idle_spell_is_not_held() {
+        let t0 = Instant::now();
+        let mut pacer = SendPacer::new(1_000);
+        // 40 B every 4 grains: the GCRA keeps up, the ring fills to the rate by grain 96.
+        for g in 0..25u32 {
+            let _ = pacer.charge(t0 + GRAIN * g * 4, 40);
+        }
+        // Grain 0 (40 B) leaving brings the ring below the rate, at grain 101.
+        let ready = pacer.ready_at().unwrap();
+        assert_eq!(ready, t0 + GRAIN * 101);
+        assert!(pacer.holds(ready - Duration::from_nanos(1)));
+        assert!(!pacer.holds(ready));
+        // 10 B in each of grains 0..=100 (1,010 B): grain 0 leaving is not enough, grain 1
+        // must leave too, at grain 102 (fuzzing found the engine asked to wake at 101).
+        let mut pacer = SendPacer::new(1_000);
+        for g in 0..=100u32 {
+            let _ = pacer.charge(t0 + GRAIN * g, 10);
+        }
+        let ready = pacer.ready_at().unwrap();
+        assert_eq!(ready, t0 + GRAIN * 102);
+        assert!(pacer.holds(ready - Duration::from_nanos(1)) && !pacer.holds(ready));
+        // Much later, the instant named is in the past and nothing holds.
+        let later = t0 + Duration::from_secs(5);
+        assert!(pacer.ready_at().unwrap() <= later && !pacer.holds(later));
     }
 
     /// Held by the ring, the pacer says when it frees, and it does free then.
