@@ -16,16 +16,21 @@
 //!     |    SourceLimiter ....................... per-source token bucket
 //!     |    fleet eligibility index ............. O(eligible) candidates, each re-checked;
 //!     |      or UUID index (di, deviceuuid) .... O(1): the one device a request names
-//!     |    AnswerBudget ........................ leisure L = max(default, bytes / rate),
-//!     |                                          a busy source held to its share
-//!     |    Schedule ............................ one paced stream per request, bounded
+//!     |    AnswerBudget ........................ leisure L = max(default, bytes / share),
+//!     |                                          share = 4/5 rate / sources pending
+//!     |    Schedule ............................ one random stream per request, bounded,
+//!     |                                          the bound shared equally by sources
 //!     |  unicast (destination is a device endpoint):
 //!     |    unicast::route ...................... policy::decide's one ladder for doxm,
 //!     |                                          res and d (else 4.04)
-//!     |    SendPacer, AnswerBudget ............. the same byte budget as answers: over it,
-//!     |                                          dropped (a CON retransmits); else queued
+//!     |    SendPacer ........................... the same byte budget as answers, the
+//!     |                                          replies one more source in the share:
+//!     |                                          over it, dropped (a CON retransmits)
+//!  poll_timeout()  the next due time, rounded up to the 10 ms timer grain
 //!  poll_transmit(now, buf)
-//!        unicast responses first, then answers that are due; an answer whose window has
+//!        unicast responses first, then answers that are due, by deficit round robin over
+//!        sources, while the SendPacer allows (no sliding second above the rate plus one
+//!        datagram); an answer whose window has
 //!        ended (held by the pacer, or the loop came late) is expired, never sent late; each
 //!        answer re-checks the device's state word (cancelled if no longer eligible) and is
 //!        encoded into `buf`.
