@@ -236,6 +236,7 @@ fn export_healthz_metrics_stats() {
         "doxm_gate_fleet_devices",
         "doxm_gate_fleet_eligible",
         "doxm_gate_pending_answers",
+        "doxm_gate_pending_sources",
         "doxm_gate_decision_ns",
         "doxm_gate_answers_per_request",
         "doxm_gate_answer_lateness_us",

@@ -44,6 +44,7 @@ pub fn json(store: &Store, p: &Published) -> Value {
             "shed": e.answers_shed,
             "expired": e.answers_expired,
             "pending": p.pending_answers,
+            "pending_sources": p.pending_sources,
             "budget_stretches": e.budget_stretches,
             "source_share_cuts": e.source_share_cuts,
         },
@@ -147,6 +148,12 @@ pub fn prometheus(store: &Store, p: &Published) -> String {
         "doxm_gate_pending_answers",
         "Answers waiting for their time.",
         p.pending_answers as u64,
+    );
+    gauge(
+        &mut out,
+        "doxm_gate_pending_sources",
+        "Sources with answers pending: the answer budget is shared equally among them.",
+        p.pending_sources as u64,
     );
     summary(
         &mut out,

@@ -24,6 +24,8 @@ pub struct Published {
     pub driver: DriverStats,
     /// Multicast answers waiting for their time.
     pub pending_answers: usize,
+    /// Sources with answers pending: what the answer budget is shared among (SPEC 7).
+    pub pending_sources: usize,
     /// Nanoseconds per `Engine::handle` call.
     pub decision_ns: Histogram<u64>,
     /// Answers scheduled per answering request.
@@ -45,6 +47,7 @@ impl Default for Published {
             engine: Stats::default(),
             driver: DriverStats::default(),
             pending_answers: 0,
+            pending_sources: 0,
             decision_ns: histogram(Duration::from_secs(10).as_nanos() as u64),
             answers_per_request: histogram(10_000_000),
             lateness_us: histogram(Duration::from_secs(3_600).as_micros() as u64),

@@ -257,6 +257,7 @@ impl Driver {
         self.figures.engine = self.engine.stats().clone();
         self.figures.driver = self.stats;
         self.figures.pending_answers = self.engine.pending_answers();
+        self.figures.pending_sources = self.engine.pending_sources();
         board.publish(&self.figures);
     }
 
