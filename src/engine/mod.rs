@@ -60,6 +60,7 @@ use crate::wire::writer::Writer;
 
 use dedup::{Dedup, Seen};
 use endpoint::{EndpointPlan, LocalEndpoint};
+pub use limits::plannable_bytes;
 use limits::{AnswerBudget, SendPacer, SourceLimiter};
 use schedule::{Owed, Popped, RequestInfo, Schedule};
 pub use source_address::SourceReject;

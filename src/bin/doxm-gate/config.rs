@@ -38,8 +38,9 @@
 //!
 //! Unknown keys are rejected with their name, so a typo never silently falls back to a default.
 //! So are limits under which the gate could never answer: `max_window_ms = 0` (no answer fits
-//! a window of nothing, whatever `leisure_ms` says), or an `answer_rate_bytes` that pays for
-//! less than one answer within `max_window_ms` ([`one_answer_bytes`]).
+//! a window of nothing, whatever `leisure_ms` says), or an `answer_rate_bytes` that plans for
+//! less than one answer within `max_window_ms` at the engine's 4/5 headroom
+//! ([`one_answer_bytes`], `engine::plannable_bytes`).
 //! The same holds for values: `log_level = "loud"` is refused (see [`LogLevel`]), not read as a
 //! filter that lets nothing through.
 
@@ -386,16 +387,18 @@ impl GateConfig {
                 "must be positive: no answer fits a window of 0 ms, so the gate would answer nothing",
             ));
         }
-        // The byte budget admits an answer when it is paid for within the window (engine
-        // `AnswerBudget`): R x W must hold one answer, or every request is shed.
+        // The byte budget admits an answer when it fits the window at the rate the engine plans
+        // with (`engine::plannable_bytes`: 4/5 of R, its headroom): it must hold one answer, or
+        // every request is shed.
         let answer = one_answer_bytes();
-        let budget = u128::from(l.answer_rate_bytes) * u128::from(l.max_window_ms) / 1_000;
+        let window = Duration::from_millis(l.max_window_ms);
+        let budget = doxm_gate::engine::plannable_bytes(l.answer_rate_bytes, window);
         if budget < u128::from(answer) {
             return Err(error(
                 "limits.answer_rate_bytes",
                 format!(
-                    "{} bytes/s over max_window_ms = {} ms pays for {budget} bytes, less than one \
-                     answer ({answer} bytes): the gate would answer nothing",
+                    "{} bytes/s over max_window_ms = {} ms plans for {budget} bytes (4/5 of the \
+                     rate), less than one answer ({answer} bytes): the gate would answer nothing",
                     l.answer_rate_bytes, l.max_window_ms
                 ),
             ));
@@ -719,16 +722,18 @@ mod tests {
         assert_eq!(key("max_window_ms = 0\nleisure_ms = 0"), "limits.max_window_ms");
         let answer = one_answer_bytes();
         assert!((150..300).contains(&answer), "{answer}");
-        // One answer's bytes per second over a 1 s window: just enough; one byte less is not.
-        let exact = format!("answer_rate_bytes = {answer}\nmax_window_ms = 1000\nleisure_ms = 1000\nsource_window_ms = 1000");
+        // One answer's bytes per second, at 4/5 of the rate, over a 1 s window: just enough;
+        // one byte less is not.
+        let least = (answer * 5).div_ceil(4);
+        let exact = format!("answer_rate_bytes = {least}\nmax_window_ms = 1000\nleisure_ms = 1000\nsource_window_ms = 1000");
         assert_eq!(key(&exact), "ok");
-        let short = format!("answer_rate_bytes = {}\nmax_window_ms = 1000\nleisure_ms = 1000\nsource_window_ms = 1000", answer - 1);
+        let short = format!("answer_rate_bytes = {}\nmax_window_ms = 1000\nleisure_ms = 1000\nsource_window_ms = 1000", least - 1);
         assert_eq!(key(&short), "limits.answer_rate_bytes");
         let e = limits(
             "answer_rate_bytes = 10\nmax_window_ms = 1000\nleisure_ms = 0\nsource_window_ms = 0",
         )
         .unwrap_err();
-        let want = format!("10 bytes/s over max_window_ms = 1000 ms pays for 10 bytes, less than one answer ({answer} bytes)");
+        let want = format!("10 bytes/s over max_window_ms = 1000 ms plans for 8 bytes (4/5 of the rate), less than one answer ({answer} bytes)");
         assert!(e.to_string().starts_with(&format!("limits.answer_rate_bytes: {want}")), "{e}");
         // Leisure 0 with a window is fine: answers are spread over the budget's time.
         assert_eq!(key("leisure_ms = 0"), "ok");
@@ -918,12 +923,14 @@ mod limit_tests {
     /// same request would get nothing.
     #[test]
     fn the_smallest_accepted_budget_answers() {
+        // One answer per second at 4/5 of the rate (the engine's headroom).
         let answer = one_answer_bytes();
-        let accepted = limits(answer, 1_000, 0).engine().expect("exactly one answer's budget");
+        let least = (answer * 5).div_ceil(4);
+        let accepted = limits(least, 1_000, 0).engine().expect("exactly one answer's budget");
         assert_eq!(answers(accepted.clone()), 1);
-        let err = limits(answer - 1, 1_000, 0).engine().unwrap_err();
+        let err = limits(least - 1, 1_000, 0).engine().unwrap_err();
         assert_eq!(err.key, "limits.answer_rate_bytes");
-        assert_eq!(answers(Config { answer_rate_bytes: answer - 1, ..accepted.clone() }), 0);
+        assert_eq!(answers(Config { answer_rate_bytes: least - 1, ..accepted.clone() }), 0);
         // A window of nothing answers nothing, whatever the leisure.
         let err = limits(2_000_000, 0, 0).engine().unwrap_err();
         assert_eq!(err.key, "limits.max_window_ms");

@@ -99,6 +99,13 @@ pub struct Window {
 /// The fraction of its share a request's window is planned at (4/5): see the type's docs.
 const HEADROOM: (u128, u128) = (4, 5);
 
+/// The answer bytes a budget of `rate_bytes_per_sec` plans into a window of `window` for one
+/// source alone (4/5 of the rate, [`AnswerBudget`]'s headroom): a configuration under which
+/// this is less than one answer answers nothing, and is refused at start.
+pub fn plannable_bytes(rate_bytes_per_sec: u64, window: Duration) -> u128 {
+    window.as_nanos() * u128::from(rate_bytes_per_sec) * HEADROOM.0 / (HEADROOM.1 * NANOS_PER_SEC)
+}
+
 /// The longest window the budget accepts: keeps `now + window` far from `Instant` overflow.
 const WINDOW_LIMIT: Duration = Duration::from_secs(24 * 60 * 60);
 

@@ -33,7 +33,7 @@ mod source;
 
 use std::time::Duration;
 
-pub use budget::AnswerBudget;
+pub use budget::{plannable_bytes, AnswerBudget};
 pub use pacer::SendPacer;
 pub use source::SourceLimiter;
 
