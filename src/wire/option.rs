@@ -91,14 +91,15 @@ const ONE_BYTE: [bool; 256] = {
     table
 };
 
-/// Decodes the option header at the start of `bytes` whose first byte `byte` (= `bytes[0]`)
-/// [`one_byte_header`] declined: `(delta, len, header length)`, or the format error.
+/// Decodes an option header whose first byte `byte` [`one_byte_header`] declined; `after` is
+/// what follows that byte. Returns `(delta, len, rest)`, `rest` being the bytes after the
+/// header's extensions (where the value starts), or the format error.
 ///
 /// The caller has already handled the 0xFF payload marker; any other byte with a 15 nibble is a
 /// format error. The errors come in RFC 7252 section 3.1 order: the header byte's nibbles (delta
 /// first), then the delta's extension, then the length's, which follows it on the wire.
 #[inline(always)]
-pub(crate) fn decode_extended_header(bytes: &[u8], byte: u8) -> Result<(u32, usize, usize), Error> {
+pub(crate) fn decode_extended_header(after: &[u8], byte: u8) -> Result<(u32, usize, &[u8]), Error> {
     let (delta_nibble, len_nibble) = (byte >> 4, byte & 0x0f);
     if delta_nibble == 15 {
         return Err(Error::ReservedDeltaNibble15);
@@ -106,22 +107,21 @@ pub(crate) fn decode_extended_header(bytes: &[u8], byte: u8) -> Result<(u32, usi
     if len_nibble == 15 {
         return Err(Error::ReservedLengthNibble15);
     }
-    let (delta, at) = extension(bytes, delta_nibble, 1).ok_or(Error::ExtendedFieldTruncated)?;
-    let (len, at) = extension(bytes, len_nibble, at).ok_or(Error::ExtendedFieldTruncated)?;
-    Ok((delta, len as usize, at))
+    let (delta, rest) = extension(after, delta_nibble).ok_or(Error::ExtendedFieldTruncated)?;
+    let (len, rest) = extension(rest, len_nibble).ok_or(Error::ExtendedFieldTruncated)?;
+    Ok((delta, len as usize, rest))
 }
 
-/// One nibble (0..=14) and its extension starting at `bytes[at]`: `(value, position after it)`;
+/// One nibble (0..=14) and its extension at the start of `bytes`: `(value, bytes after it)`;
 /// `None` when the extension is cut short. 13 means one more byte + 13, 14 two more bytes + 269.
 #[inline(always)]
-fn extension(bytes: &[u8], nibble: u8, at: usize) -> Option<(u32, usize)> {
+fn extension(bytes: &[u8], nibble: u8) -> Option<(u32, &[u8])> {
     match nibble {
-        0..=12 => Some((u32::from(nibble), at)),
-        13 => Some((u32::from(*bytes.get(at)?) + 13, at + 1)),
-        _ => {
-            let extension = bytes.get(at..at + 2)?;
-            Some((u32::from(u16::from_be_bytes([extension[0], extension[1]])) + 269, at + 2))
-        }
+        0..=12 => Some((u32::from(nibble), bytes)),
+        13 => bytes.split_first().map(|(&b, rest)| (u32::from(b) + 13, rest)),
+        _ => bytes
+            .split_first_chunk()
+            .map(|(ext, rest)| (u32::from(u16::from_be_bytes(*ext)) + 269, rest)),
     }
 }
 
@@ -153,7 +153,8 @@ mod tests {
     fn decode(bytes: &[u8]) -> Result<(u32, usize, usize), Error> {
         match one_byte_header(bytes[0]) {
             Some((delta, len)) => Ok((delta, len, 1)),
-            None => decode_extended_header(bytes, bytes[0]),
+            None => decode_extended_header(&bytes[1..], bytes[0])
+                .map(|(delta, len, rest)| (delta, len, bytes.len() - rest.len())),
         }
     }
 
