@@ -37,7 +37,7 @@
 
 use core::fmt;
 
-use super::option::{self, Definition};
+use super::option;
 
 /// The maximum token length (RFC 7252 section 3: TKL 9..15 are reserved).
 pub const MAX_TOKEN_LEN: usize = 8;
@@ -440,32 +440,18 @@ impl<'a> Message<'a> {
     pub fn first_unrecognised_critical(&self) -> Option<u16> {
         let mut previous = None;
         for opt in self.options() {
-            let repeated = previous == Some(opt.number);
-            previous = Some(opt.number);
-            if !option::is_critical(opt.number) {
-                continue;
-            }
-            let recognised = match option::definition(opt.number) {
-                Some(def) => opt.value.len() <= def.max_len && (def.repeatable || !repeated),
-                None => false,
-            };
-            if !recognised {
+            if option::is_unrecognised_critical(opt.number, opt.value.len(), previous) {
                 return Some(opt.number);
             }
+            previous = Some(opt.number);
         }
         None
     }
 
     /// The value of a known non-repeatable uint option: its first occurrence, when that has a
-    /// valid length. An out-of-range first occurrence is unrecognised, and later occurrences
-    /// are supernumerary (RFC 7252 5.4.3, 5.4.5): both mean "absent" here.
+    /// valid length (see [`option::single_uint`]).
     fn single_uint(&self, number: u16) -> Option<u32> {
-        let max_len = option::definition(number).map_or(0, |d: &Definition| d.max_len);
-        let first = self.values(number).next()?;
-        if first.len() > max_len {
-            return None;
-        }
-        CoapOption { number, value: first }.uint()
+        option::single_uint(number, self.values(number).next()?)
     }
 }
 
