@@ -62,6 +62,7 @@ use std::time::Instant;
 
 use coap_lite::Packet;
 use criterion::{criterion_group, Criterion, Throughput};
+use doxm_gate::policy::{Delivery, RequestFacts};
 use doxm_gate::wire::fixtures::{real_doxm, OBT_REQUEST, OBT_TOKEN};
 use doxm_gate::wire::ocf::{self, Doxm, View};
 use doxm_gate::wire::{option, Code, Message, MessageType, Writer};
@@ -372,17 +373,19 @@ fn round(walk: Walk, datagram: &[u8], iterations: u32) -> f64 {
     start.elapsed().as_nanos() as f64 / f64::from(iterations)
 }
 
-/// Prints the interleaved comparison (see the module documentation).
-fn interleaved_ratios() {
+/// Prints one interleaved comparison (see the module documentation): for each packet and
+/// each walk, the median time per call and the median of its per-round ratios to the first.
+fn interleaved(title: &str, walks: &[(&str, Walk)]) {
     const ROUNDS: usize = 301;
     const ITERATIONS: u32 = 2_000;
     println!(
-        "\ninterleaved, {ROUNDS} rounds of {ITERATIONS} calls per parser \
-         (median ns per call, and median of the per-round ratios to the floor):"
+        "\n{title}, interleaved, {ROUNDS} rounds of {ITERATIONS} calls each \
+         (median ns per call, and median of the per-round ratios to {}):",
+        walks[0].0
     );
     print!("{:18}", "packet");
-    for (parser, _) in PARSERS {
-        print!(" {parser:>19}");
+    for (walk, _) in walks {
+        print!(" {walk:>19}");
     }
     println!();
     let median = |v: &mut Vec<f64>| {
@@ -390,14 +393,14 @@ fn interleaved_ratios() {
         v[v.len() / 2]
     };
     for (name, datagram) in &packets() {
-        let mut times = vec![Vec::with_capacity(ROUNDS); PARSERS.len()];
-        let mut ratios = vec![Vec::with_capacity(ROUNDS); PARSERS.len()];
+        let mut times = vec![Vec::with_capacity(ROUNDS); walks.len()];
+        let mut ratios = vec![Vec::with_capacity(ROUNDS); walks.len()];
+        let mut round_times = vec![0.0; walks.len()];
         for r in 0..ROUNDS {
-            let mut round_times = [0.0; PARSERS.len()];
-            // Rotate the order each round so that no parser always runs first.
-            for k in 0..PARSERS.len() {
-                let i = (k + r) % PARSERS.len();
-                round_times[i] = round(PARSERS[i].1, datagram, ITERATIONS);
+            // Rotate the order each round so that no walk always runs first.
+            for k in 0..walks.len() {
+                let i = (k + r) % walks.len();
+                round_times[i] = round(walks[i].1, datagram, ITERATIONS);
             }
             for (i, &t) in round_times.iter().enumerate() {
                 times[i].push(t);
@@ -412,6 +415,41 @@ fn interleaved_ratios() {
     }
 }
 
+/// A digest of the request facts, so that neither way of reading them is optimised away.
+fn digest(facts: &RequestFacts<'_>) -> u64 {
+    let filters = &facts.filters;
+    let len = |v: Option<&[u8]>| v.map_or(0, |v| v.len() as u64 + 1);
+    (facts.resource as u64)
+        ^ u64::from(facts.unrecognised_critical.unwrap_or(1)) << 4
+        ^ u64::from(facts.accept.unwrap_or(1)) << 20
+        ^ u64::from(facts.ocf_accept_version.unwrap_or(1)) << 36
+        ^ u64::from(facts.no_response.unwrap_or(1)) << 52
+        ^ (filters.owned as u64) << 60
+        ^ len(filters.di)
+        ^ len(filters.deviceuuid) << 8
+        ^ len(filters.interface) << 16
+        ^ len(filters.rt) << 24
+}
+
+/// The engine's way in before `parse_with`: `Message::parse`, then the facts read through the
+/// message's accessors (each a walk of the options, or of its first part).
+fn facts_accessors(datagram: &[u8]) -> u64 {
+    let Ok(msg) = Message::parse(datagram) else { return u64::MAX };
+    digest(&RequestFacts::from_message(&msg, Delivery::Multicast))
+}
+
+/// The engine's way in: `RequestFacts::parse`, the facts read in the validation pass.
+fn facts_one_pass(datagram: &[u8]) -> u64 {
+    let Ok((_, facts)) = RequestFacts::parse(datagram, Delivery::Multicast) else {
+        return u64::MAX;
+    };
+    digest(&facts)
+}
+
+/// The two ways of reading a request's facts, the accessors' first.
+const FACTS: [(&str, Walk); 2] =
+    [("parse+from_message", facts_accessors), ("RequestFacts::parse", facts_one_pass)];
+
 criterion_group!(benches, bench_parse, bench_encode);
 
 fn main() {
@@ -419,6 +457,10 @@ fn main() {
     Criterion::default().configure_from_args().final_summary();
     // `cargo bench` passes --bench; `cargo test --benches` (the CI smoke run) does not.
     if std::env::args().any(|arg| arg == "--bench") {
-        interleaved_ratios();
+        interleaved("parse and walk every option", &PARSERS);
+        for (name, datagram) in &packets() {
+            assert_eq!(facts_accessors(datagram), facts_one_pass(datagram), "{name}: facts");
+        }
+        interleaved("parse and read the request facts", &FACTS);
     }
 }

@@ -8,10 +8,12 @@
 //!   header encoding of RFC 7252 section 3.1 is unique).
 //! - The parser's verdict, error reason included, is that of a plain reading of RFC 7252
 //!   section 3 written here ([`model_parse`]); `Message::parse_with` hands its visitor exactly
-//!   the options `Message::options` yields, and returns the same message or error as `parse`.
+//!   the options `Message::options` yields, and returns the same message or error as `parse`;
+//!   `policy::RequestFacts::parse` (the engine's one pass) reads the facts the accessors give.
 //! - Mutations of valid messages (bit flips, truncations, insertions, deletions) never panic.
 //! - `query::Filters::parse` agrees with a reference model of SPEC section 2.
 
+use doxm_gate::policy::{Delivery, RequestFacts};
 use doxm_gate::wire::query::{self, Filters, Owned};
 use doxm_gate::wire::{option, CoapOption, Code, Error, Message, MessageType, WriteError, Writer};
 use proptest::collection::vec;
@@ -386,6 +388,7 @@ fn check_datagram(bytes: &[u8]) -> Result<(), TestCaseError> {
         }
         (Err(e), Err(model_error)) => {
             prop_assert_eq!(e, model_error, "the first error on the wire");
+            prop_assert_eq!(RequestFacts::parse(bytes, Delivery::Multicast).err(), Some(e));
             prop_assert!(Error::ALL.contains(&e));
             prop_assert!(!e.as_str().is_empty());
             return Ok(());
@@ -457,6 +460,13 @@ fn check_datagram(bytes: &[u8]) -> Result<(), TestCaseError> {
     prop_assert_eq!(msg.first_unrecognised_critical(), model_first_unrecognised_critical(&options));
     let filters = Filters::parse(msg.uri_query());
     let _ = filters.owned.as_str();
+
+    // The engine's one pass reads the same facts as the accessors above, one by one.
+    for delivery in [Delivery::Multicast, Delivery::Unicast] {
+        let (one_pass, facts) = RequestFacts::parse(bytes, delivery).expect("parse accepted it");
+        prop_assert_eq!(one_pass, msg);
+        prop_assert_eq!(facts, RequestFacts::from_message(&msg, delivery));
+    }
 
     // The option header encoding is unique, so re-encoding gives back the same bytes.
     let spec = Spec {
