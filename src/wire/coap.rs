@@ -382,6 +382,9 @@ impl<'a> Message<'a> {
     }
 
     /// All options in wire order (ascending numbers, repeats included), lazily.
+    ///
+    /// This decodes the options a second time (the first was `parse`'s validation); to read
+    /// every option of a datagram, [`Message::parse_with`] does both in one pass.
     pub fn options(&self) -> Options<'a> {
         Options { rest: self.options, number: 0 }
     }
