@@ -16,6 +16,10 @@
 //! - [`decide`]: all together for one device, multicast or unicast, which is what `explain`
 //!   prints and what the exhaustive test checks against an independent table.
 //!
+//! What the rule needs of a request ([`RequestFacts`]) is read once per datagram, in the
+//! parser's own pass over the options ([`RequestFacts::parse`], the engine's way in);
+//! [`RequestFacts::from_message`] reads the same through the message's accessors.
+//!
 //! Fail closed: a device whose state is unknown is never eligible, and on unicast it does not
 //! even answer with an error.
 
@@ -223,9 +227,11 @@ struct OptionFacts<'a> {
     previous: Option<u16>,
     /// [`Message::first_unrecognised_critical`].
     unrecognised_critical: Option<u16>,
-    /// The first value of Accept, OCF-Accept-Content-Format-Version and No-Response.
+    /// The value of the first Accept ([`option::single_uint`] reads it at the end).
     accept: Option<&'a [u8]>,
+    /// The value of the first OCF-Accept-Content-Format-Version.
     ocf_accept_version: Option<&'a [u8]>,
+    /// The value of the first No-Response.
     no_response: Option<&'a [u8]>,
     /// The filters of the Uri-Query values so far.
     filters: Filters<'a>,
