@@ -16,13 +16,18 @@
 //! - [`decide`]: all together for one device, multicast or unicast, which is what `explain`
 //!   prints and what the exhaustive test checks against an independent table.
 //!
+//! What the rule needs of a request ([`RequestFacts`]) is read once per datagram, in the
+//! parser's own pass over the options ([`RequestFacts::parse`], the engine's way in);
+//! [`RequestFacts::from_message`] reads the same through the message's accessors.
+//!
 //! Fail closed: a device whose state is unknown is never eligible, and on unicast it does not
 //! even answer with an error.
 
 use uuid::Uuid;
 
-use crate::wire::coap::{Code, Message, MessageType};
+use crate::wire::coap::{CoapOption, Code, Message, MessageType};
 use crate::wire::ocf::{self, View, CONTENT_FORMAT_OCF_CBOR, OCF_VERSION_1_0_0};
+use crate::wire::option;
 use crate::wire::query::{Filters, Owned};
 
 /// How a datagram reached the gate: to a multicast group, or to one device's endpoint.
@@ -55,7 +60,13 @@ impl Resource {
     /// gate drops.
     pub fn of(msg: &Message<'_>) -> Resource {
         let mut path = msg.uri_path();
-        match [path.next(), path.next(), path.next(), path.next()] {
+        Resource::of_segments([path.next(), path.next(), path.next(), path.next()])
+    }
+
+    /// The resource a path names from its first four segments (`None` past its end): three
+    /// segments at most name a resource, and the fourth tells a longer path apart.
+    fn of_segments(segments: [Option<&[u8]>; 4]) -> Resource {
+        match segments {
             [Some(b"oic"), Some(b"sec"), Some(b"doxm"), None] => Resource::Doxm,
             [Some(b"oic"), Some(b"res"), None, None] => Resource::Res,
             [Some(b"oic"), Some(b"d"), None, None] => Resource::Device,
@@ -152,7 +163,34 @@ pub struct RequestFacts<'a> {
 }
 
 impl<'a> RequestFacts<'a> {
-    /// Reads the facts of a parsed message.
+    /// Parses and validates a datagram ([`Message::parse_with`]) and reads its facts in the
+    /// same pass over its options: the engine's way in, once per datagram. The facts are those
+    /// [`RequestFacts::from_message`] reads from the message returned.
+    ///
+    /// ```
+    /// use doxm_gate::policy::{Delivery, RequestFacts, Resource};
+    /// use doxm_gate::wire::fixtures::OBT_REQUEST;
+    /// use doxm_gate::wire::query::Owned;
+    ///
+    /// let (msg, facts) = RequestFacts::parse(&OBT_REQUEST, Delivery::Multicast).unwrap();
+    /// assert_eq!(facts, RequestFacts::from_message(&msg, Delivery::Multicast));
+    /// assert_eq!(facts.resource, Resource::Doxm);
+    /// assert_eq!(facts.filters.owned, Owned::False);
+    /// ```
+    ///
+    /// # Errors
+    /// The datagram's first format error, as [`Message::parse`] names it.
+    #[inline]
+    pub fn parse(
+        datagram: &'a [u8],
+        delivery: Delivery,
+    ) -> Result<(Message<'a>, RequestFacts<'a>), crate::wire::Error> {
+        let mut options = OptionFacts::NONE;
+        let msg = Message::parse_with(datagram, |opt| options.push(opt))?;
+        Ok((msg, options.finish(&msg, delivery)))
+    }
+
+    /// Reads the facts of a parsed message, each from the message's own accessor.
     pub fn from_message(msg: &Message<'a>, delivery: Delivery) -> RequestFacts<'a> {
         RequestFacts {
             delivery,
@@ -172,6 +210,94 @@ impl<'a> RequestFacts<'a> {
         match self.filters.interface {
             Some(i) if i == ocf::IF_BASELINE.as_bytes() => View::Baseline,
             _ => View::Default,
+        }
+    }
+}
+
+/// The request facts that come from the options, gathered one option at a time in wire order
+/// (a [`Message::parse_with`] visitor): the same readings as [`Message`]'s accessors, which
+/// walk the options again each, with the same rules from [`option`] and [`Filters::push`].
+#[derive(Debug, Clone, Copy)]
+struct OptionFacts<'a> {
+    /// The first four Uri-Path segments ([`Resource::of_segments`]).
+    path: [Option<&'a [u8]>; 4],
+    /// How many Uri-Path segments came so far.
+    path_len: usize,
+    /// The number of the option before (repeats of a non-repeatable option are supernumerary).
+    previous: Option<u16>,
+    /// [`Message::first_unrecognised_critical`].
+    unrecognised_critical: Option<u16>,
+    /// The value of the first Accept ([`option::single_uint`] reads it at the end).
+    accept: Option<&'a [u8]>,
+    /// The value of the first OCF-Accept-Content-Format-Version.
+    ocf_accept_version: Option<&'a [u8]>,
+    /// The value of the first No-Response.
+    no_response: Option<&'a [u8]>,
+    /// The filters of the Uri-Query values so far.
+    filters: Filters<'a>,
+}
+
+impl<'a> OptionFacts<'a> {
+    /// A request without options.
+    const NONE: OptionFacts<'static> = OptionFacts {
+        path: [None; 4],
+        path_len: 0,
+        previous: None,
+        unrecognised_critical: None,
+        accept: None,
+        ocf_accept_version: None,
+        no_response: None,
+        filters: Filters::NONE,
+    };
+
+    /// Reads the next option on the wire.
+    #[inline(always)]
+    fn push(&mut self, opt: CoapOption<'a>) {
+        match opt.number {
+            option::URI_PATH => {
+                if let Some(segment) = self.path.get_mut(self.path_len) {
+                    *segment = Some(opt.value);
+                }
+                self.path_len += 1;
+            }
+            option::URI_QUERY => self.filters.push(opt.value),
+            option::ACCEPT => {
+                self.accept.get_or_insert(opt.value);
+            }
+            option::NO_RESPONSE => {
+                self.no_response.get_or_insert(opt.value);
+            }
+            option::OCF_ACCEPT_CONTENT_FORMAT_VERSION => {
+                self.ocf_accept_version.get_or_insert(opt.value);
+            }
+            _ => {}
+        }
+        if self.unrecognised_critical.is_none()
+            && option::is_unrecognised_critical(opt.number, opt.value.len(), self.previous)
+        {
+            self.unrecognised_critical = Some(opt.number);
+        }
+        self.previous = Some(opt.number);
+    }
+
+    /// The facts of `msg`, whose options were all pushed.
+    #[inline]
+    fn finish(self, msg: &Message<'a>, delivery: Delivery) -> RequestFacts<'a> {
+        let uint = |number, first: Option<&[u8]>| option::single_uint(number, first?);
+        RequestFacts {
+            delivery,
+            ty: msg.ty(),
+            code: msg.code(),
+            resource: Resource::of_segments(self.path),
+            unrecognised_critical: self.unrecognised_critical,
+            accept: uint(option::ACCEPT, self.accept).map(|v| v as u16),
+            ocf_accept_version: uint(
+                option::OCF_ACCEPT_CONTENT_FORMAT_VERSION,
+                self.ocf_accept_version,
+            )
+            .map(|v| v as u16),
+            no_response: uint(option::NO_RESPONSE, self.no_response).map(|v| v as u8),
+            filters: self.filters,
         }
     }
 }

@@ -9,6 +9,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::hint::black_box;
 
+use doxm_gate::policy::{Delivery, RequestFacts, Resource};
 use doxm_gate::wire::fixtures::{real_doxm, OBT_REQUEST, REAL_DOXM_PAYLOAD};
 use doxm_gate::wire::ocf::{self, DeviceInfo, Link, View};
 use doxm_gate::wire::query::{Filters, Owned};
@@ -125,6 +126,25 @@ fn test_parse_obt_request_allocates_nothing() {
     assert_eq!(critical, None);
     assert_eq!(owned, Owned::False);
     assert_eq!(di, None);
+}
+
+/// The engine's way in: parsing the OBT request and reading its request facts in one pass
+/// (`RequestFacts::parse`, through `Message::parse_with`): no allocation.
+#[test]
+fn test_one_pass_request_facts_allocate_nothing() {
+    let (n, _) = allocations(|| black_box(Vec::<u8>::with_capacity(1)));
+    assert_eq!(n, 1, "the counter works on this thread");
+
+    let (n, parsed) =
+        allocations(|| RequestFacts::parse(black_box(&OBT_REQUEST), Delivery::Multicast));
+    assert_eq!(n, 0, "the one-pass request facts allocated {n} times");
+    // The work was real: the facts are those of the request.
+    let (msg, facts) = parsed.expect("the OBT request parses");
+    assert_eq!(facts, RequestFacts::from_message(&msg, Delivery::Multicast));
+    assert_eq!(facts.resource, Resource::Doxm);
+    assert_eq!(facts.accept, Some(10_000));
+    assert_eq!(facts.ocf_accept_version, Some(2048));
+    assert_eq!(facts.filters.owned, Owned::False);
 }
 
 /// Encoding the whole doxm answer (header, options, CBOR) into a stack buffer: no allocation.

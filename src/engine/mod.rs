@@ -7,7 +7,8 @@
 //!
 //! ```text
 //!  handle(now, meta, bytes)
-//!     |  wire::coap::Message::parse ............ malformed -> drop, counted by reason
+//!     |  policy::RequestFacts::parse ........... malformed -> drop, counted by reason;
+//!     |                                          one pass validates and reads the facts
 //!     |  multicast (destination is a group):
 //!     |    policy::screen ...................... pre-filters 2..6 -> drop, counted
 //!     |    source_address::check_source ........ spoofed/odd sources -> drop
@@ -270,10 +271,18 @@ impl Engine {
     /// Handles one received datagram; returns (and counts) what became of it.
     pub fn handle(&mut self, now: Instant, meta: &Meta, datagram: &[u8]) -> Verdict {
         let _ = self.epoch.get_or_insert(now);
-        let verdict = match Message::parse(datagram) {
+        let delivery = if meta.destination.ip().is_multicast() {
+            Delivery::Multicast
+        } else {
+            Delivery::Unicast
+        };
+        // One pass over the options validates them and reads the request's facts.
+        let verdict = match RequestFacts::parse(datagram, delivery) {
             Err(e) => Verdict::Malformed(e),
-            Ok(msg) if meta.destination.ip().is_multicast() => self.multicast(now, meta, &msg),
-            Ok(msg) => self.unicast(now, meta, &msg),
+            Ok((msg, request)) => match delivery {
+                Delivery::Multicast => self.multicast(now, meta, &msg, &request),
+                Delivery::Unicast => self.unicast(now, meta, &msg, &request),
+            },
         };
         self.stats.count(verdict);
         verdict
@@ -389,9 +398,14 @@ impl Engine {
         dropped
     }
 
-    fn multicast(&mut self, now: Instant, meta: &Meta, msg: &Message<'_>) -> Verdict {
-        let request = RequestFacts::from_message(msg, Delivery::Multicast);
-        if let Err(reason) = policy::screen(&request) {
+    fn multicast(
+        &mut self,
+        now: Instant,
+        meta: &Meta,
+        msg: &Message<'_>,
+        request: &RequestFacts<'_>,
+    ) -> Verdict {
+        if let Err(reason) = policy::screen(request) {
             return Verdict::Policy(reason);
         }
         if let Err(reject) = source_address::check_source(meta.source, meta.destination.ip()) {
@@ -469,7 +483,13 @@ impl Engine {
         Verdict::Answering(scheduled)
     }
 
-    fn unicast(&mut self, now: Instant, meta: &Meta, msg: &Message<'_>) -> Verdict {
+    fn unicast(
+        &mut self,
+        now: Instant,
+        meta: &Meta,
+        msg: &Message<'_>,
+        request: &RequestFacts<'_>,
+    ) -> Verdict {
         let plan = self.config.endpoints;
         let Some(device) = plan.device_at(&meta.destination) else {
             return Verdict::Engine(EngineDrop::UnknownEndpoint);
@@ -482,8 +502,7 @@ impl Engine {
         if let Err(reject) = source_address::check_source(meta.source, meta.destination.ip()) {
             return Verdict::Source(reject);
         }
-        let request = RequestFacts::from_message(msg, Delivery::Unicast);
-        let reply = unicast::route(&request, &word.facts(uuid), &record.device_types);
+        let reply = unicast::route(request, &word.facts(uuid), &record.device_types);
         let code = match reply.decision.outcome {
             Outcome::Respond(code) => code,
             Outcome::EmptyAck => Code::EMPTY,

@@ -4,7 +4,8 @@
 //! allocates. Every encoder writes into a buffer the caller owns and reports a typed error when
 //! the buffer is too small; nothing allocates either.
 //!
-//! - [`coap`]: the validated view of one CoAP datagram (RFC 7252 section 3) and its options.
+//! - [`coap`]: the validated view of one CoAP datagram (RFC 7252 section 3) and its options,
+//!   walked lazily or, with [`coap::Message::parse_with`], in the validation pass itself.
 //! - [`option`]: option numbers and the rules that decide whether an option is recognised.
 //! - [`writer`]: the encoder for CoAP messages.
 //! - [`query`]: `key[=value]` arguments of Uri-Query options and the filters a request carries.

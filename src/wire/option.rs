@@ -63,8 +63,50 @@ pub const KNOWN: [Definition; 7] = [
 ];
 
 /// The definition of `number`, if the gate recognises it.
+#[inline]
 pub fn definition(number: u16) -> Option<&'static Definition> {
-    KNOWN.iter().find(|d| d.number == number)
+    // A jump instead of a search of `KNOWN`: the request facts ask this of every critical
+    // option, and nearly every option of a discovery is critical.
+    let index = match number {
+        URI_PATH => 0,
+        CONTENT_FORMAT => 1,
+        URI_QUERY => 2,
+        ACCEPT => 3,
+        NO_RESPONSE => 4,
+        OCF_ACCEPT_CONTENT_FORMAT_VERSION => 5,
+        OCF_CONTENT_FORMAT_VERSION => 6,
+        _ => return None,
+    };
+    Some(&KNOWN[index])
+}
+
+/// Whether an option is a critical option the gate must treat as unrecognised (RFC 7252
+/// sections 5.4.1, 5.4.3 and 5.4.5): an odd number outside [`KNOWN`], a known critical option
+/// whose value length is out of range, or a supernumerary occurrence of a non-repeatable one.
+/// `previous` is the number of the option before it on the wire (options come in ascending
+/// order, so an occurrence is supernumerary exactly when the one before has its number).
+#[inline]
+pub fn is_unrecognised_critical(number: u16, value_len: usize, previous: Option<u16>) -> bool {
+    if !is_critical(number) {
+        return false;
+    }
+    match definition(number) {
+        Some(def) => value_len > def.max_len || (!def.repeatable && previous == Some(number)),
+        None => true,
+    }
+}
+
+/// The value of a known non-repeatable uint option from `first`, the value of its first
+/// occurrence: `None` when that is longer than the option allows (RFC 7252 5.4.3: treated as
+/// unrecognised, so absent here) or than a `u32`. Later occurrences are supernumerary (5.4.5)
+/// and never count.
+#[inline]
+pub fn single_uint(number: u16, first: &[u8]) -> Option<u32> {
+    let max_len = definition(number).map_or(0, |d| d.max_len);
+    if first.len() > max_len || first.len() > 4 {
+        return None;
+    }
+    Some(first.iter().fold(0u32, |acc, &b| acc << 8 | u32::from(b)))
 }
 
 /// The common option header: one byte whose delta and length nibbles are both below 13
@@ -91,14 +133,15 @@ const ONE_BYTE: [bool; 256] = {
     table
 };
 
-/// Decodes the option header at the start of `bytes` whose first byte `byte` (= `bytes[0]`)
-/// [`one_byte_header`] declined: `(delta, len, header length)`, or the format error.
+/// Decodes an option header whose first byte `byte` [`one_byte_header`] declined; `after` is
+/// what follows that byte. Returns `(delta, len, rest)`, `rest` being the bytes after the
+/// header's extensions (where the value starts), or the format error.
 ///
 /// The caller has already handled the 0xFF payload marker; any other byte with a 15 nibble is a
 /// format error. The errors come in RFC 7252 section 3.1 order: the header byte's nibbles (delta
 /// first), then the delta's extension, then the length's, which follows it on the wire.
 #[inline(always)]
-pub(crate) fn decode_extended_header(bytes: &[u8], byte: u8) -> Result<(u32, usize, usize), Error> {
+pub(crate) fn decode_extended_header(after: &[u8], byte: u8) -> Result<(u32, usize, &[u8]), Error> {
     let (delta_nibble, len_nibble) = (byte >> 4, byte & 0x0f);
     if delta_nibble == 15 {
         return Err(Error::ReservedDeltaNibble15);
@@ -106,22 +149,21 @@ pub(crate) fn decode_extended_header(bytes: &[u8], byte: u8) -> Result<(u32, usi
     if len_nibble == 15 {
         return Err(Error::ReservedLengthNibble15);
     }
-    let (delta, at) = extension(bytes, delta_nibble, 1).ok_or(Error::ExtendedFieldTruncated)?;
-    let (len, at) = extension(bytes, len_nibble, at).ok_or(Error::ExtendedFieldTruncated)?;
-    Ok((delta, len as usize, at))
+    let (delta, rest) = extension(after, delta_nibble).ok_or(Error::ExtendedFieldTruncated)?;
+    let (len, rest) = extension(rest, len_nibble).ok_or(Error::ExtendedFieldTruncated)?;
+    Ok((delta, len as usize, rest))
 }
 
-/// One nibble (0..=14) and its extension starting at `bytes[at]`: `(value, position after it)`;
+/// One nibble (0..=14) and its extension at the start of `bytes`: `(value, bytes after it)`;
 /// `None` when the extension is cut short. 13 means one more byte + 13, 14 two more bytes + 269.
 #[inline(always)]
-fn extension(bytes: &[u8], nibble: u8, at: usize) -> Option<(u32, usize)> {
+fn extension(bytes: &[u8], nibble: u8) -> Option<(u32, &[u8])> {
     match nibble {
-        0..=12 => Some((u32::from(nibble), at)),
-        13 => Some((u32::from(*bytes.get(at)?) + 13, at + 1)),
-        _ => {
-            let extension = bytes.get(at..at + 2)?;
-            Some((u32::from(u16::from_be_bytes([extension[0], extension[1]])) + 269, at + 2))
-        }
+        0..=12 => Some((u32::from(nibble), bytes)),
+        13 => bytes.split_first().map(|(&b, rest)| (u32::from(b) + 13, rest)),
+        _ => bytes
+            .split_first_chunk()
+            .map(|(ext, rest)| (u32::from(u16::from_be_bytes(*ext)) + 269, rest)),
     }
 }
 
@@ -153,7 +195,8 @@ mod tests {
     fn decode(bytes: &[u8]) -> Result<(u32, usize, usize), Error> {
         match one_byte_header(bytes[0]) {
             Some((delta, len)) => Ok((delta, len, 1)),
-            None => decode_extended_header(bytes, bytes[0]),
+            None => decode_extended_header(&bytes[1..], bytes[0])
+                .map(|(delta, len, rest)| (delta, len, bytes.len() - rest.len())),
         }
     }
 
@@ -237,5 +280,15 @@ mod tests {
             ]
         );
         assert!(definition(URI_HOST).is_none());
+    }
+
+    #[test]
+    fn test_definition_is_the_table() {
+        for def in &KNOWN {
+            assert_eq!(definition(def.number), Some(def));
+        }
+        for number in 0..=u16::MAX {
+            assert_eq!(definition(number), KNOWN.iter().find(|d| d.number == number));
+        }
     }
 }

@@ -139,27 +139,39 @@ pub struct Filters<'a> {
 }
 
 impl<'a> Filters<'a> {
+    /// The filters of a request without Uri-Query: nothing asked for.
+    pub const NONE: Filters<'static> =
+        Filters { owned: Owned::Absent, di: None, deviceuuid: None, interface: None, rt: None };
+
     /// Reads the filters from the Uri-Query option values of one request.
     pub fn parse<I: IntoIterator<Item = &'a [u8]>>(values: I) -> Filters<'a> {
-        let mut filters =
-            Filters { owned: Owned::Absent, di: None, deviceuuid: None, interface: None, rt: None };
-        for arg in args(values) {
-            let value = arg.value.unwrap_or_default();
-            if arg.key_is("owned") {
-                if filters.owned == Owned::Absent {
-                    filters.owned = Owned::from_value(arg.value);
-                }
-            } else if arg.key_is("di") {
-                filters.di.get_or_insert(value);
-            } else if arg.key_is("deviceuuid") {
-                filters.deviceuuid.get_or_insert(value);
-            } else if arg.key_is("if") {
-                filters.interface.get_or_insert(value);
-            } else if arg.key_is("rt") {
-                filters.rt.get_or_insert(value);
-            }
+        let mut filters = Filters::NONE;
+        for value in values {
+            filters.push(value);
         }
         filters
+    }
+
+    /// Reads the arguments of one more Uri-Query value, the next in wire order (an argument
+    /// never spans two values). This is [`Filters::parse`] one value at a time, for a caller
+    /// that meets the values one by one, such as a [`super::coap::Message::parse_with`] visitor.
+    pub fn push(&mut self, value: &'a [u8]) {
+        for arg in args([value]) {
+            let value = arg.value.unwrap_or_default();
+            if arg.key_is("owned") {
+                if self.owned == Owned::Absent {
+                    self.owned = Owned::from_value(arg.value);
+                }
+            } else if arg.key_is("di") {
+                self.di.get_or_insert(value);
+            } else if arg.key_is("deviceuuid") {
+                self.deviceuuid.get_or_insert(value);
+            } else if arg.key_is("if") {
+                self.interface.get_or_insert(value);
+            } else if arg.key_is("rt") {
+                self.rt.get_or_insert(value);
+            }
+        }
     }
 }
 

@@ -1,7 +1,11 @@
 //! The check behind the `coap_parse` fuzz target (and its corpus replay in tests/fuzz_corpus.rs).
 //!
-//! Any input: [`Message::parse`] must not panic. When it accepts the input:
+//! Any input: [`Message::parse`] must not panic, and [`Message::parse_with`] and
+//! [`RequestFacts::parse`] (the engine's one pass) give the same verdict. When it accepts the
+//! input:
 //!
+//! - `parse_with` visits exactly the options [`Message::options`] yields, and the one-pass
+//!   request facts are those [`RequestFacts::from_message`] reads through the accessors;
 //! - every option and every typed accessor agrees with a reference computed here from the plain
 //!   option list and the option table of SPEC section 3 (not from `wire::option`);
 //! - writing the same fields back with [`Writer`] yields a message that parses to the same fields
@@ -12,6 +16,7 @@
 //!   payload marker is present exactly when the payload is non-empty (`0xFF` with nothing after
 //!   it is rejected by the parser, and the writer writes no marker for an empty payload).
 
+use crate::policy::{Delivery, RequestFacts};
 use crate::wire::query::Filters;
 use crate::wire::{CoapOption, Code, Message, MessageType, Writer};
 
@@ -28,11 +33,20 @@ const SPEC_OPTIONS: [(u16, usize, bool); 7] = [
 
 /// Runs one input; panics on any violated invariant.
 pub fn check(data: &[u8]) {
+    let mut visited = Vec::new();
+    let one_pass = Message::parse_with(data, |opt| visited.push(opt));
+    let facts = RequestFacts::parse(data, Delivery::Multicast);
     let Ok(msg) = Message::parse(data) else {
+        assert_eq!(one_pass, Message::parse(data), "parse_with's error");
+        assert_eq!(facts.err(), Message::parse(data).err(), "RequestFacts::parse's error");
         return;
     };
+    assert_eq!(one_pass, Ok(msg), "parse_with's message");
     let opts: Vec<CoapOption<'_>> = msg.options().collect();
+    assert_eq!(visited, opts, "parse_with's visits");
     check_accessors(&msg, &opts);
+    let facts = facts.expect("RequestFacts::parse accepts what parse accepts").1;
+    assert_eq!(facts, RequestFacts::from_message(&msg, Delivery::Multicast), "one-pass facts");
 
     // Write the same fields back; the input length is enough since the encoding is unique.
     let mut buf = vec![0u8; data.len()];
