@@ -221,9 +221,8 @@ pub(crate) fn scheduler_run(lab: &Lab, plan: &Plan) -> Scheduler {
 /// One gate at one leisure: its idle CPU over 0.5 s, a warm-up discovery, then `reps` measured.
 fn gate_cost(lab: &Lab, cell: &mut CostCell, round: usize, reps: usize, fleet: &str, ms: u64) {
     let args = gate_args(cell.mode, cell.eligible, ms, fleet);
-    let mut gate = lab.gate_within(&args.iter().map(String::as_str).collect::<Vec<_>>(), {
-        Duration::from_secs(60)
-    });
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut gate = lab.gate_within(&args, Duration::from_secs(60));
     let pid = gate.pid();
     let cpu0 = cpu_seconds(pid);
     std::thread::sleep(Duration::from_millis(500));
