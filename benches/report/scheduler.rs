@@ -475,7 +475,11 @@ pub(crate) fn write_section(md: &mut String, plan: &Plan, s: &Scheduler) {
          receiver on the OBT side, the way the answers leave (address mode: one socket, {BATCH} \
          per `sendmmsg` (`io::sys::BATCH`, the gate's own batch), each from its device's address \
          with IPV6_PKTINFO; port mode: one datagram per `sendmmsg` from each of E sockets), CPU \
-         of the sender's process over its sending loop / E, after a warm-up repetition. Each \
+         of the sender's process over its sending loop / E, after a warm-up repetition. Process CPU \
+         (the gate's and the floor's alike) includes the kernel's delivery into the receiver's \
+         socket when the softirq runs in the sender's context; when the kernel defers it to \
+         `ksoftirqd` it is not counted, which is why single floor readings sometimes fall far \
+         below the median. Each \
          (mode, E) runs its three variants back to back, in an order rotated every round; \
          {} round(s). Cells: median [min-max] over every measurement; ratios: of the medians, \
          with the range of the per-round ratios in brackets. Targets (SPEC 4): the default \
@@ -572,7 +576,8 @@ fn write_fairness(md: &mut String, f: &Figures, stats: &Value) {
          whole seconds) is *pending* if a pending interval overlaps it, or the gate's \
          `answers.pending` (`/v1/stats`, read every 250 ms, published every 500 ms) read in its \
          second half is above zero. **Sliding maximum**: the most answer bytes arriving within \
-         any interval shorter than 1 s.\n",
+         any interval shorter than 1 s, against the budget plus one answer plus 2 ms of budget \
+         (the datagrams of one batched send are stamped up to the call's duration apart).\n",
         sc.eligible,
         thousands(sc.budget as f64),
         sc.attackers,
