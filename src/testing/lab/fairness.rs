@@ -761,6 +761,37 @@ mod tests {
         }
     }
 
+    /// The checks can hold: an ideal fair scheduler (round robin over the sources with answers
+    /// pending, one 199 B answer every 995 µs, exactly 200,000 B/s) passes all four on the
+    /// issue's scenario.
+    #[test]
+    fn test_ideal_fair_scheduler_passes() {
+        let s = Scenario::ISSUE;
+        let requests: Vec<(u64, usize)> = (0..s.attackers)
+            .map(|i| (i as u64 * 5_000, i))
+            .chain([(1_200_000, s.attackers)])
+            .collect();
+        let end_us = 16_400_000;
+        let (mut answers, mut next) = (Vec::new(), 0usize);
+        let mut t = 0;
+        while t < end_us {
+            let arrived: Vec<usize> = requests.iter().filter(|r| r.0 <= t).map(|r| r.1).collect();
+            if !arrived.is_empty() {
+                answers.push((t, 199, arrived[next % arrived.len()]));
+                next += 1;
+            }
+            t += 995;
+        }
+        let outcome =
+            Outcome { scenario: Some(s), requests, answers, end_us, ..Outcome::default() };
+        let f = outcome.figures();
+        assert_eq!(f.failures(), Vec::<String>::new(), "{f}");
+        assert!(f.obt_first_us.unwrap() < 300_000, "{f}");
+        assert_eq!(f.pending_per_slot, vec![201; 15]);
+        assert!((f.fair_share - 75.0).abs() < 0.1, "{f}");
+        assert!(f.obt_answers >= 70, "{f}");
+    }
+
     #[test]
     fn test_sliding_max() {
         let e = [(0, 100), (500_000, 100), (999_999, 100), (1_000_000, 100), (2_500_000, 50)];
