@@ -218,18 +218,20 @@ pub(crate) fn scheduler_run(lab: &Lab, plan: &Plan) -> Scheduler {
     }
 }
 
-/// One gate at one leisure: its idle CPU over 0.5 s, a warm-up discovery, then `reps` measured.
+/// One gate at one leisure: a warm-up discovery, its idle CPU over 1 s, then `reps` measured.
 fn gate_cost(lab: &Lab, cell: &mut CostCell, round: usize, reps: usize, fleet: &str, ms: u64) {
     let args = gate_args(cell.mode, cell.eligible, ms, fleet);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut gate = lab.gate_within(&args, Duration::from_secs(60));
     let pid = gate.pid();
-    let cpu0 = cpu_seconds(pid);
-    std::thread::sleep(Duration::from_millis(500));
-    cell.idle_us_per_s.push((cpu_seconds(pid) - cpu0) * 1e6 / 0.5);
     let e = cell.eligible;
-    let all = lab.probe_gate(e, 1 + reps, Some(pid));
-    for rep in all.iter().skip(1) {
+    // The warm-up discovery, then the idle gate (its start-up work is over by then).
+    lab.probe_gate(e, 1, Some(pid));
+    std::thread::sleep(Duration::from_millis(200));
+    let cpu0 = cpu_seconds(pid);
+    std::thread::sleep(Duration::from_secs(1));
+    cell.idle_us_per_s.push((cpu_seconds(pid) - cpu0) * 1e6);
+    for rep in &lab.probe_gate(e, reps, Some(pid)) {
         cell.runs.push((round, rep.gate_cpu_us as f64 / e as f64));
         cell.exact += usize::from(rep.exact(e));
         cell.last_ms.push(rep.last_us as f64 / 1e3);
@@ -467,8 +469,8 @@ pub(crate) fn write_section(md: &mut String, plan: &Plan, s: &Scheduler) {
          `--leisure-ms 0`. Every other limit is out of the way (`--answer-rate-bytes \
          1000000000000`, source rate and burst 10^9, pending 10^8), so the leisure is the only \
          difference (with the default 2 MB/s budget, E = 10,000 would stretch even leisure 0 to \
-         a 1 s window). Each (mode, E, leisure) starts a gate of its own: its idle CPU over \
-         0.5 s, one warm-up discovery, then {} measured ones; gate CPU per answer = the gate's \
+         a 1 s window). Each (mode, E, leisure) starts a gate of its own: one warm-up \
+         discovery, its idle CPU over 1 s, then {} measured ones; gate CPU per answer = the gate's \
          CPU time (all threads, `/proc/PID/task/*/schedstat`, nanoseconds) from just before the \
          probe's send to the arrival of the E-th answer, / E. The floor: the kernel's cost of \
          sending E datagrams of {ANSWER_BYTES} B from the gate's namespace to a counting \
