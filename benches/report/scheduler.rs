@@ -7,7 +7,7 @@
 //!   discovery and `sched_reps` measured ones; the variants of a (mode, E) run back to back,
 //!   their order rotated every round, and the rounds repeat the whole sequence, so that load
 //!   drift on this shared machine spreads over every variant. Medians are reported, and ratios
-//!   both as the ratio of the medians and as the range of the per-round ratios.
+//!   both as the ratio of the medians and as each round's ratio (of that round's medians).
 //! - **Fairness**: the scenario of `doxm_gate::testing::lab::fairness` (the one
 //!   `tests/fairness.rs` asserts on), run once.
 //!
@@ -115,22 +115,20 @@ impl Scheduler {
         self.cells.iter().find(|c| c.mode == mode && c.eligible == eligible && c.variant == variant)
     }
 
-    /// `a / b` for (mode, E): the ratio of the medians, and the lowest and highest per-round
-    /// ratio.
+    /// `a / b` for (mode, E): the ratio of the medians, and the ratio in each round (of that
+    /// round's medians).
     pub(crate) fn ratio(
         &self,
         mode: Mode,
         eligible: usize,
         a: Variant,
         b: Variant,
-    ) -> Option<(f64, f64, f64)> {
+    ) -> Option<(f64, Vec<f64>)> {
         let (a, b) = (self.cell(mode, eligible, a)?, self.cell(mode, eligible, b)?);
         let per_round: Vec<f64> = (0..self.rounds)
             .filter_map(|r| Some(a.in_round(r)? / b.in_round(r)?.max(1e-9)))
             .collect();
-        let lo = per_round.iter().copied().fold(f64::INFINITY, f64::min);
-        let hi = per_round.iter().copied().fold(0.0, f64::max);
-        Some((a.median() / b.median().max(1e-9), lo, hi))
+        Some((a.median() / b.median().max(1e-9), per_round))
     }
 }
 
@@ -402,15 +400,20 @@ fn cost_text(c: Option<&CostCell>) -> String {
     }
 }
 
-/// "2.31x (2.10-2.55)", with "✓" or "✗" against `target`.
-fn ratio_text(r: Option<(f64, f64, f64)>, target: f64) -> String {
+/// "**2.31x** ✓ (rounds 2.10, 2.55, 2.20)", the mark against `target` (none when infinite).
+fn ratio_text(r: Option<(f64, Vec<f64>)>, target: f64) -> String {
     match r {
-        Some((m, lo, hi)) if m.is_finite() => {
-            let mark = if m <= target { "✓" } else { "✗" };
-            if lo.is_finite() && hi > 0.0 && (hi - lo).abs() > 1e-9 {
-                format!("**{m:.2}x** ({lo:.2}-{hi:.2}) {mark}")
+        Some((m, rounds)) if m.is_finite() => {
+            let mark = match target {
+                t if t.is_infinite() => "",
+                t if m <= t => " ✓",
+                _ => " ✗",
+            };
+            let rounds: Vec<String> = rounds.iter().map(|r| format!("{r:.2}")).collect();
+            if rounds.len() > 1 {
+                format!("**{m:.2}x**{mark} (rounds {})", rounds.join(", "))
             } else {
-                format!("**{m:.2}x** {mark}")
+                format!("**{m:.2}x**{mark}")
             }
         }
         _ => "-".to_owned(),
@@ -484,7 +487,7 @@ pub(crate) fn write_section(md: &mut String, plan: &Plan, s: &Scheduler) {
          below the median. Each \
          (mode, E) runs its three variants back to back, in an order rotated every round; \
          {} round(s). Cells: median [min-max] over every measurement; ratios: of the medians, \
-         with the range of the per-round ratios in brackets. Targets (SPEC 4): the default \
+         then in brackets each round's ratio (of that round's medians). Targets (SPEC 4): the default \
          leisure within **1.5x** of leisure 0 and within **2x** of the floor.\n",
         s.reps, s.rounds
     );
@@ -518,7 +521,7 @@ pub(crate) fn write_section(md: &mut String, plan: &Plan, s: &Scheduler) {
                 cost_text(s.cell(mode, e, f)),
                 ratio_text(s.ratio(mode, e, d, z), 1.5),
                 ratio_text(s.ratio(mode, e, d, f), 2.0),
-                ratio_text(s.ratio(mode, e, z, f), f64::INFINITY).replace(" ✓", ""),
+                ratio_text(s.ratio(mode, e, z, f), f64::INFINITY),
                 per_discovery(cd),
                 per_discovery(cz),
                 last(cd),
