@@ -22,14 +22,22 @@
 //!    exactly the E devices answered, once each;
 //! 3. control updates under discovery load: a steady discovery sender while clients `PATCH`
 //!    devices (a DOC opens, then closes) through the API; updates/s, and the API's own
-//!    update-to-visible percentiles from `/v1/stats`.
+//!    update-to-visible percentiles from `/v1/stats`;
+//! 4. (report section 5) the answer scheduler: gate CPU per answer at the default leisure and
+//!    at leisure 0 against the kernel's send floor, port and address mode, E = 1,000 and
+//!    10,000 (its own gates, every limit but the leisure out of the way); and the fairness
+//!    scenario of `doxm_gate::testing::lab::fairness` (many sources, then an OBT). With
+//!    `DOXM_BENCH_ONLY=scheduler` the bench runs this section alone and writes
+//!    `<date>-<host>-scheduler.md`.
 //!
 //! The lab and the roles `sink`, `blast` and `probe` are shared with `benches/daemon.rs`
-//! (`doxm_gate::testing::lab::load`). This bench adds four roles, all run in the OBT namespace (the API
-//! listens on the gate's veth address, so every control call crosses the link): `api` (one
+//! (`doxm_gate::testing::lab::load`). This bench adds four roles run in the OBT namespace (the
+//! API listens on the gate's veth address, so every control call crosses the link): `api` (one
 //! HTTP call), `load` (a fleet in batches of upserts), `steady` (discoveries at a fixed rate,
-//! every answer checked) and `patcher` (concurrent `PATCH` clients).
+//! every answer checked) and `patcher` (concurrent `PATCH` clients); and three for section 5:
+//! `floor-send` (gate namespace, the gate stopped), `floor-recv` and `fairness` (OBT namespace).
 
+use doxm_gate::testing::lab::fairness;
 use doxm_gate::testing::lab::load as lab;
 
 /// The gate under test (cargo builds it for benches; the lab finds the same file).
@@ -42,11 +50,12 @@ mod machine;
 mod markdown;
 mod plots;
 mod roles;
+mod scheduler;
 mod updates;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
-use std::net::{SocketAddr, SocketAddrV6};
+use std::net::{IpAddr, SocketAddr, SocketAddrV6};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -74,6 +83,7 @@ use machine::*;
 use markdown::*;
 use plots::*;
 use roles::*;
+use scheduler::*;
 use updates::*;
 
 /// Upserts per `POST /v1/devices:batch` when loading a fleet.
@@ -129,6 +139,14 @@ struct Plan {
     discovery_rate: u32,
     /// Concurrent `PATCH` clients.
     clients: usize,
+    /// The answer scheduler's cost (section 5): rounds over every (mode, E, variant), measured
+    /// discoveries per gate (after a warm-up one), E values, floor repetitions per round.
+    sched_rounds: usize,
+    sched_reps: usize,
+    sched_eligible: &'static [usize],
+    sched_floor_reps: usize,
+    /// The answer scheduler's fairness scenario (section 5).
+    fairness: fairness::Scenario,
 }
 
 impl Plan {
@@ -145,6 +163,11 @@ impl Plan {
             update_secs: 5.0,
             discovery_rate: 100,
             clients: 4,
+            sched_rounds: 3,
+            sched_reps: 2,
+            sched_eligible: &[1_000, 10_000],
+            sched_floor_reps: 3,
+            fairness: fairness::Scenario::ISSUE,
         }
     }
 
@@ -161,6 +184,15 @@ impl Plan {
             update_secs: 1.0,
             discovery_rate: 100,
             clients: 4,
+            sched_rounds: 1,
+            sched_reps: 1,
+            sched_eligible: &[1_000],
+            sched_floor_reps: 2,
+            fairness: fairness::Scenario {
+                attackers: 50,
+                observe: 5.0,
+                ..fairness::Scenario::ISSUE
+            },
         }
     }
 }
@@ -174,6 +206,8 @@ struct Results {
     floors: Vec<Floor>,
     fleets: Vec<FleetResult>,
     updates: Vec<Updates>,
+    /// Section 5.
+    scheduler: Option<Scheduler>,
 }
 
 fn run(plan: &Plan) -> Results {
@@ -188,6 +222,21 @@ fn run(plan: &Plan) -> Results {
     );
     let monitor = Monitor::start();
     let lab = lab::bench_lab();
+    if only_scheduler() {
+        eprintln!("section 5 only ({ONLY}=scheduler)");
+        let scheduler = Some(scheduler_run(&lab, plan));
+        drop(lab);
+        return Results {
+            machine,
+            host: monitor.stop(),
+            started,
+            secs: t0.elapsed().as_secs_f64(),
+            floors: Vec::new(),
+            fleets: Vec::new(),
+            updates: Vec::new(),
+            scheduler,
+        };
+    }
     let mut floors = vec![floor_run(&lab, plan.blast_secs, "before the gate runs".to_owned())];
     let mut fleets = Vec::new();
     for (i, &n) in plan.fleets.iter().enumerate() {
@@ -208,6 +257,8 @@ fn run(plan: &Plan) -> Results {
         .into_iter()
         .map(|(load, durable)| update_run(&lab, plan, &path, load, durable))
         .collect();
+    eprintln!("the answer scheduler");
+    let scheduler = Some(scheduler_run(&lab, plan));
     drop(lab);
     Results {
         machine,
@@ -217,5 +268,14 @@ fn run(plan: &Plan) -> Results {
         floors,
         fleets,
         updates,
+        scheduler,
     }
+}
+
+/// With `DOXM_BENCH_ONLY=scheduler` the bench runs section 5 alone (the answer scheduler's
+/// cost and fairness) and writes a report of that section: for iterating on the scheduler.
+const ONLY: &str = "DOXM_BENCH_ONLY";
+
+fn only_scheduler() -> bool {
+    std::env::var(ONLY).is_ok_and(|v| v == "scheduler")
 }

@@ -12,6 +12,9 @@ pub(crate) fn write_report(plan: &Plan, r: &Results, dir: &Path) -> PathBuf {
     let drops: Vec<&DropRow> = r.fleets.iter().flat_map(|f| &f.drops).collect();
     let mut md = String::new();
     let m = &r.machine;
+    if r.fleets.is_empty() {
+        return write_scheduler_report(plan, r, dir);
+    }
 
     let _ = writeln!(md, "# doxm-gate benchmark report: {date}, host `{}`\n", m.host);
     if !plan.full {
@@ -141,6 +144,9 @@ pub(crate) fn write_report(plan: &Plan, r: &Results, dir: &Path) -> PathBuf {
             counter(&u.visible, &["p99"]),
         );
     }
+    if let Some(sched) = &r.scheduler {
+        let _ = writeln!(md, "{}", headline(sched));
+    }
     let _ = writeln!(
         md,
         "- Host load: 1-minute load average {} at the start; {} during the run; host CPUs busy \
@@ -150,56 +156,7 @@ pub(crate) fn write_report(plan: &Plan, r: &Results, dir: &Path) -> PathBuf {
         100.0 * mean(&r.host.busy),
     );
 
-    // Machine.
-    let _ = writeln!(md, "## Machine\n\n| | |\n|---|---|");
-    let rows = [
-        ("host", m.host.clone()),
-        ("CPUs", format!("{} × {}", m.cpus, m.model)),
-        ("memory", m.mem_total.clone()),
-        ("kernel", format!("`{}`", m.kernel)),
-        (
-            "load average (1, 5, 15 min)",
-            format!("start {}, end {}", m.loadavg_start, r.host.loadavg_end),
-        ),
-        ("1-minute load during the run", load_range(&r.host.load1)),
-        (
-            "host CPUs busy during the run",
-            format!(
-                "{:.0}% mean, {:.0}% max of {} CPUs (all processes)",
-                100.0 * mean(&r.host.busy),
-                100.0 * r.host.busy.iter().copied().fold(0.0, f64::max),
-                m.cpus
-            ),
-        ),
-        ("other processes busy at the start (1 s sample)", m.busy_at_start.clone()),
-        ("net.core.rmem_max / wmem_max", format!("{} / {}", m.rmem_max, m.wmem_max)),
-        ("gate binary", format!("`{BIN}`")),
-        ("commit", m.commit.clone()),
-        ("rustc", m.rustc.clone()),
-        ("run time", format!("{:.0} s", r.secs)),
-    ];
-    for (k, v) in rows {
-        let _ = writeln!(md, "| {k} | {v} |");
-    }
-    let argv: Vec<String> = std::env::args().collect();
-    let _ = writeln!(
-        md,
-        "\n## Command\n\n`cargo bench --bench report` (as root; {} mode; the bench binary ran \
-         as `{}`). The quick version runs under `cargo test --benches` and writes to \
-         `target/tmp/report-quick/`.\n",
-        if plan.full { "full" } else { "quick" },
-        argv.join(" ")
-    );
-    let _ = writeln!(
-        md,
-        "Setup: namespaces `gate` and `obt` joined by a veth pair. The gate runs \
-         `doxm-gate run --mode address --v6-prefix fd00:d0c::/64 --leisure-ms 0 \
-         --answer-rate-bytes 1000000000000 --source-rate 1000000000 --source-burst 1000000000 \
-         --max-pending-answers 100000000 --control {GATE_V4}:8683` (one IPv6 address per \
-         device, routed to the gate namespace). Senders and API clients run in the `obt` \
-         namespace. Discoveries are the IoTivity-Lite OBT's `NON GET /oic/sec/doxm?owned=FALSE` \
-         to ff02::158 with a fresh Message ID and token each.\n"
-    );
+    machine_section(&mut md, plan, r);
 
     // 1. Drop throughput.
     let _ = writeln!(
@@ -487,6 +444,9 @@ pub(crate) fn write_report(plan: &Plan, r: &Results, dir: &Path) -> PathBuf {
         );
     }
     let _ = writeln!(md, "\n![update latency percentiles]({})\n", svg("update-latency"));
+    if let Some(sched) = &r.scheduler {
+        write_section(&mut md, plan, sched);
+    }
     let _ = writeln!(
         md,
         "## Notes\n\n\
@@ -517,6 +477,100 @@ pub(crate) fn write_report(plan: &Plan, r: &Results, dir: &Path) -> PathBuf {
         }
     }
     let path = dir.join(format!("{base}.md"));
+    std::fs::write(&path, md).expect("write the report");
+    path
+}
+
+/// The machine, the load on it, and the command.
+fn machine_section(md: &mut String, plan: &Plan, r: &Results) {
+    let m = &r.machine;
+    let _ = writeln!(md, "## Machine\n\n| | |\n|---|---|");
+    let rows = [
+        ("host", m.host.clone()),
+        ("CPUs", format!("{} × {}", m.cpus, m.model)),
+        ("memory", m.mem_total.clone()),
+        ("kernel", format!("`{}`", m.kernel)),
+        (
+            "load average (1, 5, 15 min)",
+            format!("start {}, end {}", m.loadavg_start, r.host.loadavg_end),
+        ),
+        ("1-minute load during the run", load_range(&r.host.load1)),
+        (
+            "host CPUs busy during the run",
+            format!(
+                "{:.0}% mean, {:.0}% max of {} CPUs (all processes)",
+                100.0 * mean(&r.host.busy),
+                100.0 * r.host.busy.iter().copied().fold(0.0, f64::max),
+                m.cpus
+            ),
+        ),
+        ("other processes busy at the start (1 s sample)", m.busy_at_start.clone()),
+        ("net.core.rmem_max / wmem_max", format!("{} / {}", m.rmem_max, m.wmem_max)),
+        ("gate binary", format!("`{BIN}`")),
+        ("commit", m.commit.clone()),
+        ("rustc", m.rustc.clone()),
+        ("run time", format!("{:.0} s", r.secs)),
+    ];
+    for (k, v) in rows {
+        let _ = writeln!(md, "| {k} | {v} |");
+    }
+    let argv: Vec<String> = std::env::args().collect();
+    let _ = writeln!(
+        md,
+        "\n## Command\n\n`cargo bench --bench report` (as root; {} mode; the bench binary ran \
+         as `{}`). The quick version runs under `cargo test --benches` and writes to \
+         `target/tmp/report-quick/`.\n",
+        if plan.full { "full" } else { "quick" },
+        argv.join(" ")
+    );
+    let _ = writeln!(
+        md,
+        "Setup: namespaces `gate` and `obt` joined by a veth pair. The gate runs \
+         `doxm-gate run --mode address --v6-prefix fd00:d0c::/64 --leisure-ms 0 \
+         --answer-rate-bytes 1000000000000 --source-rate 1000000000 --source-burst 1000000000 \
+         --max-pending-answers 100000000 --control {GATE_V4}:8683` (one IPv6 address per \
+         device, routed to the gate namespace). Senders and API clients run in the `obt` \
+         namespace. Discoveries are the IoTivity-Lite OBT's `NON GET /oic/sec/doxm?owned=FALSE` \
+         to ff02::158 with a fresh Message ID and token each.\n"
+    );
+}
+
+/// The report of a run of section 5 alone (`DOXM_BENCH_ONLY=scheduler`).
+fn write_scheduler_report(plan: &Plan, r: &Results, dir: &Path) -> PathBuf {
+    let date = utc_date(r.started);
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "# doxm-gate benchmark report, section 5 only: {date}, host `{}`\n",
+        r.machine.host
+    );
+    if !plan.full {
+        let _ = writeln!(
+            md,
+            "**Quick mode** (no `--bench` argument: one round, E = 1,000, a shorter fairness \
+             scenario){}.\n",
+            if BIN.contains("/release/") {
+                ""
+            } else {
+                "; a debug gate: the numbers only show that the section runs"
+            }
+        );
+    }
+    let _ = writeln!(
+        md,
+        "The real gate (`doxm-gate run`, {} build) over a veth pair between two network \
+         namespaces; `{}=scheduler` ran section 5 (the answer scheduler) alone.\n",
+        if BIN.contains("/release/") { "release" } else { "debug" },
+        ONLY,
+    );
+    if let Some(sched) = &r.scheduler {
+        let _ = writeln!(md, "## Headline figures\n\n{}\n", headline(sched));
+    }
+    machine_section(&mut md, plan, r);
+    if let Some(sched) = &r.scheduler {
+        write_section(&mut md, plan, sched);
+    }
+    let path = dir.join(format!("{date}-{}-scheduler.md", r.machine.host));
     std::fs::write(&path, md).expect("write the report");
     path
 }

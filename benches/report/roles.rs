@@ -8,6 +8,9 @@ pub(crate) fn report_role(role: &str) -> Option<i32> {
         "load" => Some(role_load()),
         "steady" => Some(role_steady()),
         "patcher" => Some(role_patcher()),
+        "floor-recv" => Some(role_floor_recv()),
+        "floor-send" => Some(role_floor_send()),
+        "fairness" => Some(fairness::role()),
         _ => None,
     }
 }

@@ -11,6 +11,8 @@
 //!   mode which device a request is for.
 //! - [`send_batch`]: `sendmmsg(2)`, each datagram with an optional source address and interface
 //!   (`IPV6_PKTINFO` / `IP_PKTINFO`): in address mode the source is the device's own address.
+//! - [`enable_timestamps`] and [`recv_timestamped`]: `SO_TIMESTAMPNS` and `recvmsg(2)`, the
+//!   kernel's receive time of each datagram, for the lab's receivers (the gate does not use them).
 //! - [`try_lock_exclusive`]: `flock(2)`, which std offers only from Rust 1.89 (above our MSRV):
 //!   the journal's state-directory lock.
 
@@ -265,6 +267,63 @@ pub fn send_batch(
     } else {
         Ok(sent as usize)
     }
+}
+
+/// Asks the kernel to stamp every datagram the socket receives with its arrival time
+/// (`SO_TIMESTAMPNS`: CLOCK_REALTIME, in nanoseconds), which [`recv_timestamped`] returns. For
+/// the lab's receivers that measure the gate's output over time: on a veth the stamp is taken
+/// when the sender's datagram enters the receiving side (in the sender's system call), so a
+/// receiver that runs late does not bunch the arrivals it reports. The gate does not use it.
+pub fn enable_timestamps(socket: &impl AsRawFd) -> io::Result<()> {
+    setsockopt_int(socket.as_raw_fd(), libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1)
+}
+
+/// Receives one datagram without blocking (`recvmsg(2)`): its length (at most `buf.len()`), its
+/// source, and the kernel's receive timestamp when the socket has [`enable_timestamps`].
+/// `WouldBlock` when none is waiting.
+pub fn recv_timestamped(
+    socket: &impl AsRawFd,
+    buf: &mut [u8],
+) -> io::Result<(usize, SocketAddr, Option<std::time::SystemTime>)> {
+    // SAFETY: plain C structs, valid when zeroed.
+    let mut name: libc::sockaddr_storage = unsafe { zeroed() };
+    // u64 words: the control buffer is aligned for cmsghdr.
+    let mut control = [0u64; 16];
+    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    // SAFETY: as above.
+    let mut hdr: libc::msghdr = unsafe { zeroed() };
+    hdr.msg_name = (&mut name as *mut libc::sockaddr_storage).cast();
+    hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    hdr.msg_iov = &mut iov;
+    hdr.msg_iovlen = 1;
+    hdr.msg_control = control.as_mut_ptr().cast();
+    hdr.msg_controllen = size_of::<[u64; 16]>() as _;
+    // SAFETY: `hdr` points at `name`, `iov` (at the caller's live buffer of `buf.len()` bytes)
+    // and `control`, all alive for the call.
+    let got = unsafe { libc::recvmsg(socket.as_raw_fd(), &mut hdr, libc::MSG_DONTWAIT) };
+    if got < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut stamp = None;
+    // SAFETY: `hdr` was filled by recvmsg; CMSG_FIRSTHDR/NXTHDR walk the control buffer it
+    // describes and stay inside msg_controllen; a SCM_TIMESTAMPNS message carries a timespec,
+    // read unaligned.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&hdr);
+        while !cmsg.is_null() {
+            let c = &*cmsg;
+            if c.cmsg_level == libc::SOL_SOCKET && c.cmsg_type == libc::SCM_TIMESTAMPNS {
+                let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
+                stamp = Some(
+                    std::time::UNIX_EPOCH
+                        + std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32),
+                );
+            }
+            cmsg = libc::CMSG_NXTHDR(&hdr, cmsg);
+        }
+    }
+    let source = from_storage(&name).unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+    Ok(((got as usize).min(buf.len()), source, stamp))
 }
 
 /// The destination address, the interface and the overflow count from a received message's

@@ -1,7 +1,8 @@
 //! A lab for tests that cross a real link: two network namespaces joined by a veth pair, the
 //! gate in one, the OBT side (the `discover` probe, raw senders, third-party clients, API calls)
 //! in the other. Shared by the netns tests (`doxm_gate::testing::lab`) and, with the load roles
-//! of [`load`], by the benches.
+//! of [`load`], by the benches; [`fairness`] is the answer scheduler's fairness scenario, run by
+//! both the test that asserts on it and the report that tabulates it.
 //!
 //! Needs root (`ip netns add`): [`Lab::new`] otherwise skips ([`link::skip`]: a visible `SKIP`
 //! line, or a failure under `DOXM_GATE_REQUIRE_ALL=1`) and returns `None`.
@@ -17,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use crate::control::fleet_file::FleetFile;
 
+pub mod fairness;
 pub mod link;
 pub mod load;
 
