@@ -52,7 +52,6 @@ fn role_command(lab: &Lab) -> Command {
 }
 
 #[test]
-#[ignore = "waits for the fair scheduler (issue 12 part 2)"]
 fn a_late_obt_gets_its_fair_share_under_200_sources() {
     let Some(lab) = Lab::new("q") else { return };
     let scenario = Scenario::ISSUE;
