@@ -98,6 +98,10 @@ fn main() {
     }
     remove_stale_labs();
     let plan = if full { Plan::full() } else { Plan::quick() };
+    if let Some(n) = std::env::var("DOXM_BENCH_UPDATES_AT").ok().and_then(|n| n.parse().ok()) {
+        focused(n, &plan);
+        return;
+    }
     let dir = match std::env::var_os("DOXM_BENCH_REPORT_DIR") {
         Some(d) => PathBuf::from(d),
         None if full => Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/reports"),

@@ -410,7 +410,7 @@ pub(crate) fn write_report(plan: &Plan, r: &Results, dir: &Path) -> PathBuf {
     );
     let _ = writeln!(
         md,
-        "| run | updates/s | failed | client latency p50 / p99 / max | update-to-visible p50 / p90 / p99 / p99.9 / max (count) | gate CPU busy | discoveries | answers per discovery (min / median / max) | not eligible / duplicate answers | time to last answer p50 / p99 |\n\
+        "| run | updates/s | failed | client latency p50 / p99 / p99.9 / max | update-to-visible p50 / p90 / p99 / p99.9 / max (count) | gate CPU busy | discoveries | answers per discovery (min / median / max) | not eligible / duplicate answers | time to last answer p50 / p99 |\n\
          |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for u in &r.updates {
@@ -444,12 +444,13 @@ pub(crate) fn write_report(plan: &Plan, r: &Results, dir: &Path) -> PathBuf {
         );
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} / {} / {} µs | {} / {} / {} / {} / {} µs ({}) | {:.0}% | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} / {} / {} / {} µs | {} / {} / {} / {} / {} µs ({}) | {:.0}% | {} | {} | {} | {} |",
             u.label(),
             thousands(u.updates_per_sec()),
             number(p, "failed"),
             number(p, "p50_us"),
             number(p, "p99_us"),
+            number(p, "p999_us"),
             number(p, "max_us"),
             counter(v, &["p50"]),
             counter(v, &["p90"]),
