@@ -549,7 +549,12 @@ fn compaction_then_sigkill() -> Option<(u64, u64)> {
         THREADS * PATCHES,
         started.elapsed().as_secs_f64()
     );
+    // The snapshot is written by a background thread: give it a moment.
     let snapshot = dir.path().join(doxm_gate::control::journal::SNAPSHOT_FILE);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !snapshot.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert!(snapshot.exists(), "no snapshot after more than 10,000 records");
     let c = entry(uuid(0x400, 200), "C", (Some(3), None, false));
     let reply = put(&gate, &c);
