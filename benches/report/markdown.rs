@@ -476,11 +476,12 @@ pub(crate) fn write_report(plan: &Plan, r: &Results, dir: &Path) -> PathBuf {
             if u.durable {
                 format!(
                     " The store writes a snapshot of the whole fleet every 10,000 journal records \
-                     while it holds its lock (`maybe_snapshot` in src/control/store.rs): about \
-                     {} snapshots of {} devices in this run, and every call that arrives \
-                     meanwhile waits for it.",
+                     (about {} snapshots of {} devices in this run), in a background thread that \
+                     holds the store's lock for {} devices at a time (`snapshot` in \
+                     src/control/store.rs); its disk writes and CPU compete with the calls.",
                     records / 10_000,
-                    thousands(plan.update_fleet as f64)
+                    thousands(plan.update_fleet as f64),
+                    doxm_gate::control::store::SNAPSHOT_CHUNK
                 )
             } else {
                 String::new()

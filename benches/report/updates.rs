@@ -143,10 +143,13 @@ pub(crate) fn focused(n: usize, plan: &Plan) {
     std::thread::sleep(PUBLISHED);
     let after = stats(&lab);
     let log = gate.stop();
-    let snapshots = log.matches("snapshot written").count();
+    let snapshots: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("snapshot written") || l.contains("journal compacted"))
+        .collect();
     println!("focused devices={n} {}", out.trim());
     println!("steady {}", steady.trim());
     println!("journal before the PATCHes: {}", before["journal"]);
     println!("journal after: {}", after["journal"]);
-    println!("snapshots logged by the gate: {snapshots}");
+    println!("snapshots logged by the gate:\n{}", snapshots.join("\n"));
 }

@@ -559,6 +559,11 @@ impl Store {
         let (fleet, journal, shared) =
             (Arc::clone(&self.fleet), Arc::clone(journal), Arc::clone(&self.shared));
         let spawned = std::thread::Builder::new().name("snapshot".into()).spawn(move || {
+            // Encoding a million devices is seconds of CPU: take what the API and the data
+            // path leave.
+            if let Err(e) = crate::io::sys::lower_thread_priority(10) {
+                warn!(error = %e, "cannot lower the snapshot thread's priority");
+            }
             if let Err(e) = snapshot(&fleet, &journal, &shared, from, SNAPSHOT_CHUNK, &mut |_| {}) {
                 warn!(error = %e, "snapshot failed; the journal keeps every record, retried later");
             }
