@@ -80,6 +80,10 @@ impl Paced {
 
 /// Copies run in pieces of this size.
 const COPY_CHUNK: usize = 1 << 20;
+/// The compaction copies without the files until less than this was appended during a round...
+const CATCH_UP_BYTES: u64 = 64 << 10;
+/// ... or for at most this many rounds.
+const CATCH_UP_ROUNDS: usize = 4;
 
 /// Where the journal stood when nothing was pending: every record up to `seq` is durable and
 /// ends at byte `offset` of the journal file. Taken by [`Journal::position`].
@@ -293,10 +297,11 @@ impl SnapshotWriter<'_> {
         let dir = &journal.dir;
         let tmp_path = dir.join(JOURNAL_TMP_FILE);
         let epoch = journal.state.lock().epoch;
-        // Unlocked: the bytes up to the durable length never change while the epoch holds
-        // (recovery truncates only after them; it is checked again below).
-        let stable = journal.io.lock().durable_len;
         let started = Instant::now();
+        // Unlocked: the bytes up to the durable length never change while the epoch holds
+        // (recovery truncates only after them; it is checked again below). Rounds catch up
+        // with what was appended meanwhile, so that little is left to copy with the files held.
+        let mut stable = self.from.offset;
         let tmp = (|| -> io::Result<File> {
             let source = File::open(dir.join(JOURNAL_FILE))?;
             let tmp = OpenOptions::new()
@@ -306,7 +311,15 @@ impl SnapshotWriter<'_> {
                 .truncate(true)
                 .open(&tmp_path)?;
             let mut paced = Paced::new(tmp);
-            copy_range(&source, &mut paced, self.from.offset, stable, 0)?;
+            for _ in 0..CATCH_UP_ROUNDS {
+                let end = journal.io.lock().durable_len;
+                copy_range(&source, &mut paced, stable, end, stable - self.from.offset)?;
+                let copied = end - stable;
+                stable = end;
+                if copied < CATCH_UP_BYTES {
+                    break;
+                }
+            }
             paced.file.sync_data()?;
             Ok(paced.file)
         })();
