@@ -261,7 +261,7 @@ fn restore(fleet: &Fleet, d: &SnapshotDevice) -> Result<(), String> {
 pub const LEGACY_REVISION_FLOOR: u64 = 1 << 32;
 
 /// Snapshot (and compact the journal) after this many records.
-const SNAPSHOT_EVERY_RECORDS: u64 = 10_000;
+pub const SNAPSHOT_EVERY_RECORDS: u64 = 10_000;
 /// ... or this many journal bytes.
 const SNAPSHOT_EVERY_BYTES: u64 = 256 << 20;
 /// Devices read per hold of the store's lock while a snapshot is taken: about a millisecond.

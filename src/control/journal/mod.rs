@@ -76,7 +76,7 @@ use tracing::{error, info, warn};
 
 mod format;
 mod repair;
-mod snapshot;
+pub mod snapshot;
 
 use format::{read_snapshot, record_header, scan, snapshot_header};
 pub use format::{Corruption, Damage, TornTail};

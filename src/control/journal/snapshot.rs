@@ -10,7 +10,7 @@
 //!
 //! 1. [`Journal::begin_snapshot`]: `snapshot.tmp` is created; the caller streams the payload
 //!    ([`SnapshotWriter`] is an [`io::Write`]). No journal lock is held. The writer is *paced*
-//!    ([`Paced`]): it fdatasyncs every [`SYNC_EVERY`] bytes and then rests as long as that
+//!    (`Paced`): it fdatasyncs every [`SYNC_EVERY`] bytes and then rests as long as that
 //!    took, so that it never holds more than that much dirty data nor more than half of the
 //!    disk. On ext4 (`data=ordered`) a journal fdatasync commits the file system's journal,
 //!    which first writes every newly allocated data block of every file: without pacing, the
@@ -53,7 +53,7 @@ pub const SYNC_EVERY: u64 = 1 << 20;
 /// Writes at most half of the disk's time: after every [`SYNC_EVERY`] bytes, an fdatasync and a
 /// rest as long as the write and the fdatasync took (see the [module docs](self)).
 #[derive(Debug)]
-pub struct Paced {
+struct Paced {
     file: File,
     unsynced: u64,
     since: Instant,
@@ -118,7 +118,7 @@ pub struct SnapshotWriter<'a> {
 }
 
 /// [`Paced`] as an [`io::Write`] at the end of the file.
-pub struct PacedWrite {
+struct PacedWrite {
     paced: Paced,
     at: u64,
 }
