@@ -322,8 +322,10 @@ impl FaultyDisk {
         let device = match run("dmsetup", &["version"]) {
             Ok(_) => {
                 let dm = format!("doxm-eio-{}", std::process::id());
-                run("dmsetup", &["create", &dm, "--table", &disk.table("linear")])?;
+                // Without udev (a container, a minimal CI machine) dmsetup makes the node itself.
+                run("dmsetup", &["create", "--noudevsync", &dm, "--table", &disk.table("linear")])?;
                 disk.dm = Some(dm.clone());
+                run("dmsetup", &["mknodes", &dm])?;
                 format!("/dev/mapper/{dm}")
             }
             Err(e) => {
@@ -387,7 +389,7 @@ impl Drop for FaultyDisk {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(self.path()).status();
         if let Some(dm) = &self.dm {
-            let _ = run("dmsetup", &["remove", "--retry", dm]);
+            let _ = run("dmsetup", &["remove", "--noudevsync", "--retry", dm]);
         }
         let _ = run("losetup", &["-d", &self.loop_dev]);
         let _ = std::fs::remove_dir_all(&self.dir);
