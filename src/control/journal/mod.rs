@@ -504,6 +504,8 @@ impl Journal {
                 st.pending.clear();
                 st.records_since_snapshot = reopened.records;
                 st.bytes_since_snapshot = reopened.bytes;
+                // The file may have been reset (an unsettled snapshot): older positions are stale.
+                st.compactions += 1;
                 self.stats.recoveries.fetch_add(1, Ordering::Relaxed);
                 info!(
                     dir = %self.dir.display(),
@@ -576,6 +578,8 @@ impl Journal {
                 st.durable = covers;
                 st.records_since_snapshot -= records;
                 st.bytes_since_snapshot -= bytes;
+                // The journal restarted empty: byte offsets of older positions are stale.
+                st.compactions += 1;
                 Ok(())
             }
             Err((Stage::NotInstalled, e)) => {
