@@ -80,6 +80,8 @@ impl Paced {
 
 /// Copies run in pieces of this size.
 const COPY_CHUNK: usize = 1 << 20;
+/// A replaced file is freed this many bytes at a time ([`free_gradually`]).
+const FREE_STEP: u64 = 8 << 20;
 /// The compaction copies without the files until less than this was appended during a round...
 const CATCH_UP_BYTES: u64 = 64 << 10;
 /// ... or for at most this many rounds.
@@ -247,7 +249,7 @@ impl SnapshotWriter<'_> {
     /// starts over.
     pub fn install(&mut self) -> Result<(), JournalError> {
         let journal = self.journal;
-        let result = (|| -> io::Result<()> {
+        let result = (|| -> io::Result<Option<File>> {
             self.out.flush()?;
             let mut crc = crc32fast::Hasher::new();
             let mut header = [0; snapshot::HEADER_LEN];
@@ -262,17 +264,23 @@ impl SnapshotWriter<'_> {
             #[cfg(test)]
             journal.faults.before_sync()?;
             file.sync_all()?;
+            // Held open, the old snapshot is not freed by the rename but little by little.
+            let old = File::open(journal.dir.join(SNAPSHOT_FILE)).ok();
             fs::rename(journal.dir.join(SNAPSHOT_TMP_FILE), journal.dir.join(SNAPSHOT_FILE))?;
             self.installed = true;
-            sync_dir(&journal.dir)
+            sync_dir(&journal.dir)?;
+            Ok(old)
         })();
         let elapsed = self.started.elapsed().as_micros() as u64;
         journal.stats.last_snapshot_us.store(elapsed, std::sync::atomic::Ordering::Relaxed);
-        if let Err(e) = result {
-            journal.stats.errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            warn!(dir = %journal.dir.display(), error = %e, "snapshot not installed; the journal keeps every record");
-            return Err(e.into());
-        }
+        let old = match result {
+            Ok(old) => old,
+            Err(e) => {
+                journal.stats.errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                warn!(dir = %journal.dir.display(), error = %e, "snapshot not installed; the journal keeps every record");
+                return Err(e.into());
+            }
+        };
         info!(
             dir = %journal.dir.display(),
             covers = self.from.seq,
@@ -280,6 +288,9 @@ impl SnapshotWriter<'_> {
             ms = elapsed / 1000,
             "snapshot written"
         );
+        if let Some(old) = old {
+            free_gradually(old);
+        }
         Ok(())
     }
 
@@ -361,15 +372,16 @@ impl SnapshotWriter<'_> {
                 return Err((false, e));
             }
             let len = end - self.from.offset;
-            io.file = tmp;
+            let old = std::mem::replace(&mut io.file, tmp);
             io.len = len;
             io.durable_len = len;
-            sync_dir(dir).map_err(|e| (true, e))
+            sync_dir(dir).map_err(|e| (true, e))?;
+            Ok(old)
         });
         st.busy = false;
         journal.turn.notify_all();
         match swapped {
-            Ok(()) => {
+            Ok(old) => {
                 st.compactions += 1;
                 st.records_since_snapshot -= self.from.records;
                 st.bytes_since_snapshot -= self.from.bytes;
@@ -379,6 +391,8 @@ impl SnapshotWriter<'_> {
                     held_ms = held.elapsed().as_millis() as u64,
                     "journal compacted"
                 );
+                drop(st);
+                free_gradually(old);
                 Ok(())
             }
             Err((renamed, e)) => {
@@ -404,6 +418,22 @@ impl Drop for SnapshotWriter<'_> {
             let _ = fs::remove_file(self.journal.dir.join(SNAPSHOT_TMP_FILE));
         }
         self.journal.state.lock().snapshotting = false;
+    }
+}
+
+/// Frees a replaced file (open, unlinked) a few megabytes at a time, each truncation committed
+/// and followed by a rest as long as it took. Freed blocks are written to the file system's
+/// journal, and discarded at its commit on a disk mounted with `discard`: a whole snapshot of
+/// hundreds of megabytes freed at once made a journal fdatasync wait for all of that.
+fn free_gradually(file: File) {
+    let Ok(mut len) = file.metadata().map(|m| m.len()) else { return };
+    while len > 0 {
+        let started = Instant::now();
+        len = len.saturating_sub(FREE_STEP);
+        if file.set_len(len).and_then(|()| file.sync_data()).is_err() {
+            return;
+        }
+        std::thread::sleep(started.elapsed().min(std::time::Duration::from_millis(200)));
     }
 }
 
