@@ -80,8 +80,6 @@ impl Paced {
 
 /// Copies run in pieces of this size.
 const COPY_CHUNK: usize = 1 << 20;
-/// A replaced file is freed this many bytes at a time ([`free_gradually`]).
-const FREE_STEP: u64 = 8 << 20;
 /// The compaction copies without the files until less than this was appended during a round...
 const CATCH_UP_BYTES: u64 = 64 << 10;
 /// ... or for at most this many rounds.
@@ -249,7 +247,7 @@ impl SnapshotWriter<'_> {
     /// starts over.
     pub fn install(&mut self) -> Result<(), JournalError> {
         let journal = self.journal;
-        let result = (|| -> io::Result<Option<File>> {
+        let result = (|| -> io::Result<()> {
             self.out.flush()?;
             let mut crc = crc32fast::Hasher::new();
             let mut header = [0; snapshot::HEADER_LEN];
@@ -264,23 +262,17 @@ impl SnapshotWriter<'_> {
             #[cfg(test)]
             journal.faults.before_sync()?;
             file.sync_all()?;
-            // Held open, the old snapshot is not freed by the rename but little by little.
-            let old = File::open(journal.dir.join(SNAPSHOT_FILE)).ok();
             fs::rename(journal.dir.join(SNAPSHOT_TMP_FILE), journal.dir.join(SNAPSHOT_FILE))?;
             self.installed = true;
-            sync_dir(&journal.dir)?;
-            Ok(old)
+            sync_dir(&journal.dir)
         })();
         let elapsed = self.started.elapsed().as_micros() as u64;
         journal.stats.last_snapshot_us.store(elapsed, std::sync::atomic::Ordering::Relaxed);
-        let old = match result {
-            Ok(old) => old,
-            Err(e) => {
-                journal.stats.errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                warn!(dir = %journal.dir.display(), error = %e, "snapshot not installed; the journal keeps every record");
-                return Err(e.into());
-            }
-        };
+        if let Err(e) = result {
+            journal.stats.errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            warn!(dir = %journal.dir.display(), error = %e, "snapshot not installed; the journal keeps every record");
+            return Err(e.into());
+        }
         info!(
             dir = %journal.dir.display(),
             covers = self.from.seq,
@@ -288,9 +280,6 @@ impl SnapshotWriter<'_> {
             ms = elapsed / 1000,
             "snapshot written"
         );
-        if let Some(old) = old {
-            free_gradually(old);
-        }
         Ok(())
     }
 
@@ -391,8 +380,10 @@ impl SnapshotWriter<'_> {
                     held_ms = held.elapsed().as_millis() as u64,
                     "journal compacted"
                 );
+                // The old journal (all of it, hundreds of megabytes after a big load) is freed
+                // when its last descriptor closes: here, with the files no longer held.
                 drop(st);
-                free_gradually(old);
+                drop(old);
                 Ok(())
             }
             Err((renamed, e)) => {
@@ -418,22 +409,6 @@ impl Drop for SnapshotWriter<'_> {
             let _ = fs::remove_file(self.journal.dir.join(SNAPSHOT_TMP_FILE));
         }
         self.journal.state.lock().snapshotting = false;
-    }
-}
-
-/// Frees a replaced file (open, unlinked) a few megabytes at a time, each truncation committed
-/// and followed by a rest as long as it took. Freed blocks are written to the file system's
-/// journal, and discarded at its commit on a disk mounted with `discard`: a whole snapshot of
-/// hundreds of megabytes freed at once made a journal fdatasync wait for all of that.
-fn free_gradually(file: File) {
-    let Ok(mut len) = file.metadata().map(|m| m.len()) else { return };
-    while len > 0 {
-        let started = Instant::now();
-        len = len.saturating_sub(FREE_STEP);
-        if file.set_len(len).and_then(|()| file.sync_data()).is_err() {
-            return;
-        }
-        std::thread::sleep(started.elapsed().min(std::time::Duration::from_millis(200)));
     }
 }
 
