@@ -314,7 +314,7 @@ impl SnapshotWriter<'_> {
             for _ in 0..CATCH_UP_ROUNDS {
                 let end = journal.io.lock().durable_len;
                 copy_range(&source, &mut paced, stable, end, stable - self.from.offset)?;
-                let copied = end - stable;
+                let copied = end.saturating_sub(stable);
                 stable = end;
                 if copied < CATCH_UP_BYTES {
                     break;
