@@ -2,7 +2,8 @@
 //! directory; a journal damaged before its last record (refused, files untouched, then
 //! `doxm-gate journal check` and `salvage`); and a full disk (a 3 MB tmpfs): a change that
 //! cannot be made durable is invisible, the gate heals without a restart once space returns,
-//! and a `kill -9` afterwards loses no acknowledged change and resurrects no failed one.
+//! and a `kill -9` afterwards loses no acknowledged change and resurrects no failed one; the
+//! same with EIO, from a block device switched to fail every I/O ([`FaultyDisk`]).
 
 mod support;
 
@@ -269,6 +270,194 @@ fn disk_full_changes_nothing_and_heals_without_restart() {
     assert!(gate.device(&ghost).is_none(), "the failed PUT came back");
     assert_eq!(gate.device_count(), acked.len() as u64 + 1);
     assert_eq!(gate.device(&first).expect("first").revision, 2);
+}
+
+/// An ext4 file system on a block device that can be switched to fail every read and write with
+/// EIO, and back: a loop device over a file in the temporary directory, under a device-mapper
+/// device whose table is switched between `linear` and `error` (`dmsetup`). A kernel without
+/// device-mapper (a minimal VM kernel) gets the same EIO from the block layer by shrinking the
+/// loop device to nothing under the file system (`losetup -c` after truncating its file; the
+/// file's content is put back to switch back). ext4 runs without its own journal
+/// (`-O ^has_journal`) and with `errors=continue`, so that a failed metadata write does not
+/// abort it for good: switching back heals it as it would heal a device that came back.
+struct FaultyDisk {
+    dir: std::path::PathBuf,
+    loop_dev: String,
+    /// The device-mapper device's name, when the kernel has device-mapper.
+    dm: Option<String>,
+    sectors: u64,
+}
+
+fn run(cmd: &str, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(cmd).args(args).output().map_err(|e| format!("{cmd}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{cmd} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+impl FaultyDisk {
+    /// `Err` names what this machine lacks: root, or `losetup`/`mkfs.ext4`.
+    fn create(name: &str, bytes: u64) -> Result<FaultyDisk, String> {
+        if !link::is_root() {
+            return Err("loop and device-mapper devices need root; CI runs as root".into());
+        }
+        for tool in ["losetup", "mkfs.ext4", "mount"] {
+            if Command::new(tool).arg("--version").output().is_err() {
+                return Err(format!("{tool} is not installed (util-linux, e2fsprogs, mount)"));
+            }
+        }
+        let dir = std::env::temp_dir().join(format!("doxm-gate-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("mnt")).map_err(|e| e.to_string())?;
+        let file = std::fs::File::create(dir.join("disk")).map_err(|e| e.to_string())?;
+        file.set_len(bytes).map_err(|e| e.to_string())?;
+        let backing = dir.join("disk").display().to_string();
+        let loop_dev = run("losetup", &["-f", "--show", &backing])?;
+        let mut disk = FaultyDisk { dir, loop_dev, dm: None, sectors: bytes / 512 };
+        let device = match run("dmsetup", &["version"]) {
+            Ok(_) => {
+                let dm = format!("doxm-eio-{}", std::process::id());
+                // Without udev (a container, a minimal CI machine) dmsetup makes the node itself.
+                run("dmsetup", &["create", "--noudevsync", &dm, "--table", &disk.table("linear")])?;
+                disk.dm = Some(dm.clone());
+                run("dmsetup", &["mknodes", &dm])?;
+                format!("/dev/mapper/{dm}")
+            }
+            Err(e) => {
+                eprintln!("no device-mapper ({e}): failing the loop device itself instead");
+                disk.loop_dev.clone()
+            }
+        };
+        run("mkfs.ext4", &["-q", "-F", "-O", "^has_journal", &device])?;
+        let mnt = disk.path().display().to_string();
+        run("mount", &["-o", "errors=continue", &device, &mnt])?;
+        Ok(disk)
+    }
+
+    fn table(&self, target: &str) -> String {
+        match target {
+            "linear" => format!("0 {} linear {} 0", self.sectors, self.loop_dev),
+            _ => format!("0 {} error", self.sectors),
+        }
+    }
+
+    fn path(&self) -> std::path::PathBuf {
+        self.dir.join("mnt")
+    }
+
+    /// Every I/O from now on fails with EIO.
+    fn fail(&self) {
+        match &self.dm {
+            Some(dm) => self.switch(dm, "error"),
+            None => {
+                // What the loop device wrote is in its file (through the page cache): keep it.
+                std::fs::copy(self.dir.join("disk"), self.dir.join("saved")).expect("save");
+                std::fs::File::options()
+                    .write(true)
+                    .open(self.dir.join("disk"))
+                    .and_then(|f| f.set_len(0))
+                    .expect("truncate the loop device's file");
+                run("losetup", &["-c", &self.loop_dev]).expect("losetup -c");
+            }
+        }
+    }
+
+    /// The device works again, with what it held before it failed.
+    fn heal(&self) {
+        match &self.dm {
+            Some(dm) => self.switch(dm, "linear"),
+            None => {
+                std::fs::copy(self.dir.join("saved"), self.dir.join("disk")).expect("restore");
+                run("losetup", &["-c", &self.loop_dev]).expect("losetup -c");
+            }
+        }
+    }
+
+    fn switch(&self, dm: &str, target: &str) {
+        run("dmsetup", &["suspend", "--noflush", dm]).expect("dmsetup suspend");
+        run("dmsetup", &["load", dm, "--table", &self.table(target)]).expect("dmsetup load");
+        run("dmsetup", &["resume", dm]).expect("dmsetup resume");
+    }
+}
+
+impl Drop for FaultyDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.path()).status();
+        if let Some(dm) = &self.dm {
+            let _ = run("dmsetup", &["remove", "--noudevsync", "--retry", dm]);
+        }
+        let _ = run("losetup", &["-d", &self.loop_dev]);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn io_error_changes_nothing_and_heals_without_restart() {
+    let disk = match FaultyDisk::create("eio", 32 << 20) {
+        Ok(disk) => disk,
+        Err(e) => return link::skip(&format!("cannot inject EIO: {e}")),
+    };
+    let state_dir = disk.path().join("state");
+    let opts = GateOpts::ports(32).state_dir(&state_dir).policy("resume");
+    let Some(mut gate) = Gate::start(opts) else { return };
+    let mut acked = Vec::new();
+    for i in 0..5 {
+        put(&gate, 0x304, i);
+        acked.push(i);
+    }
+    let owned = uuid(0x304, 1);
+    let reset = serde_json::json!({"dos": 1, "owned": false,
+        "devowneruuid": uuid::Uuid::nil(), "rowneruuid": uuid::Uuid::nil(), "oxmsel": 4});
+
+    disk.fail();
+    let ghost = uuid(0x304, 100);
+    let e = entry(ghost, "d", (Some(3), Some(true), false));
+    let reply = gate.call("PUT", &format!("/v1/devices/{ghost}"), Some(&to_json(&e)));
+    assert_eq!(reply.status, 503, "{reply:?}");
+    let (field, reason) = reply.error();
+    assert_eq!(field, "journal");
+    assert!(reason.contains("nothing changed"), "{reason}");
+    assert!(reason.contains("Input/output error"), "{reason}");
+    assert_eq!(gate.get(&format!("/v1/devices/{ghost}")).status, 404, "a 503 PUT is not visible");
+    // The journal retries at every call, and fails again while the device fails: an owned
+    // device made unowned (it would answer discovery) and a DELETE change nothing.
+    let reply = gate.call("PATCH", &format!("/v1/devices/{owned}"), Some(&reset.to_string()));
+    assert_eq!(reply.status, 503, "{reply:?}");
+    let reply = gate.call("DELETE", &format!("/v1/devices/{}", uuid(0x304, 2)), None);
+    assert_eq!(reply.status, 503, "{reply:?}");
+    let view = gate.device(&owned).expect("present");
+    assert_eq!((view.revision, view.device.owned, view.device.dos), (1, Some(true), Some(3)));
+    assert!(gate.device(&uuid(0x304, 2)).is_some(), "a 503 DELETE leaves the device");
+    let health = gate.get("/healthz");
+    assert_eq!(health.status, 503, "{health:?}");
+    let body: Value = health.json();
+    assert_eq!(body["status"], "journal-failing");
+    assert!(body["error"].as_str().is_some_and(|e| e.contains("Input/output error")), "{body}");
+    assert_eq!(metric(&gate, "doxm_gate_journal_writable"), 0);
+    assert!(metric(&gate, "doxm_gate_journal_errors_total") >= 2);
+
+    // The device is back: the next change recovers the journal, without a restart.
+    disk.heal();
+    put(&gate, 0x304, 5);
+    acked.push(5);
+    assert_eq!(gate.get("/healthz").status, 200);
+    assert_eq!(metric(&gate, "doxm_gate_journal_writable"), 1);
+    assert!(metric(&gate, "doxm_gate_journal_recoveries_total") >= 1);
+
+    // kill -9 and restart: every acknowledged change, none of the failed ones.
+    gate.kill9();
+    let gate = gate.restart();
+    for &i in &acked {
+        let view = gate.device(&uuid(0x304, i)).unwrap_or_else(|| panic!("device {i} lost"));
+        assert_eq!((view.revision, view.device.owned), (1, Some(true)), "device {i}");
+    }
+    assert!(gate.device(&ghost).is_none(), "the failed PUT came back");
+    assert_eq!(gate.device_count(), acked.len() as u64);
 }
 
 /// A batch carries at most `MAX_BATCH` changes (more: 413, nothing changed), and its reply

@@ -9,6 +9,11 @@
 //! writes its report under Cargo's temporary directory (`target/tmp/report-quick/`), never into
 //! the repository.
 //!
+//! `DOXM_BENCH_UPDATES_AT=1000000 cargo bench --bench report` runs only the journaled updates
+//! under discovery load, at a fleet of that size loaded through the API, for
+//! `DOXM_BENCH_UPDATES_SECS` (default 20) seconds, and prints the PATCH percentiles (p50, p99,
+//! p99.9, max) and the gate's snapshot timings instead of writing a report.
+//!
 //! Workloads, each against the release gate (`env!("CARGO_BIN_EXE_doxm-gate")`) in address mode
 //! (one IPv6 address per device in fd00:d0c::/64), leisure 0 and every budget out of the way:
 //! 1. drop throughput: malformed, `owned=TRUE` and no-eligible discoveries blasted with
@@ -108,6 +113,10 @@ fn main() {
     }
     remove_stale_labs();
     let plan = if full { Plan::full() } else { Plan::quick() };
+    if let Some(n) = std::env::var("DOXM_BENCH_UPDATES_AT").ok().and_then(|n| n.parse().ok()) {
+        focused(n, &plan);
+        return;
+    }
     let dir = match std::env::var_os("DOXM_BENCH_REPORT_DIR") {
         Some(d) => PathBuf::from(d),
         None if full => Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/reports"),

@@ -367,7 +367,7 @@ pub(crate) fn write_report(plan: &Plan, r: &Results, dir: &Path) -> PathBuf {
     );
     let _ = writeln!(
         md,
-        "| run | updates/s | failed | client latency p50 / p99 / max | update-to-visible p50 / p90 / p99 / p99.9 / max (count) | gate CPU busy | discoveries | answers per discovery (min / median / max) | not eligible / duplicate answers | time to last answer p50 / p99 |\n\
+        "| run | updates/s | failed | client latency p50 / p99 / p99.9 / max | update-to-visible p50 / p90 / p99 / p99.9 / max (count) | gate CPU busy | discoveries | answers per discovery (min / median / max) | not eligible / duplicate answers | time to last answer p50 / p99 |\n\
          |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for u in &r.updates {
@@ -401,12 +401,13 @@ pub(crate) fn write_report(plan: &Plan, r: &Results, dir: &Path) -> PathBuf {
         );
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} / {} / {} µs | {} / {} / {} / {} / {} µs ({}) | {:.0}% | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} / {} / {} / {} µs | {} / {} / {} / {} / {} µs ({}) | {:.0}% | {} | {} | {} | {} |",
             u.label(),
             thousands(u.updates_per_sec()),
             number(p, "failed"),
             number(p, "p50_us"),
             number(p, "p99_us"),
+            number(p, "p999_us"),
             number(p, "max_us"),
             counter(v, &["p50"]),
             counter(v, &["p90"]),
@@ -432,11 +433,12 @@ pub(crate) fn write_report(plan: &Plan, r: &Results, dir: &Path) -> PathBuf {
             if u.durable {
                 format!(
                     " The store writes a snapshot of the whole fleet every 10,000 journal records \
-                     while it holds its lock (`maybe_snapshot` in src/control/store.rs): about \
-                     {} snapshots of {} devices in this run, and every call that arrives \
-                     meanwhile waits for it.",
+                     (about {} snapshots of {} devices in this run), in a background thread that \
+                     holds the store's lock for {} devices at a time (`snapshot` in \
+                     src/control/store.rs); its disk writes and CPU compete with the calls.",
                     records / 10_000,
-                    thousands(plan.update_fleet as f64)
+                    thousands(plan.update_fleet as f64),
+                    doxm_gate::control::store::SNAPSHOT_CHUNK
                 )
             } else {
                 String::new()

@@ -1,4 +1,10 @@
 //! Workload 3: control updates, alone and under discovery load, in memory and journaled.
+//!
+//! Also the focused run `DOXM_BENCH_UPDATES_AT=N cargo bench --bench report` ([`focused`]):
+//! only journaled updates under discovery load, at a fleet of N loaded through the API, for
+//! `DOXM_BENCH_UPDATES_SECS` (default 20) seconds, so that several snapshots of the whole fleet
+//! cross the run; it prints the patcher's percentiles and the journal's stats and writes no
+//! report.
 
 use super::*;
 
@@ -88,4 +94,62 @@ pub(crate) fn update_run(
         gate_cpu,
         wall,
     }
+}
+
+/// The focused run (module docs): prints one `focused` line and the journal's stats.
+pub(crate) fn focused(n: usize, plan: &Plan) {
+    let secs: f64 =
+        std::env::var("DOXM_BENCH_UPDATES_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(20.0);
+    let lab = lab::bench_lab();
+    let control = format!("{GATE_V4}:8683");
+    let state = lab.dir.join("state-focused");
+    let _ = std::fs::remove_dir_all(&state);
+    let mut gate = lab.bench_gate(&["--control", &control, "--state-dir", state.to_str().unwrap()]);
+    let pid = gate.child.id();
+    eprintln!("focused updates: load {n} devices through the API (journaled)");
+    role_output(
+        lab.role(&lab.obt_ns, "load")
+            .env("DOXM_BENCH_API", &control)
+            .env("DOXM_BENCH_DEVICES", n.to_string())
+            .env("DOXM_BENCH_BATCH", UPSERT_BATCH.to_string())
+            .env("DOXM_BENCH_GATE_PID", pid.to_string()),
+        "load",
+    );
+    let body = lab.dir.join("patches.json");
+    std::fs::write(&body, make_eligible(1, plan.update_eligible).to_string()).expect("body");
+    let (status, text, _) = api(&lab, "POST", "/v1/devices:batch", Some(&body));
+    assert_eq!(status, 200, "patches: {text}");
+    let before = stats(&lab);
+    eprintln!("focused updates: {secs} s of PATCHes by {} clients", plan.clients);
+    let steady = lab
+        .role(&lab.obt_ns, "steady")
+        .env("DOXM_BENCH_RATE", plan.discovery_rate.to_string())
+        .env("DOXM_BENCH_SECS", (secs + 1.0).to_string())
+        .env("DOXM_BENCH_EXPECT", plan.update_eligible.to_string())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the steady sender");
+    let steady = Running(Some(steady));
+    std::thread::sleep(Duration::from_millis(500));
+    let out = role_output(
+        lab.role(&lab.obt_ns, "patcher")
+            .env("DOXM_BENCH_API", &control)
+            .env("DOXM_BENCH_CLIENTS", plan.clients.to_string())
+            .env("DOXM_BENCH_SECS", secs.to_string())
+            .env("DOXM_BENCH_EXPECT", plan.update_eligible.to_string()),
+        "patcher",
+    );
+    let steady = steady.finish("steady sender");
+    std::thread::sleep(PUBLISHED);
+    let after = stats(&lab);
+    let log = gate.stop();
+    let snapshots: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("snapshot written") || l.contains("journal compacted"))
+        .collect();
+    println!("focused devices={n} {}", out.trim());
+    println!("steady {}", steady.trim());
+    println!("journal before the PATCHes: {}", before["journal"]);
+    println!("journal after: {}", after["journal"]);
+    println!("snapshots logged by the gate:\n{}", snapshots.join("\n"));
 }

@@ -427,12 +427,8 @@ pub fn check(
     Ok(())
 }
 
-/// Applies a checked batch; returns each touched device's new revision (0 for a deletion).
-///
-/// `floor` is the store's revision floor: a delete raises it to the deleted device's revision,
-/// and a device that did not exist starts at `floor + 1`, so that no revision repeats for a
-/// UUID across a delete and a re-create (see the [module docs](self)). Replaying the journal
-/// from a snapshot's floor gives every device the revision it was acknowledged with.
+/// Applies a checked batch; returns each touched device's new revision (0 for a deletion):
+/// [`plan`], then [`apply_planned`].
 ///
 /// # Errors
 /// Only if the fleet changed between [`check`] and this call (the store's lock prevents that)
@@ -442,37 +438,144 @@ pub fn apply(
     batch: &[Mutation],
     floor: &mut u64,
 ) -> Result<Vec<(Uuid, u64)>, Rejection> {
-    let mut revisions = Vec::with_capacity(batch.len());
-    for m in batch {
-        match m {
-            Mutation::Upsert { device } => {
-                let (record, state) = device.to_record().map_err(|e| entry_rejection(&e))?;
-                let created = fleet.lookup(&device.uuid).is_none();
-                let (_, mut revision) = fleet.upsert(record, state).map_err(fleet_rejection)?;
-                if created && *floor > 0 {
-                    // The fleet starts a new device at 1; the store starts it above the floor.
-                    // Until this store, a concurrent GET may read 1: an ETag this device never
-                    // has again, so no condition is fooled by it.
-                    revision = *floor + 1;
-                    fleet.restore_revision(&device.uuid, revision).map_err(fleet_rejection)?;
-                }
-                revisions.push((device.uuid, revision));
-            }
-            Mutation::Patch { uuid, patch } => {
-                let revision =
-                    fleet.patch(uuid, &patch.to_state_patch()?, None).map_err(fleet_rejection)?;
-                revisions.push((*uuid, revision));
+    let revisions = plan(fleet, batch, floor);
+    let applied = apply_planned(fleet, batch, &revisions, floor)?;
+    if applied.skipped > 0 {
+        return Err(Rejection::new(500, "journal", "a planned change did not apply"));
+    }
+    Ok(applied.revisions)
+}
+
+/// The revision each change of a checked batch gives its device, decided before the batch is
+/// journaled so that the journal can hold it (see [`apply_planned`]): one above the device's
+/// revision as the batch's earlier changes leave it; `floor + 1` for a device that does not
+/// exist (created, or created again after a delete); for a delete, the revision the device had,
+/// which raises `floor`. So a UUID's revisions only ever grow, across deletes and re-creates
+/// (see the [module docs](self)).
+///
+/// The store calls it under its lock with no queued change touching the batch's devices, and
+/// with the floor raised by every queued delete, so the plan is what applying will find.
+pub fn plan(fleet: &Fleet, batch: &[Mutation], floor: &mut u64) -> Vec<u64> {
+    // The batch's earlier changes: `None` deleted, `Some(r)` present at revision r.
+    let mut planned: HashMap<Uuid, Option<u64>> = HashMap::new();
+    let current = |planned: &HashMap<Uuid, Option<u64>>, uuid: &Uuid| match planned.get(uuid) {
+        Some(&now) => now,
+        None => fleet.lookup(uuid).map(|id| fleet.revision(id)),
+    };
+    batch
+        .iter()
+        .map(|m| match m {
+            Mutation::Upsert { device: DeviceEntry { uuid, .. } }
+            | Mutation::Patch { uuid, .. } => {
+                let revision = match current(&planned, uuid) {
+                    Some(r) => r + 1,
+                    None => *floor + 1,
+                };
+                planned.insert(*uuid, Some(revision));
+                revision
             }
             Mutation::Delete { uuid } => {
-                if let Some(id) = fleet.lookup(uuid) {
-                    *floor = (*floor).max(fleet.revision(id));
-                }
-                fleet.remove(uuid).map_err(fleet_rejection)?;
-                revisions.push((*uuid, 0));
+                let revision = current(&planned, uuid).unwrap_or(0);
+                *floor = (*floor).max(revision);
+                planned.insert(*uuid, None);
+                revision
             }
-        }
+        })
+        .collect()
+}
+
+/// What [`apply_planned`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// Each change's device and its revision (0 for a delete), as acknowledged.
+    pub revisions: Vec<(Uuid, u64)>,
+    /// Changes skipped because the device already holds them or a later state.
+    pub skipped: usize,
+}
+
+/// Applies a batch with the revisions [`plan`] gave it (`revisions[i]` is change `i`'s),
+/// idempotently: a change is applied only if the device is not already at its revision or a
+/// later one, so replaying records over a state that already holds some of them (a *fuzzy*
+/// snapshot, taken in chunks while changes went on) ends where the live fleet ended.
+///
+/// The rule, per change with revision `r` on a device now at `c` (`None`: absent):
+/// - upsert: applied unless `c >= r` (the whole device is replaced, so it is right from any
+///   earlier state);
+/// - patch: applied when `c < r`; skipped when absent (a later delete, still to be replayed or
+///   already in the state, removes the device anyway) or `c >= r`;
+/// - delete (`r` is the revision the device had when deleted): applied when `c <= r` (this
+///   incarnation, or an older one the replay recreated); skipped when absent or `c > r` (a
+///   later incarnation, created above the floor, so above `r`); always raises `floor` to `r`.
+///
+/// A UUID's revisions strictly grow over its whole history, so `c` tells which changes a state
+/// holds; `control::store` proves the replay correct from that. Live, on the state the plan was
+/// made from, nothing is skipped.
+///
+/// # Errors
+/// A change that the fleet refuses (a journal that does not match the fleet).
+pub fn apply_planned(
+    fleet: &Fleet,
+    batch: &[Mutation],
+    revisions: &[u64],
+    floor: &mut u64,
+) -> Result<Applied, Rejection> {
+    if revisions.len() != batch.len() {
+        return Err(Rejection::new(
+            500,
+            "journal",
+            format!("{} revisions for {} changes", revisions.len(), batch.len()),
+        ));
     }
-    Ok(revisions)
+    let mut applied = Applied { revisions: Vec::with_capacity(batch.len()), skipped: 0 };
+    for (m, &revision) in batch.iter().zip(revisions) {
+        let (uuid, current) = match m {
+            Mutation::Upsert { device } => (device.uuid, fleet.lookup(&device.uuid)),
+            Mutation::Patch { uuid, .. } | Mutation::Delete { uuid } => (*uuid, fleet.lookup(uuid)),
+        };
+        let current = current.map(|id| fleet.revision(id));
+        let done = match m {
+            Mutation::Upsert { device } => {
+                if current.is_some_and(|c| c >= revision) {
+                    false
+                } else {
+                    let (record, state) = device.to_record().map_err(|e| entry_rejection(&e))?;
+                    let (_, now) = fleet.upsert(record, state).map_err(fleet_rejection)?;
+                    if now != revision {
+                        // A new device starts at 1 in the fleet; a concurrent GET may read that
+                        // for a moment: an ETag this device never has again.
+                        fleet.restore_revision(&uuid, revision).map_err(fleet_rejection)?;
+                    }
+                    true
+                }
+            }
+            Mutation::Patch { patch, .. } => match current {
+                Some(c) if c < revision => {
+                    let now = fleet
+                        .patch(&uuid, &patch.to_state_patch()?, None)
+                        .map_err(fleet_rejection)?;
+                    if now != revision {
+                        fleet.restore_revision(&uuid, revision).map_err(fleet_rejection)?;
+                    }
+                    true
+                }
+                _ => false,
+            },
+            Mutation::Delete { .. } => {
+                *floor = (*floor).max(revision);
+                match current {
+                    Some(c) if c <= revision => {
+                        fleet.remove(&uuid).map_err(fleet_rejection)?;
+                        true
+                    }
+                    _ => false,
+                }
+            }
+        };
+        applied.skipped += usize::from(!done);
+        let acknowledged = if matches!(m, Mutation::Delete { .. }) { 0 } else { revision };
+        applied.revisions.push((uuid, acknowledged));
+    }
+    Ok(applied)
 }
 
 #[cfg(test)]

@@ -1,20 +1,20 @@
 //! The durable fleet: every acknowledged change is in the journal before it is acknowledged.
 //!
-//! A change goes: under the store's lock, check (all of the batch) and append it to the journal
-//! and to a queue of journaled changes -> release the lock -> wait until the record is on disk
-//! (group commit: concurrent callers share one fsync) -> under the lock again, apply every
-//! queued change whose record is durable, in journal order -> acknowledge. So a change is
-//! visible (to `GET`, and to the data path that answers discovery) only once it is durable, and
-//! the order of application is the journal's. A crash before the fsync loses a change nobody
-//! was told about; a crash after it loses nothing, because start-up replays the snapshot and
-//! the journal.
+//! A change goes: under the store's lock, check (all of the batch), plan its revisions
+//! ([`mutation::plan`]) and append it with them to the journal and to a queue of journaled
+//! changes -> release the lock -> wait until the record is on disk (group commit: concurrent
+//! callers share one fsync) -> under the lock again, apply every queued change whose record is
+//! durable, in journal order -> acknowledge. So a change is visible (to `GET`, and to the data
+//! path that answers discovery) only once it is durable, and the order of application is the
+//! journal's. A crash before the fsync loses a change nobody was told about; a crash after it
+//! loses nothing, because start-up replays the snapshot and the journal.
 //!
 //! A change is checked against the fleet while earlier changes may still be queued. So that the
 //! check holds when it is applied after them (and on replay), a change that touches a device
 //! some queued change touches, or that could overflow the fleet's capacity together with the
 //! queued upserts, waits until those are applied before it is checked. (A check reads only the
-//! devices of its batch and the fleet's size.) A snapshot is taken only when the queue is empty,
-//! so that it holds every record it covers.
+//! devices of its batch and the fleet's size; a plan reads the same and the revision floor,
+//! which queued deletes raise when they are planned.)
 //!
 //! When the journal cannot write (disk full, I/O error), the call gets a 503 naming the journal
 //! and nothing changed, neither in memory nor on disk: the fleet keeps serving what was
@@ -25,6 +25,69 @@
 //!
 //! (Applying first and undoing on failure, the other way to keep the fsync shared, would show
 //! readers, for an fsync's time, changes that may then vanish.)
+//!
+//! # Snapshots off the lock
+//!
+//! A snapshot of a million devices takes seconds to encode and write; under the store's lock
+//! every change would wait that long (713 ms at 100k devices). So a snapshot is *fuzzy*:
+//!
+//! 1. When the queue is empty (every journaled record is applied) and enough has been journaled
+//!    since the last one, the store takes the journal's [`Position`] `P` under its lock, and a
+//!    background thread takes over: changes go on.
+//! 2. The thread reads the fleet in chunks of [`SNAPSHOT_CHUNK`] devices, holding the lock for
+//!    one chunk at a time (so each device is read whole, between two batches), and streams them
+//!    into the snapshot ([`Journal::begin_snapshot`]), which covers the records up to `P`. Each
+//!    device is read as it is when its chunk is read: with none, some or all of the changes
+//!    after `P`.
+//! 3. The journal installs the snapshot and drops the records up to `P`, keeping every record
+//!    after it (`journal::snapshot`); only that last swap holds the journal's files, briefly.
+//!
+//! Restoring replays the records after `P` over that mixed state, *idempotently by revision*:
+//! each record holds the revision every change of it gave its device (planned before it was
+//! journaled), and a change is applied only where the device is not already at that revision or
+//! a later one ([`mutation::apply_planned`] has the rule). Why the result is the fleet as it was
+//! acknowledged, device by device:
+//!
+//! - A UUID's revisions strictly grow over its whole history: a change is one above the last, a
+//!   device created (again) starts above the floor, which is at least the revision every deleted
+//!   device had. A delete carries the revision its device had (the last change before it).
+//! - Say the changes to a device after `P` are `e1 .. ek` (revisions `r1 < .. < rk`), and its
+//!   chunk was read between `ej` and `ej+1`. If the snapshot holds it at `rj` (`ej` was no
+//!   delete), every `ei` with `i <= j` is skipped (an upsert or patch has `ri <= rj`, a delete
+//!   `ri < rj`) and every later one applies, each on the state it was made on, which is exactly
+//!   where the live fleet went. If the snapshot has no such device, `ej` was a delete (or
+//!   `j = 0` and it did not exist at `P`): replaying `e1 .. ej` on an absent device recreates
+//!   nothing that `ej`, whose revision is at least each of theirs, does not delete again; the
+//!   rest applies from the absent device, as live. A patch of an absent device is skipped: a
+//!   replayed upsert recreates the device first whenever the live one existed.
+//! - A device whose chunk was read twice (deleted, then created again in a slot the scan had
+//!   not reached yet) is in the snapshot twice; the higher revision, the later state, wins.
+//! - Capacity: replayed as above, the fleet could at some point hold more devices than the live
+//!   one ever did (a device created after `P` is in the snapshot from the start of the replay,
+//!   next to one deleted after `P`), and a full fleet would refuse a create the live one
+//!   accepted. So before the replay, every device that the records upsert at or below the
+//!   revision the snapshot holds it at is forgotten: its incarnation was created after `P`, and
+//!   replaying from an absent device rebuilds it from its first upsert on (patches and deletes
+//!   before it are skipped, everything after applies). What remains of the snapshot existed at
+//!   `P` and until its chunk was read, so at every record the replayed fleet holds no device
+//!   the live one did not.
+//! - A batch is applied under the lock, so no chunk sees half of one; its changes are replayed
+//!   one by one with the same rule (a device touched twice in a batch has two revisions).
+//! - The floor is read when the snapshot starts (every delete up to `P` is in it) and raised by
+//!   every replayed delete, applied or skipped.
+//!
+//! So an acknowledged change is never lost, a deleted device never comes back, and no device
+//! comes back older than it was acknowledged (an owned device never returns unowned, which would
+//! make it answer discovery). The property test `replay_is_idempotent` checks it over random
+//! histories and random chunk interleavings, and the crash tests stop the gate at every stage.
+//! A crash at any point of a snapshot leaves the previous snapshot with the whole journal, or the
+//! new one with the records after `P` (see `journal::snapshot`).
+//!
+//! Journal records written before revisions were planned (a JSON array of changes rather than
+//! an object) are replayed by planning them on the spot, which is right because they follow an
+//! exact snapshot (one taken under the lock, named `devices`); a fuzzy snapshot names its
+//! devices `fuzzy_devices`, so a gate too old to replay idempotently refuses it instead of
+//! misreading it.
 //!
 //! Restart policy: `fail-closed` (the default) brings every device back with its registry data
 //! but an unknown state, so nothing answers until the bridge reports it again; `resume` keeps the
@@ -40,9 +103,11 @@
 //! matches a device created after it.
 
 use std::collections::{HashMap, VecDeque};
+use std::io::Write as _;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::Instant;
 
 use parking_lot::{Condvar, Mutex, MutexGuard};
@@ -50,7 +115,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 use uuid::Uuid;
 
-use super::journal::{Health, Journal, Ticket};
+use super::journal::{Health, Journal, JournalError, Position, Ticket};
 use super::mutation::{self, Mutation, Preconditions, Rejection};
 use super::RestartPolicy;
 use crate::control::fleet_file::DeviceEntry;
@@ -73,34 +138,161 @@ struct SnapshotDevice {
     revision: u64,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+/// A snapshot as it is read: exact (`devices`, taken under the lock by older gates) or fuzzy
+/// (`fuzzy_devices`, see the [module docs](self)).
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct SnapshotBody {
-    devices: Vec<SnapshotDevice>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    devices: Option<Vec<SnapshotDevice>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    fuzzy_devices: Option<Vec<SnapshotDevice>>,
     /// The revision floor; absent in snapshots written before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     revision_floor: Option<u64>,
+}
+
+/// A journal record: a batch and the revisions it gives its devices ([`mutation::plan`]).
+#[derive(Debug, Serialize, Deserialize)]
+struct Record<R, B> {
+    revisions: R,
+    batch: B,
+}
+
+/// Why a journal record does not replay.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// The record is not a batch.
+    #[error("journal record {index}: {error}")]
+    Decode {
+        /// Its place after the snapshot, from 0.
+        index: usize,
+        /// What is wrong.
+        error: serde_json::Error,
+    },
+    /// The fleet refuses a change of it.
+    #[error("journal record {index}: {rejection}")]
+    Apply {
+        /// Its place after the snapshot, from 0.
+        index: usize,
+        /// What the fleet said.
+        rejection: Rejection,
+    },
+    /// A record without revisions after a fuzzy snapshot: it cannot be replayed idempotently
+    /// (a gate that predates fuzzy snapshots wrote to this directory after this one did).
+    #[error("journal record {index} has no revisions but follows a fuzzy snapshot")]
+    LegacyAfterFuzzy {
+        /// Its place after the snapshot, from 0.
+        index: usize,
+    },
+}
+
+/// Decodes a journal record: `{"revisions":[..],"batch":[..]}`, or a bare batch (records
+/// written before revisions were planned: `None` revisions).
+fn decode_record(bytes: &[u8]) -> Result<(Vec<Mutation>, Option<Vec<u64>>), serde_json::Error> {
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        return Ok((serde_json::from_slice(bytes)?, None));
+    }
+    let record: Record<Vec<u64>, Vec<Mutation>> = serde_json::from_slice(bytes)?;
+    Ok((record.batch, Some(record.revisions)))
+}
+
+/// Replays one record over `fleet` (see the [module docs](self)); `fuzzy`: the state may already
+/// hold it, in part or whole.
+fn replay(
+    fleet: &Fleet,
+    index: usize,
+    bytes: &[u8],
+    floor: &mut u64,
+    fuzzy: bool,
+) -> Result<(), ReplayError> {
+    let (batch, revisions) =
+        decode_record(bytes).map_err(|error| ReplayError::Decode { index, error })?;
+    let revisions = match revisions {
+        Some(revisions) => revisions,
+        None if fuzzy => return Err(ReplayError::LegacyAfterFuzzy { index }),
+        None => mutation::plan(fleet, &batch, floor),
+    };
+    mutation::apply_planned(fleet, &batch, &revisions, floor)
+        .map_err(|rejection| ReplayError::Apply { index, rejection })?;
+    Ok(())
+}
+
+/// Forgets, in a state restored from a fuzzy snapshot, every device that `records` upsert at or
+/// below the revision the snapshot holds it at: its chunk was read after the record that created
+/// it (again), so the replay rebuilds it from that record on (see the [module docs](self)).
+/// Returns how many were forgotten.
+fn forget_recreated(fleet: &Fleet, records: &[Vec<u8>]) -> Result<usize, ReplayError> {
+    let mut first_upsert: HashMap<Uuid, u64> = HashMap::new();
+    for (index, bytes) in records.iter().enumerate() {
+        let (batch, revisions) =
+            decode_record(bytes).map_err(|error| ReplayError::Decode { index, error })?;
+        for (m, r) in batch.iter().zip(revisions.unwrap_or_default()) {
+            if let Mutation::Upsert { device } = m {
+                // Revisions grow in journal order: the first one is the smallest.
+                first_upsert.entry(device.uuid).or_insert(r);
+            }
+        }
+    }
+    let mut forgotten = 0;
+    for (uuid, r) in first_upsert {
+        if fleet.lookup(&uuid).is_some_and(|id| fleet.revision(id) >= r) {
+            fleet.remove(&uuid).map_err(|e| ReplayError::Apply {
+                index: 0,
+                rejection: Rejection::new(500, "snapshot", e.to_string()),
+            })?;
+            forgotten += 1;
+        }
+    }
+    Ok(forgotten)
+}
+
+/// Restores a snapshot's device: a fuzzy snapshot may hold a device twice (module docs), the
+/// higher revision wins.
+fn restore(fleet: &Fleet, d: &SnapshotDevice) -> Result<(), String> {
+    if fleet.lookup(&d.device.uuid).is_some_and(|id| fleet.revision(id) >= d.revision) {
+        return Ok(());
+    }
+    let (record, state) = d.device.to_record().map_err(|e| format!("snapshot: {e}"))?;
+    fleet.upsert(record, state).map_err(|e| format!("snapshot: {e}"))?;
+    fleet.restore_revision(&d.device.uuid, d.revision).map_err(|e| e.to_string())
 }
 
 /// The revision floor of a store whose snapshot predates it (see the [module docs](self)).
 pub const LEGACY_REVISION_FLOOR: u64 = 1 << 32;
 
 /// Snapshot (and compact the journal) after this many records.
-const SNAPSHOT_EVERY_RECORDS: u64 = 10_000;
+pub const SNAPSHOT_EVERY_RECORDS: u64 = 10_000;
 /// ... or this many journal bytes.
 const SNAPSHOT_EVERY_BYTES: u64 = 256 << 20;
+/// Devices read per hold of the store's lock while a snapshot is taken: about a millisecond.
+pub const SNAPSHOT_CHUNK: usize = 2_048;
 
 /// The fleet and its journal; see the [module docs](self).
 #[derive(Debug)]
 pub struct Store {
     fleet: Arc<Fleet>,
-    journal: Option<Journal>,
+    journal: Option<Arc<Journal>>,
+    shared: Arc<Shared>,
+    /// Microseconds from receiving a change to it being visible to the data path.
+    visible: Mutex<hdrhistogram::Histogram<u64>>,
+    /// The snapshot thread, if one was started.
+    snapshotter: Mutex<Option<JoinHandle<()>>>,
+    /// Records between snapshots ([`SNAPSHOT_EVERY_RECORDS`]; tests lower it).
+    snapshot_every: AtomicU64,
+}
+
+/// What the store and its snapshot thread share.
+#[derive(Debug, Default)]
+struct Shared {
     lock: Mutex<Queue>,
     /// Signalled when queued changes are applied (or dropped).
     settled: Condvar,
-    /// The revision floor (changed only under `lock`, when a change is applied).
+    /// The revision floor, raised under `lock` when a delete is planned or applied.
     floor: AtomicU64,
-    /// Microseconds from receiving a change to it being visible to the data path.
-    visible: Mutex<hdrhistogram::Histogram<u64>>,
+    /// A snapshot thread is at work.
+    snapshotting: AtomicBool,
+    /// The store is being dropped: a running snapshot gives up.
+    stopping: AtomicBool,
 }
 
 /// Journaled changes not yet applied, in journal order; see the [module docs](self).
@@ -119,7 +311,22 @@ struct Queue {
 struct Queued {
     ticket: Ticket,
     batch: Vec<Mutation>,
+    revisions: Vec<u64>,
     received: Instant,
+}
+
+/// Why a snapshot was not written (it is retried after the next records).
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// The journal refused or failed.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// Encoding a device failed.
+    #[error("snapshot encoding: {0}")]
+    Encode(#[from] serde_json::Error),
+    /// The store is shutting down.
+    #[error("the store is shutting down")]
+    Stopped,
 }
 
 fn uuid_of(m: &Mutation) -> &Uuid {
@@ -140,16 +347,20 @@ fn histogram() -> hdrhistogram::Histogram<u64> {
 }
 
 impl Store {
-    /// A store without a journal: changes are applied but not durable (tests, `demo`).
-    pub fn in_memory(fleet: Arc<Fleet>) -> Store {
+    fn new(fleet: Arc<Fleet>, journal: Option<Journal>, floor: u64) -> Store {
         Store {
             fleet,
-            journal: None,
-            lock: Mutex::default(),
-            settled: Condvar::new(),
-            floor: AtomicU64::new(0),
+            journal: journal.map(Arc::new),
+            shared: Arc::new(Shared { floor: AtomicU64::new(floor), ..Shared::default() }),
             visible: Mutex::new(histogram()),
+            snapshotter: Mutex::new(None),
+            snapshot_every: AtomicU64::new(SNAPSHOT_EVERY_RECORDS),
         }
+    }
+
+    /// A store without a journal: changes are applied but not durable (tests, `demo`).
+    pub fn in_memory(fleet: Arc<Fleet>) -> Store {
+        Store::new(fleet, None, 0)
     }
 
     /// Opens the journal in `dir`, restores the fleet from it, and applies the restart policy.
@@ -169,6 +380,7 @@ impl Store {
             Journal::open(dir).map_err(|e| format!("journal {}: {e}", dir.display()))?;
         let mut recovery = Recovery::default();
         let mut floor = 0;
+        let mut fuzzy = false;
         if let Some(tail) = &loaded.torn_tail {
             let text = format!(
                 "discarded {} bytes at offset {} ({})",
@@ -180,30 +392,27 @@ impl Store {
         if let Some(bytes) = &loaded.snapshot {
             let body: SnapshotBody =
                 serde_json::from_slice(bytes).map_err(|e| format!("snapshot: {e}"))?;
-            for d in &body.devices {
-                let (record, state) = d.device.to_record().map_err(|e| format!("snapshot: {e}"))?;
-                fleet.upsert(record, state).map_err(|e| format!("snapshot: {e}"))?;
-                fleet.restore_revision(&d.device.uuid, d.revision).map_err(|e| e.to_string())?;
+            fuzzy = body.fuzzy_devices.is_some();
+            let devices = match (body.devices, body.fuzzy_devices) {
+                (Some(devices), None) | (None, Some(devices)) => devices,
+                _ => return Err("snapshot: neither devices nor fuzzy_devices, or both".into()),
+            };
+            for d in &devices {
+                restore(&fleet, d)?;
             }
-            recovery.from_snapshot = body.devices.len();
+            recovery.from_snapshot = devices.len();
             floor = body.revision_floor.unwrap_or(LEGACY_REVISION_FLOOR);
         }
+        if fuzzy {
+            forget_recreated(&fleet, &loaded.records).map_err(|e| e.to_string())?;
+        }
         for (i, record) in loaded.records.iter().enumerate() {
-            let batch: Vec<Mutation> =
-                serde_json::from_slice(record).map_err(|e| format!("journal record {i}: {e}"))?;
-            mutation::apply(&fleet, &batch, &mut floor)
-                .map_err(|e| format!("journal record {i}: {e}"))?;
+            replay(&fleet, i, record, &mut floor, fuzzy).map_err(|e| e.to_string())?;
         }
         recovery.replayed = loaded.records.len();
         let empty = loaded.snapshot.is_none() && loaded.records.is_empty();
-        let store = Store {
-            fleet,
-            journal: Some(journal),
-            lock: Mutex::default(),
-            settled: Condvar::new(),
-            floor: AtomicU64::new(floor),
-            visible: Mutex::new(histogram()),
-        };
+        drop(loaded);
+        let store = Store::new(fleet, Some(journal), floor);
         if policy == RestartPolicy::FailClosed && !empty {
             store.fleet.mark_all_unknown();
         }
@@ -230,6 +439,12 @@ impl Store {
         self.journal.is_some()
     }
 
+    /// Snapshots after `records` journal records instead of [`SNAPSHOT_EVERY_RECORDS`] (tests
+    /// and benches that want many snapshots).
+    pub fn snapshot_every(&self, records: u64) {
+        self.snapshot_every.store(records.max(1), Ordering::Relaxed);
+    }
+
     /// Checks (`conditions[i]` are change `i`'s, see [`mutation::check`]), journals and (when
     /// durable) waits for the disk, then applies; returns each touched device's new revision.
     /// Nothing changes when the batch is refused or the journal fails.
@@ -243,12 +458,15 @@ impl Store {
         conditions: &[Preconditions],
     ) -> Result<Vec<(Uuid, u64)>, Rejection> {
         let received = Instant::now();
-        let mut queue = self.lock.lock();
+        let shared = &*self.shared;
+        let mut queue = shared.lock.lock();
         let Some(journal) = &self.journal else {
             mutation::check(&self.fleet, &batch, conditions)?;
-            let revisions = self.apply(&batch)?;
+            let mut floor = shared.floor.load(Ordering::Acquire);
+            let revisions = mutation::plan(&self.fleet, &batch, &mut floor);
+            let result = self.apply(&batch, &revisions);
             self.record_visible(received);
-            return Ok(revisions);
+            return result;
         };
         // Wait for the queued changes this one's check depends on (module docs).
         let adds = upserts(&batch);
@@ -256,19 +474,24 @@ impl Store {
             || (!queue.queued.is_empty()
                 && self.fleet.len() + queue.upserts + adds > self.fleet.capacity())
         {
-            self.settled.wait(&mut queue);
+            shared.settled.wait(&mut queue);
         }
         mutation::check(&self.fleet, &batch, conditions)?;
-        let payload =
-            serde_json::to_vec(&batch).map_err(|e| Rejection::new(500, "body", e.to_string()))?;
+        let mut floor = shared.floor.load(Ordering::Acquire);
+        let revisions = mutation::plan(&self.fleet, &batch, &mut floor);
+        let payload = serde_json::to_vec(&Record { revisions: &revisions, batch: &batch })
+            .map_err(|e| Rejection::new(500, "body", e.to_string()))?;
         // After a failure, the journal must verify itself before it takes anything new.
         journal.recover().map_err(|e| not_durable(&e))?;
         let ticket = journal.append(&payload).map_err(|e| not_durable(&e))?;
+        drop(payload);
+        // Raised now, so that later plans see this batch's deletes (harmless if it fails).
+        shared.floor.store(floor, Ordering::Release);
         for m in &batch {
             *queue.touched.entry(*uuid_of(m)).or_default() += 1;
         }
         queue.upserts += adds;
-        queue.queued.push_back(Queued { ticket, batch, received });
+        queue.queued.push_back(Queued { ticket, batch, revisions, received });
         let durable = MutexGuard::unlocked(&mut queue, || journal.wait_durable(ticket));
         self.settle(&mut queue, journal);
         let result = match durable {
@@ -280,7 +503,7 @@ impl Store {
             Err(e) => Err(not_durable(&e)),
         };
         if queue.queued.is_empty() {
-            self.maybe_snapshot();
+            self.maybe_snapshot(journal);
         }
         result
     }
@@ -293,7 +516,7 @@ impl Store {
             let Some(durable) = journal.status(front.ticket) else { break };
             let Some(q) = queue.queued.pop_front() else { break };
             if durable {
-                let result = self.apply(&q.batch);
+                let result = self.apply(&q.batch, &q.revisions);
                 self.record_visible(q.received);
                 queue.results.insert(q.ticket, result);
             }
@@ -310,16 +533,24 @@ impl Store {
             changed = true;
         }
         if changed {
-            self.settled.notify_all();
+            self.shared.settled.notify_all();
         }
     }
 
-    /// Applies a checked batch, raising the revision floor at its deletes. Called under `lock`.
-    fn apply(&self, batch: &[Mutation]) -> Result<Vec<(Uuid, u64)>, Rejection> {
-        let mut floor = self.floor.load(Ordering::Acquire);
-        let revisions = mutation::apply(&self.fleet, batch, &mut floor)?;
-        self.floor.store(floor, Ordering::Release);
-        Ok(revisions)
+    /// Applies a checked and planned batch, raising the revision floor at its deletes. Called
+    /// under `lock`; live, nothing may be skipped (the plan was made on this state).
+    fn apply(&self, batch: &[Mutation], revisions: &[u64]) -> Result<Vec<(Uuid, u64)>, Rejection> {
+        let mut floor = self.shared.floor.load(Ordering::Acquire);
+        let applied = mutation::apply_planned(&self.fleet, batch, revisions, &mut floor)?;
+        self.shared.floor.fetch_max(floor, Ordering::AcqRel);
+        if applied.skipped > 0 {
+            return Err(Rejection::new(
+                500,
+                "journal",
+                format!("{} changes of a durable batch did not apply", applied.skipped),
+            ));
+        }
+        Ok(applied.revisions)
     }
 
     fn record_visible(&self, received: Instant) {
@@ -329,7 +560,7 @@ impl Store {
 
     /// The journal's state (`None` in memory).
     pub fn journal_health(&self) -> Option<Health> {
-        self.journal.as_ref().map(Journal::health)
+        self.journal.as_deref().map(Journal::health)
     }
 
     /// The update-to-visible histogram (microseconds).
@@ -337,7 +568,7 @@ impl Store {
         self.visible.lock().clone()
     }
 
-    /// Every device as fleet-file entries, with revisions (export and snapshots).
+    /// Every device as fleet-file entries, with revisions (export).
     pub fn export(&self) -> Vec<(DeviceEntry, u64)> {
         self.fleet
             .ids_from(0)
@@ -349,35 +580,138 @@ impl Store {
             .collect()
     }
 
-    fn maybe_snapshot(&self) {
-        let Some(journal) = &self.journal else { return };
-        if journal.records_since_snapshot() < SNAPSHOT_EVERY_RECORDS
+    /// Starts a snapshot thread when enough was journaled since the last snapshot and none is
+    /// running. Called under `lock` with the queue empty, so the journal's position is a state
+    /// the fleet holds (module docs, step 1).
+    fn maybe_snapshot(&self, journal: &Arc<Journal>) {
+        if journal.records_since_snapshot() < self.snapshot_every.load(Ordering::Relaxed)
             && journal.bytes_since_snapshot() < SNAPSHOT_EVERY_BYTES
         {
             return;
         }
-        self.snapshot(journal);
-    }
-
-    /// Writes a snapshot of the fleet and the revision floor, compacting the journal.
-    fn snapshot(&self, journal: &Journal) {
-        let body = SnapshotBody {
-            devices: self
-                .export()
-                .into_iter()
-                .map(|(device, revision)| SnapshotDevice { device, revision })
-                .collect(),
-            revision_floor: Some(self.floor.load(Ordering::Acquire)),
+        if self.shared.snapshotting.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Some(from) = journal.position() else {
+            // A leader or a recovery holds the files: the next change tries again.
+            self.shared.snapshotting.store(false, Ordering::Release);
+            return;
         };
-        match serde_json::to_vec(&body) {
-            Ok(bytes) => {
-                if let Err(e) = journal.write_snapshot(&bytes) {
-                    warn!(error = %e, "snapshot failed; the journal keeps every record");
+        let (fleet, journal, shared) =
+            (Arc::clone(&self.fleet), Arc::clone(journal), Arc::clone(&self.shared));
+        let spawned = std::thread::Builder::new().name("snapshot".into()).spawn(move || {
+            // Encoding a million devices is seconds of CPU: take what the API and the data
+            // path leave.
+            if let Err(e) = crate::io::sys::lower_thread_priority(10) {
+                warn!(error = %e, "cannot lower the snapshot thread's priority");
+            }
+            if let Err(e) = snapshot(&fleet, &journal, &shared, from, SNAPSHOT_CHUNK, &mut |_| {}) {
+                warn!(error = %e, "snapshot failed; the journal keeps every record, retried later");
+            }
+            shared.snapshotting.store(false, Ordering::Release);
+        });
+        match spawned {
+            Ok(handle) => {
+                if let Some(done) = self.snapshotter.lock().replace(handle) {
+                    let _ = done.join();
                 }
             }
-            Err(e) => warn!(error = %e, "snapshot encoding failed"),
+            Err(e) => {
+                warn!(error = %e, "cannot start the snapshot thread");
+                self.shared.snapshotting.store(false, Ordering::Release);
+            }
         }
     }
+
+    /// Takes a snapshot now, in this thread, as the snapshot thread would (tests).
+    ///
+    /// # Errors
+    /// As the snapshot thread's ([`SnapshotError`]); no position when changes are in flight.
+    #[cfg(test)]
+    fn snapshot_now(
+        &self,
+        chunk: usize,
+        hook: &mut dyn FnMut(Step),
+    ) -> Result<usize, SnapshotError> {
+        let journal = self.journal.as_ref().ok_or(SnapshotError::Stopped)?;
+        let from = {
+            let _queue = self.shared.lock.lock();
+            journal.position().ok_or(SnapshotError::Stopped)?
+        };
+        snapshot(&self.fleet, journal, &self.shared, from, chunk, hook)
+    }
+}
+
+impl Drop for Store {
+    /// A running snapshot gives up between two chunks (its tmp file is removed), so that the
+    /// journal, and with it the state directory's lock, is released when the store is.
+    fn drop(&mut self) {
+        self.shared.stopping.store(true, Ordering::Release);
+        if let Some(handle) = self.snapshotter.lock().take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+/// How far a snapshot got, for the tests' hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// This many chunks are read (and encoded).
+    Chunks(usize),
+    /// The snapshot is installed; the journal is not compacted yet.
+    Installed,
+}
+
+/// Streams a fuzzy snapshot covering the records up to `from` (module docs, steps 2 and 3):
+/// the fleet `chunk` devices at a time, each chunk under the store's lock; `hook` runs between
+/// the steps, without the lock (tests change the fleet and take crash images there). Returns
+/// the devices written.
+fn snapshot(
+    fleet: &Fleet,
+    journal: &Journal,
+    shared: &Shared,
+    from: Position,
+    chunk: usize,
+    hook: &mut dyn FnMut(Step),
+) -> Result<usize, SnapshotError> {
+    let mut out = journal.begin_snapshot(from)?;
+    let floor = shared.floor.load(Ordering::Acquire);
+    write!(out, "{{\"revision_floor\":{floor},\"fuzzy_devices\":[").map_err(JournalError::from)?;
+    let (mut cursor, mut written, mut chunks) = (0u32, 0usize, 0usize);
+    let mut devices = Vec::with_capacity(chunk);
+    loop {
+        if shared.stopping.load(Ordering::Acquire) {
+            return Err(SnapshotError::Stopped);
+        }
+        {
+            let _queue = shared.lock.lock();
+            for id in fleet.ids_from(cursor).take(chunk) {
+                cursor = id.0 + 1;
+                if let Some(record) = fleet.record(id) {
+                    let state = fleet.word(id).state();
+                    let device = DeviceEntry::from_record(&record, state);
+                    devices.push(SnapshotDevice { device, revision: fleet.revision(id) });
+                }
+            }
+        }
+        if devices.is_empty() {
+            break;
+        }
+        for d in devices.drain(..) {
+            if written > 0 {
+                out.write_all(b",").map_err(JournalError::from)?;
+            }
+            serde_json::to_writer(&mut out, &d)?;
+            written += 1;
+        }
+        chunks += 1;
+        hook(Step::Chunks(chunks));
+    }
+    out.write_all(b"]}").map_err(JournalError::from)?;
+    out.install()?;
+    hook(Step::Installed);
+    out.compact()?;
+    Ok(written)
 }
 
 fn not_durable(e: &dyn std::fmt::Display) -> Rejection {
@@ -591,7 +925,7 @@ mod revision_tests {
         assert_eq!(revision(&store, &uuid), 4);
         store.mutate(vec![Mutation::Delete { uuid }], &[]).unwrap();
         // From a snapshot, which keeps the floor though the device is gone.
-        store.snapshot(store.journal.as_ref().unwrap());
+        store.snapshot_now(SNAPSHOT_CHUNK, &mut |_| {}).unwrap();
         drop(store);
         let store = open(&dir);
         assert_eq!(store.fleet.len(), 0);
@@ -610,8 +944,8 @@ mod revision_tests {
         store.mutate(vec![Mutation::Upsert { device: bridge.clone() }], &[]).unwrap();
         // A snapshot as the gate wrote it before revision floors existed.
         let body = SnapshotBody {
-            devices: vec![SnapshotDevice { device: bridge.clone(), revision: 1 }],
-            revision_floor: None,
+            devices: Some(vec![SnapshotDevice { device: bridge.clone(), revision: 1 }]),
+            ..SnapshotBody::default()
         };
         let bytes = serde_json::to_vec(&body).unwrap();
         assert!(!String::from_utf8_lossy(&bytes).contains("revision_floor"));
@@ -646,5 +980,329 @@ mod revision_tests {
         let r = store.mutate(delete(), std::slice::from_ref(&any)).unwrap_err();
         assert_eq!((r.status, r.field.as_str()), (404, "uuid"), "{r}");
         assert!(store.fleet.lookup(&uuid).is_none());
+    }
+}
+
+#[cfg(test)]
+mod fuzzy_tests {
+    //! Fuzzy snapshots: replay by revision is idempotent, and a snapshot taken in chunks while
+    //! changes go on restores to the acknowledged fleet at every crash point.
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::control::fleet_file::demo_fleet;
+    use crate::control::mutation::PatchBody;
+
+    const OWNER: Uuid = Uuid::from_u128(0x0b7e_0000_0000_4000_8000_0000_0000_0001);
+
+    /// Change `kind` of demo device `device` (the bridge is 0), variant `v`.
+    fn change(kind: u8, device: u8, v: u8) -> Mutation {
+        let mut entry = demo_fleet(5).device[usize::from(device % 6)].clone();
+        let uuid = entry.uuid;
+        match kind % 4 {
+            0 => {
+                entry.name = format!("variant {v}");
+                Mutation::Upsert { device: entry }
+            }
+            1 if v % 2 == 0 => {
+                // Owned (RFNOP): never answers discovery.
+                let patch = PatchBody {
+                    dos: Some(3),
+                    owned: Some(true),
+                    devowneruuid: Some(OWNER),
+                    rowneruuid: Some(OWNER),
+                    oxmsel: Some(0),
+                    ..PatchBody::default()
+                };
+                Mutation::Patch { uuid, patch }
+            }
+            1 => {
+                // Reset to RFOTM, unowned: eligible.
+                let patch = PatchBody {
+                    dos: Some(1),
+                    owned: Some(false),
+                    devowneruuid: Some(Uuid::nil()),
+                    rowneruuid: Some(Uuid::nil()),
+                    oxmsel: Some(4),
+                    ..PatchBody::default()
+                };
+                Mutation::Patch { uuid, patch }
+            }
+            2 => Mutation::Patch {
+                uuid,
+                patch: PatchBody { doc_open: Some(v % 2 == 0), ..PatchBody::default() },
+            },
+            _ => Mutation::Delete { uuid },
+        }
+    }
+
+    /// Every device with its revision and entry.
+    fn contents(fleet: &Fleet) -> Vec<(Uuid, u64, DeviceEntry)> {
+        let mut all: Vec<_> = fleet
+            .ids_from(0)
+            .filter_map(|id| {
+                let record = fleet.record(id)?;
+                let entry = DeviceEntry::from_record(&record, fleet.word(id).state());
+                Some((entry.uuid, fleet.revision(id), entry))
+            })
+            .collect();
+        all.sort_by_key(|d| d.0);
+        all
+    }
+
+    /// Plans and applies a batch on the live fleet as the store does; returns its record.
+    fn live(fleet: &Fleet, batch: Vec<Mutation>, floor: &mut u64) -> Option<Vec<u8>> {
+        mutation::check(fleet, &batch, &[]).ok()?;
+        let revisions = mutation::plan(fleet, &batch, floor);
+        let applied = mutation::apply_planned(fleet, &batch, &revisions, floor).unwrap();
+        assert_eq!(applied.skipped, 0, "live, nothing is skipped");
+        Some(serde_json::to_vec(&Record { revisions: &revisions, batch: &batch }).unwrap())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
+
+        /// A snapshot read in chunks of 1 to 3 slots, interleaved at random with the batches
+        /// after its position, plus those batches replayed by revision, restores exactly the
+        /// live fleet and floor, in a fleet with fewer slots than devices (so a replay that
+        /// held more devices than the live fleet did would fail); restoring once more, from
+        /// the restored fleet as a snapshot, changes nothing.
+        #[test]
+        fn replay_is_idempotent(
+            changes in prop::collection::vec((0u8..4, 0u8..6, 0u8..4, any::<bool>()), 1..50),
+            position in 0usize..50,
+            schedule in prop::collection::vec((any::<bool>(), 1usize..4), 0..80),
+        ) {
+            // Fewer slots than devices: the fleet is often full, and a replay that held more
+            // devices at some point than the live fleet did would overflow.
+            let fleet = Fleet::with_capacity(4);
+            let mut floor = 0;
+            // The history as batches of 1 to 3 changes, each checked on the live fleet.
+            let mut batches = Vec::new();
+            let mut batch = Vec::new();
+            for &(kind, device, v, end) in &changes {
+                batch.push(change(kind, device, v));
+                if end || batch.len() == 3 {
+                    batches.push(std::mem::take(&mut batch));
+                }
+            }
+            batches.push(batch);
+            let position = position % batches.len();
+            let mut pending = batches.into_iter();
+            let mut records = Vec::new();
+            for batch in pending.by_ref().take(position) {
+                live(&fleet, batch, &mut floor);
+            }
+            // The snapshot starts: the floor, then chunks, interleaved with later batches.
+            let snapshot_floor = floor;
+            let mut snapshot = Vec::new();
+            let mut cursor = 0u32;
+            let mut scanned = false;
+            let mut steps = schedule.into_iter();
+            while !scanned {
+                let (apply_next, chunk) = steps.next().unwrap_or((false, 3));
+                if apply_next {
+                    if let Some(batch) = pending.next() {
+                        records.extend(live(&fleet, batch, &mut floor));
+                        continue;
+                    }
+                }
+                let ids: Vec<_> = fleet.ids_from(cursor).take(chunk).collect();
+                scanned = ids.is_empty();
+                for id in ids {
+                    cursor = id.0 + 1;
+                    let record = fleet.record(id).unwrap();
+                    let device = DeviceEntry::from_record(&record, fleet.word(id).state());
+                    snapshot.push(SnapshotDevice { device, revision: fleet.revision(id) });
+                }
+            }
+            for batch in pending {
+                records.extend(live(&fleet, batch, &mut floor));
+            }
+            // Restore as Store::open does.
+            let restored = Fleet::with_capacity(4);
+            let mut restored_floor = snapshot_floor;
+            for d in &snapshot {
+                restore(&restored, d).unwrap();
+            }
+            forget_recreated(&restored, &records).unwrap();
+            for (i, r) in records.iter().enumerate() {
+                replay(&restored, i, r, &mut restored_floor, true).unwrap();
+            }
+            prop_assert_eq!(contents(&restored), contents(&fleet));
+            prop_assert_eq!(restored_floor, floor);
+            // The restored fleet as a snapshot of itself (one that already holds every record).
+            forget_recreated(&restored, &records).unwrap();
+            for (i, r) in records.iter().enumerate() {
+                replay(&restored, i, r, &mut restored_floor, true).unwrap();
+            }
+            prop_assert_eq!(contents(&restored), contents(&fleet), "replayed twice");
+        }
+    }
+}
+
+#[cfg(test)]
+mod snapshot_tests {
+    //! A chunked snapshot with changes between its chunks, and a crash image (the state
+    //! directory's files as `kill -9` would leave them) at every step.
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::control::fleet_file::demo_fleet;
+    use crate::control::mutation::PatchBody;
+
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(name: &str) -> TempDir {
+            let path =
+                std::env::temp_dir().join(format!("doxm-store-{}-{name}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&path);
+            TempDir(path)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn open(dir: &Path) -> Store {
+        let fleet = Arc::new(Fleet::with_capacity(4096));
+        Store::open(dir, fleet, RestartPolicy::Resume, None).unwrap().0
+    }
+
+    /// Every device with its revision and entry, by UUID.
+    fn contents(fleet: &Fleet) -> Vec<(Uuid, u64, DeviceEntry)> {
+        let mut all: Vec<_> = fleet
+            .ids_from(0)
+            .filter_map(|id| {
+                let record = fleet.record(id)?;
+                let entry = DeviceEntry::from_record(&record, fleet.word(id).state());
+                Some((entry.uuid, fleet.revision(id), entry))
+            })
+            .collect();
+        all.sort_by_key(|d| d.0);
+        all
+    }
+
+    /// The state directory's files now: what a `kill -9` leaves (the page cache survives it).
+    fn crash_image(dir: &Path, image: &Path) {
+        std::fs::create_dir_all(image).unwrap();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), image.join(entry.file_name())).unwrap();
+        }
+    }
+
+    /// Changes as a bridge makes them: devices made owned, reset, deleted and created again,
+    /// their DOCs opened; some refused (404 of a deleted device), which is fine.
+    fn churn(store: &Store, rng: &mut fastrand::Rng, devices: &[DeviceEntry]) -> usize {
+        let mut acknowledged = 0;
+        for _ in 0..40 {
+            let device = &devices[rng.usize(..devices.len())];
+            let uuid = device.uuid;
+            let m = match rng.u8(..5) {
+                0 => Mutation::Delete { uuid },
+                1 => Mutation::Upsert { device: device.clone() },
+                2 => Mutation::Patch {
+                    uuid,
+                    patch: PatchBody {
+                        dos: Some(3),
+                        owned: Some(true),
+                        devowneruuid: Some(Uuid::from_u128(7)),
+                        rowneruuid: Some(Uuid::from_u128(7)),
+                        oxmsel: Some(0),
+                        ..PatchBody::default()
+                    },
+                },
+                3 => Mutation::Patch {
+                    uuid,
+                    patch: PatchBody { doc_open: Some(rng.bool()), ..PatchBody::default() },
+                },
+                _ => Mutation::Patch {
+                    uuid,
+                    patch: PatchBody {
+                        dos: Some(1),
+                        owned: Some(false),
+                        devowneruuid: Some(Uuid::nil()),
+                        rowneruuid: Some(Uuid::nil()),
+                        oxmsel: Some(4),
+                        ..PatchBody::default()
+                    },
+                },
+            };
+            let second = Mutation::Patch {
+                uuid: devices[rng.usize(..devices.len())].uuid,
+                patch: PatchBody { doc_open: Some(false), ..PatchBody::default() },
+            };
+            let batch = if rng.bool() { vec![m] } else { vec![m, second] };
+            acknowledged += usize::from(store.mutate(batch, &[]).is_ok());
+        }
+        acknowledged
+    }
+
+    #[test]
+    fn test_crash_at_every_step_of_a_chunked_snapshot_with_concurrent_changes() {
+        let dir = TempDir::new("chunked");
+        let devices = demo_fleet(3_000).device;
+        let store = open(&dir.0);
+        store.snapshot_every(u64::MAX);
+        let upserts = devices.iter().map(|d| Mutation::Upsert { device: d.clone() }).collect();
+        store.mutate(upserts, &[]).unwrap();
+        let mut rng = fastrand::Rng::with_seed(13);
+        let mut images = Vec::new();
+        let mut acknowledged = 0;
+        // Two snapshots in a row, so that the second one starts from a fuzzy one.
+        for round in 0..2 {
+            let mut hook = |step: Step| {
+                acknowledged += churn(&store, &mut rng, &devices);
+                let image = dir.0.with_extension(format!("image-{round}-{step:?}"));
+                crash_image(&dir.0, &image);
+                images.push((TempDir(image), step, contents(&store.fleet)));
+            };
+            let written = store.snapshot_now(256, &mut hook).unwrap();
+            assert!(written > 2_500, "{written} devices");
+        }
+        assert!(acknowledged > 200, "{acknowledged} changes acknowledged during the snapshots");
+        assert!(images.len() > 20, "{} crash images", images.len());
+        let live = contents(&store.fleet);
+        drop(store);
+        for (image, step, expected) in &images {
+            let reopened = open(&image.0);
+            assert!(contents(&reopened.fleet) == *expected, "crash image at {step:?} differs");
+        }
+        assert!(contents(&open(&dir.0).fleet) == live, "after the snapshots");
+    }
+
+    /// Snapshots in the background thread while threads change the fleet: the restart holds
+    /// every acknowledged change.
+    #[test]
+    fn test_background_snapshots_under_concurrent_changes() {
+        let dir = TempDir::new("background");
+        let devices = demo_fleet(2_000).device;
+        let store = Arc::new(open(&dir.0));
+        store.snapshot_every(200);
+        let upserts = devices.iter().map(|d| Mutation::Upsert { device: d.clone() }).collect();
+        store.mutate(upserts, &[]).unwrap();
+        let threads: Vec<_> = (0..4u64)
+            .map(|t| {
+                let (store, devices) = (Arc::clone(&store), devices.clone());
+                std::thread::spawn(move || {
+                    let mut rng = fastrand::Rng::with_seed(t);
+                    (0..30).map(|_| churn(&store, &mut rng, &devices)).sum::<usize>()
+                })
+            })
+            .collect();
+        let acknowledged: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        assert!(acknowledged > 1_000, "{acknowledged}");
+        let live = contents(&store.fleet);
+        let health = store.journal_health().unwrap();
+        assert!(health.last_snapshot_us > 0, "a snapshot ran");
+        drop(store);
+        let snapshot = std::fs::metadata(dir.0.join(crate::control::journal::SNAPSHOT_FILE));
+        assert!(snapshot.is_ok(), "a snapshot was installed");
+        assert!(contents(&open(&dir.0).fleet) == live);
     }
 }

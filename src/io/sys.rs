@@ -154,6 +154,19 @@ pub fn raise_nofile_limit(wanted: u64) -> io::Result<u64> {
     Ok(limit.rlim_cur.max(target))
 }
 
+/// Lowers the calling thread's CPU priority by `niceness` (Linux: `setpriority(2)` on a thread
+/// id changes that thread only). The journal's snapshot thread runs so, so that encoding a
+/// million devices takes the CPU the API and the data path leave, not a share of theirs.
+pub fn lower_thread_priority(niceness: i32) -> io::Result<()> {
+    // SAFETY: gettid takes no argument and cannot fail.
+    let tid = unsafe { libc::gettid() };
+    // SAFETY: setpriority takes plain integers; `tid` is this thread's id.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, niceness) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Takes an exclusive `flock(2)` on `file` without waiting: `Ok(true)` when taken, `Ok(false)`
 /// when another open file description holds it (another process, or this one through another
 /// `open`). Released when the file is closed. The journal uses it to own its state directory.

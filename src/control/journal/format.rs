@@ -13,6 +13,7 @@
 //!   journal        record*                      appended, fdatasync'ed by group commit
 //!   snapshot       snapshot header + payload    replaced whole: snapshot.tmp, fsync, rename
 //!   snapshot.tmp   an unfinished snapshot       removed on open, never read
+//!   journal.tmp    an unfinished compaction     removed on open, never read
 //!
 //!   record     = magic "DXJ" | version 1 | seq u64 | len u32 | crc u32 | payload (len bytes)
 //!   snapshot   = magic "DXS" | version 1 | covers u64 | len u64 | crc u32 | payload (len bytes)

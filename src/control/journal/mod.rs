@@ -33,7 +33,9 @@
 //! - A snapshot that fails its checks, or a journal that begins after what the snapshot covers
 //!   (records missing in between), is a hard error: the gate refuses to start rather than start
 //!   from a silently smaller state. A missing snapshot is fine (a new gate).
-//! - Compaction is crash-safe at every step (see [`Journal::write_snapshot`]).
+//! - Compaction is crash-safe at every step (see [`Journal::write_snapshot`], which covers every
+//!   record appended and holds the files meanwhile, and [`SnapshotWriter`], which covers the
+//!   records up to a [`Position`] and lets commits go on while it writes: `snapshot.rs`).
 //! - A failed write or fsync fails its batch, never more and never less. Every record not yet
 //!   durable when a write or fsync fails (the leader's batch, and whatever was appended while it
 //!   wrote) is dropped and its waiters get an error, so none of them may be acknowledged; every
@@ -74,10 +76,12 @@ use tracing::{error, info, warn};
 
 mod format;
 mod repair;
+pub mod snapshot;
 
 use format::{read_snapshot, record_header, scan, snapshot_header};
 pub use format::{Corruption, Damage, TornTail};
 pub use repair::{check, lock_dir, salvage, Report, Salvaged};
+pub use snapshot::{Position, SnapshotWriter, JOURNAL_TMP_FILE};
 #[cfg(test)]
 pub(crate) use tests::Faults;
 
@@ -292,11 +296,15 @@ impl Journal {
             Some(Damage::Torn(t)) => Some(t),
             None => None,
         };
-        let tmp = dir.join(SNAPSHOT_TMP_FILE);
-        match fs::remove_file(&tmp) {
-            Ok(()) => info!(path = %tmp.display(), "journal: removed an unfinished snapshot"),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e.into()),
+        for unfinished in [SNAPSHOT_TMP_FILE, JOURNAL_TMP_FILE] {
+            let tmp = dir.join(unfinished);
+            match fs::remove_file(&tmp) {
+                Ok(()) => {
+                    info!(path = %tmp.display(), "journal: removed an unfinished {unfinished}")
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
         }
         let mut len = scan.good_len;
         if let Some(tail) = &torn {
@@ -338,6 +346,8 @@ impl Journal {
                 epoch: 0,
                 epoch_ends: Vec::new(),
                 unsettled_snapshot: None,
+                snapshotting: false,
+                compactions: 0,
                 records_since_snapshot: scan.records.len() as u64,
                 bytes_since_snapshot: scan.uncovered_bytes,
             }),
@@ -494,6 +504,8 @@ impl Journal {
                 st.pending.clear();
                 st.records_since_snapshot = reopened.records;
                 st.bytes_since_snapshot = reopened.bytes;
+                // The file may have been reset (an unsettled snapshot): older positions are stale.
+                st.compactions += 1;
                 self.stats.recoveries.fetch_add(1, Ordering::Relaxed);
                 info!(
                     dir = %self.dir.display(),
@@ -549,6 +561,9 @@ impl Journal {
         if st.poisoned {
             return Err(JournalError::Poisoned);
         }
+        if st.snapshotting {
+            return Err(io::Error::other("a snapshot is being written beside the journal").into());
+        }
         st.busy = true;
         let started = Instant::now();
         let covers = st.next_seq - 1;
@@ -563,6 +578,8 @@ impl Journal {
                 st.durable = covers;
                 st.records_since_snapshot -= records;
                 st.bytes_since_snapshot -= bytes;
+                // The journal restarted empty: byte offsets of older positions are stale.
+                st.compactions += 1;
                 Ok(())
             }
             Err((Stage::NotInstalled, e)) => {
@@ -659,10 +676,11 @@ impl Journal {
             self.faults.before_sync()?;
         }
         let mut target = io.durable_len;
+        // Whatever was renamed into place before the failure (a snapshot, a compacted journal)
+        // is made durable before anything is built on it.
+        sync_dir(&self.dir)?;
         if unsettled.is_some() {
-            // The snapshot was renamed into place; make that durable, then the journal it covers
-            // is reset to empty.
-            sync_dir(&self.dir)?;
+            // The snapshot was renamed into place: the journal it covers is reset to empty.
             target = 0;
         }
         let path = self.dir.join(JOURNAL_FILE);
@@ -785,6 +803,10 @@ struct State {
     /// A snapshot renamed into place whose directory fsync or journal reset failed: what it
     /// covers (recovery settles it).
     unsettled_snapshot: Option<u64>,
+    /// A [`SnapshotWriter`] is at work (one at a time, and no [`Journal::write_snapshot`]).
+    snapshotting: bool,
+    /// Compactions by a [`SnapshotWriter`] so far: byte offsets of older positions are stale.
+    compactions: u64,
     records_since_snapshot: u64,
     bytes_since_snapshot: u64,
 }
