@@ -317,10 +317,9 @@ fn memory_report(n: usize) {
         );
     }
     println!(
-        "sizes: DeviceRecord {} B (+16 B Arc counts per record), Option<Uuid> {} B, \
+        "sizes: DeviceRecord head {} B (+16 B Arc counts per record, plus its byte tail), \
          Arc<DeviceRecord> {} B, StateWord {} B",
         std::mem::size_of::<DeviceRecord>(),
-        std::mem::size_of::<Option<Uuid>>(),
         std::mem::size_of::<Arc<DeviceRecord>>(),
         std::mem::size_of::<doxm_gate::fleet::StateWord>()
     );

@@ -819,11 +819,11 @@ fn view(store: &Store, id: DeviceId) -> Option<(serde_json::Value, u64)> {
     let record = fleet.record(id)?;
     let word = fleet.word(id);
     let revision = fleet.revision(id);
-    let reason = match policy::eligibility(&word.facts(record.uuid)) {
+    let reason = match policy::eligibility(&word.facts(record.uuid())) {
         Ok(()) => "ok",
         // The data path sees only "not owned"; the control plane can tell why.
         Err(policy::Reason::BridgeUnowned)
-            if record.bridge.is_some_and(|b| fleet.lookup(&b).is_none()) =>
+            if record.bridge().is_some_and(|b| fleet.lookup(&b).is_none()) =>
         {
             BRIDGE_MISSING
         }
@@ -832,7 +832,7 @@ fn view(store: &Store, id: DeviceId) -> Option<(serde_json::Value, u64)> {
     let entry = DeviceEntry::from_record(&record, word.state());
     Some((
         json!({
-            "uuid": record.uuid,
+            "uuid": record.uuid(),
             "revision": revision,
             "eligible": reason == "ok",
             "reason": reason,

@@ -437,7 +437,7 @@ impl Engine {
             return Verdict::Source(reject);
         }
         let request = RequestFacts::from_message(msg, Delivery::Unicast);
-        let reply = unicast::route(&request, &word.facts(uuid), &record.device_types);
+        let reply = unicast::route(&request, &word.facts(uuid), record.device_types());
         let code = match reply.decision.outcome {
             Outcome::Respond(code) => code,
             Outcome::EmptyAck => Code::EMPTY,
