@@ -34,13 +34,15 @@
 //! `patches[1].if_match`.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
+use http_body::Body as _;
 use parking_lot::RwLock;
 use serde::de::value::MapAccessDeserializer;
 use serde::de::{self, DeserializeSeed, Deserializer, IntoDeserializer, MapAccess, Visitor};
@@ -238,7 +240,7 @@ async fn serve_call(State(shared): State<Arc<Shared>>, request: Request) -> Resp
         return too_large();
     }
     let timeout = shared.config.transport.body_timeout;
-    let read = tokio::time::timeout(timeout, axum::body::to_bytes(body, max));
+    let read = tokio::time::timeout(timeout, read_body(body, declared, max));
     let read = tokio::select! {
         read = read => read,
         () = shared.transport.stopping() => {
@@ -262,7 +264,7 @@ async fn serve_call(State(shared): State<Arc<Shared>>, request: Request) -> Resp
         let texts: Result<Vec<&str>, _> = lines.map(|v| v.to_str()).collect();
         Some(texts.map(|t| t.join(", ")).map_err(|_| ()))
     };
-    let call = Call {
+    let mut call = Call {
         method,
         path: uri.path().to_owned(),
         query: uri.query().unwrap_or_default().to_owned(),
@@ -270,10 +272,29 @@ async fn serve_call(State(shared): State<Arc<Shared>>, request: Request) -> Resp
         if_none_match: list(header::IF_NONE_MATCH),
         body,
     };
-    let reply = tokio::task::spawn_blocking(move || route(&call, &shared))
+    let reply = tokio::task::spawn_blocking(move || route(&mut call, &shared))
         .await
         .unwrap_or_else(|_| Reply::error(500, "server", "the call failed"));
     respond(reply)
+}
+
+/// Reads a request body of at most `max` bytes into one buffer, sized from the declared length
+/// when there is one: the body is held once (axum's `to_bytes` holds the received chunks and
+/// their copy side by side, twice a 30 MB batch at its peak; issue 13).
+///
+/// # Errors
+/// A body over `max` bytes, or one that failed to arrive.
+async fn read_body(mut body: Body, declared: Option<u64>, max: usize) -> Result<Bytes, ()> {
+    let capacity = declared.map_or(0, |n| usize::try_from(n).unwrap_or(max)).min(max);
+    let mut buffer = Vec::with_capacity(capacity);
+    while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+        let Ok(data) = frame.map_err(|_| ())?.into_data() else { continue };
+        if buffer.len() + data.len() > max {
+            return Err(());
+        }
+        buffer.extend_from_slice(&data);
+    }
+    Ok(Bytes::from(buffer))
 }
 
 fn respond(reply: Reply) -> Response {
@@ -351,7 +372,7 @@ impl Reply {
     }
 }
 
-fn route(call: &Call, shared: &Shared) -> Reply {
+fn route(call: &mut Call, shared: &Shared) -> Reply {
     // The token was checked before the body was read (`serve_call`).
     let (store, board) = (&*shared.store, &*shared.board);
     let (path, query, method) = (call.path.as_str(), call.query.as_str(), &call.method);
@@ -387,7 +408,7 @@ fn route(call: &Call, shared: &Shared) -> Reply {
                     return Reply::error(400, field, reason);
                 }
             }
-            batch(store, &call.body)
+            batch(store, std::mem::take(&mut call.body))
         }
         (_, ["v1", "devices", id]) => {
             let Ok(uuid) = Uuid::parse_str(id) else {
@@ -750,51 +771,145 @@ impl<'de> Deserialize<'de> for DeleteItem {
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// A batch body, decoded item by item straight into the changes the store takes: no list of
+/// decoded items is held beside the list of changes, items past [`MAX_BATCH`] are read (the
+/// body must still be valid JSON) but not kept, and conditions take room only when some item
+/// has one. With the body dropped once it is decoded, a 100k-upsert batch peaks at under 3x its
+/// body (issue 13; `tests/control_api.rs` holds the gate to it).
+#[derive(Debug, Default)]
 struct BatchBody {
-    #[serde(default)]
-    upserts: Vec<UpsertItem>,
-    #[serde(default)]
-    patches: Vec<PatchItem>,
-    #[serde(default)]
-    deletes: Vec<DeleteItem>,
+    /// Upserts, then patches, then deletes, as the body's order of kinds is not the batch's.
+    kinds: [Vec<Mutation>; 3],
+    /// Each kind's conditions, as (index within the kind, conditions); only non-empty ones.
+    conditions: [Vec<(usize, Preconditions)>; 3],
+    /// Items of each kind, kept or not.
+    counts: [usize; 3],
 }
 
-fn batch(store: &Store, bytes: &[u8]) -> Reply {
-    let body: BatchBody = match parse(bytes) {
+const BATCH_FIELDS: &[&str] = &["upserts", "patches", "deletes"];
+
+/// A key of a batch body (an unknown key is refused while it is read, so that its error names
+/// it: `upsert`).
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "snake_case")]
+enum BatchField {
+    Upserts,
+    Patches,
+    Deletes,
+}
+
+impl<'de> Deserialize<'de> for BatchBody {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<BatchBody, D::Error> {
+        struct BodyVisitor;
+        impl<'de> Visitor<'de> for BodyVisitor {
+            type Value = BatchBody;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("struct BatchBody")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<BatchBody, A::Error> {
+                let mut body = BatchBody::default();
+                let mut seen = [false; 3];
+                while let Some(field) = map.next_key::<BatchField>()? {
+                    let kind = field as usize;
+                    if seen[kind] {
+                        return Err(de::Error::duplicate_field(BATCH_FIELDS[kind]));
+                    }
+                    seen[kind] = true;
+                    map.next_value_seed(Items { kind, body: &mut body })?;
+                }
+                Ok(body)
+            }
+        }
+        deserializer.deserialize_struct("BatchBody", BATCH_FIELDS, BodyVisitor)
+    }
+}
+
+/// The items of one kind (`kind`: 0 upserts, 1 patches, 2 deletes), added to `body` as read.
+struct Items<'a> {
+    kind: usize,
+    body: &'a mut BatchBody,
+}
+
+impl<'de> DeserializeSeed<'de> for Items<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Items<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a sequence")
+    }
+    fn visit_seq<S: de::SeqAccess<'de>>(self, mut seq: S) -> Result<(), S::Error> {
+        let kind = self.kind;
+        let body = self.body;
+        loop {
+            let (change, conditions) = match kind {
+                0 => match seq.next_element::<UpsertItem>()? {
+                    Some(item) => (Mutation::Upsert { device: item.device }, item.conditions),
+                    None => break,
+                },
+                1 => match seq.next_element::<PatchItem>()? {
+                    Some(item) => {
+                        (Mutation::Patch { uuid: item.uuid, patch: item.patch }, item.conditions)
+                    }
+                    None => break,
+                },
+                _ => match seq.next_element::<DeleteItem>()? {
+                    Some(item) => (Mutation::Delete { uuid: item.uuid }, item.conditions),
+                    None => break,
+                },
+            };
+            let index = body.counts[kind];
+            body.counts[kind] += 1;
+            // Past the limit the call is refused (413) once the body is read: keep nothing.
+            if body.counts.iter().sum::<usize>() > MAX_BATCH {
+                body.kinds = Default::default();
+                body.conditions = Default::default();
+                continue;
+            }
+            body.kinds[kind].push(change);
+            if !conditions.is_empty() {
+                body.conditions[kind].push((index, conditions));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn batch(store: &Store, bytes: Bytes) -> Reply {
+    let body: BatchBody = match parse(&bytes) {
         Ok(b) => b,
         Err(r) => return r,
     };
-    let count = body.upserts.len() + body.patches.len() + body.deletes.len();
-    let mut batch: Vec<Mutation> = Vec::with_capacity(count);
-    let mut conditions: Vec<Preconditions> = Vec::with_capacity(count);
-    for item in body.upserts {
-        batch.push(Mutation::Upsert { device: item.device });
-        conditions.push(item.conditions);
-    }
-    for item in body.patches {
-        batch.push(Mutation::Patch { uuid: item.uuid, patch: item.patch });
-        conditions.push(item.conditions);
-    }
-    for item in body.deletes {
-        batch.push(Mutation::Delete { uuid: item.uuid });
-        conditions.push(item.conditions);
-    }
-    if batch.is_empty() {
+    // The body is not needed any more: free it before the changes are checked and journaled.
+    drop(bytes);
+    let count: usize = body.counts.iter().sum();
+    if count == 0 {
         return Reply::error(400, "body", "an empty batch");
     }
-    if batch.len() > MAX_BATCH {
+    if count > MAX_BATCH {
         let reason = format!(
-            "a batch holds at most {MAX_BATCH} changes and this one has {}: split it into \
-             several calls",
-            batch.len()
+            "a batch holds at most {MAX_BATCH} changes and this one has {count}: split it into \
+             several calls"
         );
         return Reply::error(413, "body", &reason);
     }
-    if conditions.iter().all(Preconditions::is_empty) {
-        conditions.clear();
+    let BatchBody { kinds: [mut batch, patches, deletes], conditions: listed, counts } = body;
+    let mut conditions: Vec<Preconditions> = Vec::new();
+    let mut offset = 0;
+    for (kind, listed) in listed.into_iter().enumerate() {
+        for (index, c) in listed {
+            conditions.resize_with(offset + index, Preconditions::default);
+            conditions.push(c);
+        }
+        offset += counts[kind];
     }
+    batch.reserve_exact(patches.len() + deletes.len());
+    batch.extend(patches);
+    batch.extend(deletes);
     mutate_as(store, batch, &conditions, 200, true)
 }
 

@@ -259,11 +259,13 @@ impl Store {
             self.settled.wait(&mut queue);
         }
         mutation::check(&self.fleet, &batch, conditions)?;
-        let payload =
-            serde_json::to_vec(&batch).map_err(|e| Rejection::new(500, "body", e.to_string()))?;
+        // Written into the journal's own buffer, which it keeps without a copy (issue 13).
+        let mut payload = Journal::record_buffer();
+        serde_json::to_writer(&mut payload, &batch)
+            .map_err(|e| Rejection::new(500, "body", e.to_string()))?;
         // After a failure, the journal must verify itself before it takes anything new.
         journal.recover().map_err(|e| not_durable(&e))?;
-        let ticket = journal.append(&payload).map_err(|e| not_durable(&e))?;
+        let ticket = journal.append_buffer(payload).map_err(|e| not_durable(&e))?;
         for m in &batch {
             *queue.touched.entry(*uuid_of(m)).or_default() += 1;
         }
