@@ -606,7 +606,12 @@ impl<'de> Deserialize<'de> for UpsertItem {
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<UpsertItem, A::Error> {
                 let mut found = (None, None);
                 let access = ConditionKeys { map, found: &mut found, uuid: None };
-                let device = DeviceEntry::deserialize(MapAccessDeserializer::new(access))?;
+                let mut device = DeviceEntry::deserialize(MapAccessDeserializer::new(access))?;
+                // A decoded list has room for 4 (serde cannot know its length): a batch holds
+                // 100k of these until it is applied.
+                device.types.shrink_to_fit();
+                device.oxms.shrink_to_fit();
+                device.eps.shrink_to_fit();
                 Ok(UpsertItem { device, conditions: preconditions(found.0, found.1) })
             }
         }
