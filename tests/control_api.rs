@@ -422,15 +422,23 @@ fn batch_100k_peak_rss_is_at_most_3x_the_body() {
     let owner = uuid(0xb7e, 1);
     let device = |i: u64| {
         let port = 10_000 + 2 * (i % 25_000);
-        json!({"uuid": uuid(9, i), "name": format!("bench lamp {i}"),
-               "types": ["oic.wk.d", "oic.d.light"], "dos": 3, "doc_open": false,
-               "oxms": [0, 1], "oxmsel": 0, "sct": 9, "devowneruuid": owner, "rowneruuid": owner,
-               "eps": [format!("coap://[fd00:b::1]:{port}"),
-                       format!("coaps://[fd00:b::1]:{}", port + 1)]})
+        let mut d = entry(uuid(9, i), &format!("bench lamp {i}"), (Some(3), None, false));
+        d.types = vec!["oic.wk.d".into(), "oic.d.light".into()];
+        (d.oxms, d.oxmsel, d.sct) = (vec![0, 1], 0, 9);
+        (d.devowneruuid, d.rowneruuid) = (owner, owner);
+        d.eps =
+            vec![format!("coap://[fd00:b::1]:{port}"), format!("coaps://[fd00:b::1]:{}", port + 1)];
+        d
     };
-    let body = to_json(&json!({"upserts": (0..100_000).map(device).collect::<Vec<_>>()}));
+    // Serialised as a client with the crate's types does (`doxm-gate fleet import`): the
+    // entries' fields in their declared order.
+    #[derive(serde::Serialize)]
+    struct Upserts {
+        upserts: Vec<DeviceEntry>,
+    }
+    let body = to_json(&Upserts { upserts: (0..100_000).map(device).collect() });
     // A small batch first, so that the gate's one-time start-up allocations are not counted.
-    let small = to_json(&json!({"upserts": (100_000..100_010).map(device).collect::<Vec<_>>()}));
+    let small = to_json(&Upserts { upserts: (100_000..100_010).map(device).collect() });
     assert_eq!(gate.call("POST", "/v1/devices:batch", Some(&small)).status, 200);
     let (before, _) = memory(pid);
     std::fs::write(format!("/proc/{pid}/clear_refs"), "5").expect("reset VmHWM (clear_refs)");

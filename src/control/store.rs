@@ -259,10 +259,14 @@ impl Store {
             self.settled.wait(&mut queue);
         }
         mutation::check(&self.fleet, &batch, conditions)?;
-        // Written into the journal's own buffer, which it keeps without a copy (issue 13).
-        let mut payload = Journal::record_buffer();
-        serde_json::to_writer(&mut payload, &batch)
-            .map_err(|e| Rejection::new(500, "body", e.to_string()))?;
+        // Measured, then written into the journal's own buffer of that size, which the journal
+        // keeps without a copy: a growing buffer is copied as it doubles, which holds a 30 MB
+        // record up to twice (issue 13).
+        let encode = |e: serde_json::Error| Rejection::new(500, "body", e.to_string());
+        let mut size = ByteCount(0);
+        serde_json::to_writer(&mut size, &batch).map_err(encode)?;
+        let mut payload = Journal::record_buffer(size.0);
+        serde_json::to_writer(&mut payload, &batch).map_err(encode)?;
         // After a failure, the journal must verify itself before it takes anything new.
         journal.recover().map_err(|e| not_durable(&e))?;
         let ticket = journal.append_buffer(payload).map_err(|e| not_durable(&e))?;
@@ -379,6 +383,20 @@ impl Store {
             }
             Err(e) => warn!(error = %e, "snapshot encoding failed"),
         }
+    }
+}
+
+/// A writer that only counts the bytes written to it.
+struct ByteCount(usize);
+
+impl std::io::Write for ByteCount {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0 += bytes.len();
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

@@ -387,10 +387,12 @@ impl Journal {
         Ok(Ticket { seq, epoch: st.epoch })
     }
 
-    /// A buffer for [`Journal::append_buffer`]: room for a record's header, then nothing; the
-    /// caller writes the payload after it.
-    pub fn record_buffer() -> Vec<u8> {
-        vec![0; format::record::HEADER_LEN]
+    /// A buffer for [`Journal::append_buffer`]: room for a record's header, then nothing, with
+    /// capacity for a payload of `payload_len` bytes, which the caller writes after it.
+    pub fn record_buffer(payload_len: usize) -> Vec<u8> {
+        let mut buffer = Vec::with_capacity(format::record::HEADER_LEN + payload_len);
+        buffer.resize(format::record::HEADER_LEN, 0);
+        buffer
     }
 
     /// [`Journal::append`] of a payload written into a [`Journal::record_buffer`], which the
@@ -1099,7 +1101,7 @@ mod tests {
         let dir = TempDir::new("buffer");
         let (journal, _) = Journal::open(&dir.0).unwrap();
         let buffer = |payload: &[u8]| {
-            let mut b = Journal::record_buffer();
+            let mut b = Journal::record_buffer(payload.len());
             b.extend_from_slice(payload);
             b
         };
