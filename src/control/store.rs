@@ -242,9 +242,25 @@ impl Store {
         batch: Vec<Mutation>,
         conditions: &[Preconditions],
     ) -> Result<Vec<(Uuid, u64)>, Rejection> {
+        self.mutate_in(batch, conditions, Vec::new())
+    }
+
+    /// [`Store::mutate`], writing the journal's record into `buffer` (a batch call passes its
+    /// request body's, already resident): a buffer freed and another taken would hold both
+    /// sizes at once whenever the allocator keeps the freed one (issue 13).
+    ///
+    /// # Errors
+    /// As [`Store::mutate`].
+    pub fn mutate_in(
+        &self,
+        batch: Vec<Mutation>,
+        conditions: &[Preconditions],
+        buffer: Vec<u8>,
+    ) -> Result<Vec<(Uuid, u64)>, Rejection> {
         let received = Instant::now();
         let mut queue = self.lock.lock();
         let Some(journal) = &self.journal else {
+            drop(buffer);
             mutation::check(&self.fleet, &batch, conditions)?;
             let revisions = self.apply(&batch)?;
             self.record_visible(received);
@@ -265,7 +281,7 @@ impl Store {
         let encode = |e: serde_json::Error| Rejection::new(500, "body", e.to_string());
         let mut size = ByteCount(0);
         serde_json::to_writer(&mut size, &batch).map_err(encode)?;
-        let mut payload = Journal::record_buffer(size.0);
+        let mut payload = Journal::record_buffer_in(buffer, size.0);
         serde_json::to_writer(&mut payload, &batch).map_err(encode)?;
         // After a failure, the journal must verify itself before it takes anything new.
         journal.recover().map_err(|e| not_durable(&e))?;

@@ -390,7 +390,13 @@ impl Journal {
     /// A buffer for [`Journal::append_buffer`]: room for a record's header, then nothing, with
     /// capacity for a payload of `payload_len` bytes, which the caller writes after it.
     pub fn record_buffer(payload_len: usize) -> Vec<u8> {
-        let mut buffer = Vec::with_capacity(format::record::HEADER_LEN + payload_len);
+        Journal::record_buffer_in(Vec::new(), payload_len)
+    }
+
+    /// [`Journal::record_buffer`] in `buffer`'s memory (its content is dropped).
+    pub fn record_buffer_in(mut buffer: Vec<u8>, payload_len: usize) -> Vec<u8> {
+        buffer.clear();
+        buffer.reserve_exact(format::record::HEADER_LEN + payload_len);
         buffer.resize(format::record::HEADER_LEN, 0);
         buffer
     }
