@@ -396,6 +396,69 @@ fn batch_100k_devices_in_one_call() {
     assert!(gate.device(&uuid(6, 0)).is_none());
 }
 
+/// `VmRSS` and `VmHWM` of a process, in bytes.
+fn memory(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    let field = |name: &str| -> u64 {
+        let kb = status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok());
+        kb.unwrap_or_else(|| panic!("{name} in /proc/{pid}/status")) * 1024
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// Issue 13: a 100k-upsert batch peaks at no more than 3x its body. The gate's peak RSS
+/// (`VmHWM`, reset through `clear_refs` just before the call) grows by at most 3x the body over
+/// the call, with a journal (the body, the decoded changes, the journal's record and the new
+/// records all count). The devices are the benchmark report's: two endpoints, an owner, two
+/// types, two oxms (about 360 bytes of JSON each). Debug and release builds allocate alike.
+#[test]
+fn batch_100k_peak_rss_is_at_most_3x_the_body() {
+    let _heavy = heavy();
+    let dir = TempDir::new("batchpeak");
+    let Some(gate) = Gate::start(GateOpts::addresses().state_dir(dir.path())) else { return };
+    let pid = gate.pid().expect("the gate's pid");
+    let owner = uuid(0xb7e, 1);
+    let device = |i: u64| {
+        let port = 10_000 + 2 * (i % 25_000);
+        let mut d = entry(uuid(9, i), &format!("bench lamp {i}"), (Some(3), None, false));
+        d.types = vec!["oic.wk.d".into(), "oic.d.light".into()];
+        (d.oxms, d.oxmsel, d.sct) = (vec![0, 1], 0, 9);
+        (d.devowneruuid, d.rowneruuid) = (owner, owner);
+        d.eps =
+            vec![format!("coap://[fd00:b::1]:{port}"), format!("coaps://[fd00:b::1]:{}", port + 1)];
+        d
+    };
+    // Serialised as a client with the crate's types does (`doxm-gate fleet import`): the
+    // entries' fields in their declared order.
+    #[derive(serde::Serialize)]
+    struct Upserts {
+        upserts: Vec<DeviceEntry>,
+    }
+    let body = to_json(&Upserts { upserts: (0..100_000).map(device).collect() });
+    // A small batch first, so that the gate's one-time start-up allocations are not counted.
+    let small = to_json(&Upserts { upserts: (100_000..100_010).map(device).collect() });
+    assert_eq!(gate.call("POST", "/v1/devices:batch", Some(&small)).status, 200);
+    let (before, _) = memory(pid);
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").expect("reset VmHWM (clear_refs)");
+    let reply = gate.call("POST", "/v1/devices:batch", Some(&body));
+    assert_eq!(reply.status, 200, "{}", &reply.body[..reply.body.len().min(500)]);
+    let (after, peak) = memory(pid);
+    let growth = peak.saturating_sub(before);
+    let ratio = growth as f64 / body.len() as f64;
+    println!(
+        "FIGURE batch peak: 100,000 upserts, body {:.1} MB: peak RSS +{:.1} MB ({ratio:.2}x the \
+         body), RSS +{:.1} MB after",
+        body.len() as f64 / 1e6,
+        growth as f64 / 1e6,
+        after.saturating_sub(before) as f64 / 1e6
+    );
+    assert!(ratio <= 3.0, "peak RSS grew {growth} bytes, {ratio:.2}x the {} byte body", body.len());
+    assert_eq!(gate.device_count(), 100_010);
+}
+
 #[test]
 fn batch_is_all_or_nothing() {
     // 16 device ports: a fleet of at most 16 devices.

@@ -66,7 +66,7 @@ fn eligibility_follows_state_changes() {
     fleet.patch(&u1, &transfer, None).unwrap();
     assert_eq!(eligible(&fleet), [] as [u128; 0]);
     let id = fleet.lookup(&u1).unwrap();
-    assert_eq!(fleet.record(id).unwrap().devowneruuid, owner);
+    assert_eq!(fleet.record(id).unwrap().devowneruuid(), owner);
 
     // Unknown device becomes known with a complete patch only.
     let u3 = Uuid::from_u128(3);
@@ -241,15 +241,29 @@ fn records_share_equal_type_and_oxm_lists() {
     }
     let [a, b, c] = [1u128, 2, 3].map(|n| fleet.record(fleet.lookup(&Uuid::from_u128(n)).unwrap()));
     let (a, b, c) = (a.unwrap(), b.unwrap(), c.unwrap());
-    assert!(Arc::ptr_eq(&a.device_types, &b.device_types));
-    assert!(Arc::ptr_eq(&a.device_types, &c.device_types));
-    assert!(Arc::ptr_eq(&a.oxms, &c.oxms));
-    assert_eq!(&*a.device_types, &[Box::from("oic.wk.d"), Box::from("oic.d.virtual")]);
+    assert!(Arc::ptr_eq(a.device_types(), b.device_types()));
+    assert!(Arc::ptr_eq(a.device_types(), c.device_types()));
+    assert!(Arc::ptr_eq(a.oxms(), c.oxms()));
+    assert!(Arc::ptr_eq(a.lists(), c.lists()), "one pair of lists for the kind");
+    assert_eq!(&**a.device_types(), &[Box::from("oic.wk.d"), Box::from("oic.d.virtual")]);
     // A different list stays its own.
-    let mut other = record(4, None);
-    other.oxms = Arc::from(vec![0, 1]);
+    let base = record(4, None);
+    let other = DeviceRecord::new(
+        base.uuid(),
+        base.piid(),
+        base.name(),
+        Arc::from(vec![Box::from("oic.wk.d"), Box::from("oic.d.virtual")]),
+        None,
+        Arc::from(vec![0, 1]),
+        base.oxmsel(),
+        base.sct(),
+        base.devowneruuid(),
+        base.rowneruuid(),
+        &["coap://[fd00::1]:40001", "coaps://[fd00::1]:40002"],
+    )
+    .unwrap();
     fleet.upsert(other, Some(RFOTM)).unwrap();
     let d = fleet.record(fleet.lookup(&Uuid::from_u128(4)).unwrap()).unwrap();
-    assert_eq!(&*d.oxms, &[0, 1]);
-    assert!(Arc::ptr_eq(&a.device_types, &d.device_types));
+    assert_eq!(&**d.oxms(), &[0, 1]);
+    assert!(Arc::ptr_eq(a.device_types(), d.device_types()));
 }

@@ -34,13 +34,15 @@
 //! `patches[1].if_match`.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
+use http_body::Body as _;
 use parking_lot::RwLock;
 use serde::de::value::MapAccessDeserializer;
 use serde::de::{self, DeserializeSeed, Deserializer, IntoDeserializer, MapAccess, Visitor};
@@ -238,7 +240,7 @@ async fn serve_call(State(shared): State<Arc<Shared>>, request: Request) -> Resp
         return too_large();
     }
     let timeout = shared.config.transport.body_timeout;
-    let read = tokio::time::timeout(timeout, axum::body::to_bytes(body, max));
+    let read = tokio::time::timeout(timeout, read_body(body, declared, max));
     let read = tokio::select! {
         read = read => read,
         () = shared.transport.stopping() => {
@@ -262,7 +264,7 @@ async fn serve_call(State(shared): State<Arc<Shared>>, request: Request) -> Resp
         let texts: Result<Vec<&str>, _> = lines.map(|v| v.to_str()).collect();
         Some(texts.map(|t| t.join(", ")).map_err(|_| ()))
     };
-    let call = Call {
+    let mut call = Call {
         method,
         path: uri.path().to_owned(),
         query: uri.query().unwrap_or_default().to_owned(),
@@ -270,10 +272,29 @@ async fn serve_call(State(shared): State<Arc<Shared>>, request: Request) -> Resp
         if_none_match: list(header::IF_NONE_MATCH),
         body,
     };
-    let reply = tokio::task::spawn_blocking(move || route(&call, &shared))
+    let reply = tokio::task::spawn_blocking(move || route(&mut call, &shared))
         .await
         .unwrap_or_else(|_| Reply::error(500, "server", "the call failed"));
     respond(reply)
+}
+
+/// Reads a request body of at most `max` bytes into one buffer, sized from the declared length
+/// when there is one: the body is held once (axum's `to_bytes` holds the received chunks and
+/// their copy side by side, twice a 30 MB batch at its peak; issue 13).
+///
+/// # Errors
+/// A body over `max` bytes, or one that failed to arrive.
+async fn read_body(mut body: Body, declared: Option<u64>, max: usize) -> Result<Vec<u8>, ()> {
+    let capacity = declared.map_or(0, |n| usize::try_from(n).unwrap_or(max)).min(max);
+    let mut buffer = Vec::with_capacity(capacity);
+    while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+        let Ok(data) = frame.map_err(|_| ())?.into_data() else { continue };
+        if buffer.len() + data.len() > max {
+            return Err(());
+        }
+        buffer.extend_from_slice(&data);
+    }
+    Ok(buffer)
 }
 
 fn respond(reply: Reply) -> Response {
@@ -301,7 +322,7 @@ struct Call {
     if_match: Option<Result<String, ()>>,
     /// `If-None-Match`, likewise.
     if_none_match: Option<Result<String, ()>>,
-    body: Bytes,
+    body: Vec<u8>,
 }
 
 impl Call {
@@ -351,7 +372,7 @@ impl Reply {
     }
 }
 
-fn route(call: &Call, shared: &Shared) -> Reply {
+fn route(call: &mut Call, shared: &Shared) -> Reply {
     // The token was checked before the body was read (`serve_call`).
     let (store, board) = (&*shared.store, &*shared.board);
     let (path, query, method) = (call.path.as_str(), call.query.as_str(), &call.method);
@@ -387,7 +408,7 @@ fn route(call: &Call, shared: &Shared) -> Reply {
                     return Reply::error(400, field, reason);
                 }
             }
-            batch(store, &call.body)
+            batch(store, std::mem::take(&mut call.body))
         }
         (_, ["v1", "devices", id]) => {
             let Ok(uuid) = Uuid::parse_str(id) else {
@@ -428,14 +449,24 @@ fn parse<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, Reply> {
 fn parse_value<T: for<'de> Deserialize<'de>>(
     json: &mut serde_json::Deserializer<serde_json::de::SliceRead<'_>>,
 ) -> Result<T, Reply> {
-    serde_path_to_error::deserialize(json).map_err(|e| {
-        let reason = e.inner().to_string();
-        if e.inner().is_syntax() || e.inner().is_eof() {
+    parse_seed(json, std::marker::PhantomData::<T>)
+}
+
+/// [`parse_value`] with a seed (a batch body decoded with a capacity hint).
+fn parse_seed<'de, S: DeserializeSeed<'de>>(
+    json: &mut serde_json::Deserializer<serde_json::de::SliceRead<'de>>,
+    seed: S,
+) -> Result<S::Value, Reply> {
+    let mut track = serde_path_to_error::Track::new();
+    let value = seed.deserialize(serde_path_to_error::Deserializer::new(json, &mut track));
+    value.map_err(|inner| {
+        let reason = inner.to_string();
+        if inner.is_syntax() || inner.is_eof() {
             return Reply::error(400, "body", &reason);
         }
         // The path of an unknown field ends in the field itself (`upserts[42].colour`); that of
         // a missing field names the object that lacks it, and serde's message names the field.
-        let path = e.path().to_string();
+        let path = track.path().to_string();
         let missing = reason.strip_prefix("missing field `").and_then(|r| r.split('`').next());
         let field = match (path.as_str(), missing) {
             (".", Some(name)) => name.to_owned(),
@@ -465,6 +496,18 @@ fn mutate_as(
     status: u16,
     batch_call: bool,
 ) -> Reply {
+    mutate_in(store, batch, conditions, status, batch_call, Vec::new())
+}
+
+/// [`mutate_as`], with a buffer the journal's record may be written into ([`Store::mutate_in`]).
+fn mutate_in(
+    store: &Store,
+    batch: Vec<Mutation>,
+    conditions: &[Preconditions],
+    status: u16,
+    batch_call: bool,
+    buffer: Vec<u8>,
+) -> Reply {
     let counts = batch_call.then(|| {
         let mut counts = [0usize; 3];
         for m in &batch {
@@ -477,7 +520,7 @@ fn mutate_as(
         counts
     });
     let deletion = matches!(batch.as_slice(), [Mutation::Delete { .. }]);
-    match store.mutate(batch, conditions) {
+    match store.mutate_in(batch, conditions, buffer) {
         Ok(revisions) => {
             let listed = revisions.len().min(REPLY_REVISIONS_MAX);
             let applied: Vec<_> = revisions[..listed]
@@ -585,7 +628,12 @@ impl<'de> Deserialize<'de> for UpsertItem {
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<UpsertItem, A::Error> {
                 let mut found = (None, None);
                 let access = ConditionKeys { map, found: &mut found, uuid: None };
-                let device = DeviceEntry::deserialize(MapAccessDeserializer::new(access))?;
+                let mut device = DeviceEntry::deserialize(MapAccessDeserializer::new(access))?;
+                // A decoded list has room for 4 (serde cannot know its length): a batch holds
+                // 100k of these until it is applied.
+                device.types.shrink_to_fit();
+                device.oxms.shrink_to_fit();
+                device.eps.shrink_to_fit();
                 Ok(UpsertItem { device, conditions: preconditions(found.0, found.1) })
             }
         }
@@ -750,52 +798,181 @@ impl<'de> Deserialize<'de> for DeleteItem {
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// A batch body, decoded item by item straight into the changes the store takes: no list of
+/// decoded items is held beside the list of changes, items past [`MAX_BATCH`] are read (the
+/// body must still be valid JSON) but not kept, and conditions take room only when some item
+/// has one. With the body dropped once it is decoded, a 100k-upsert batch peaks at under 3x its
+/// body (issue 13; `tests/control_api.rs` holds the gate to it).
+#[derive(Debug, Default)]
 struct BatchBody {
-    #[serde(default)]
-    upserts: Vec<UpsertItem>,
-    #[serde(default)]
-    patches: Vec<PatchItem>,
-    #[serde(default)]
-    deletes: Vec<DeleteItem>,
+    /// Upserts, then patches, then deletes, as the body's order of kinds is not the batch's.
+    kinds: [Vec<Mutation>; 3],
+    /// Each kind's conditions, as (index within the kind, conditions); only non-empty ones.
+    conditions: [Vec<(usize, Preconditions)>; 3],
+    /// Items of each kind, kept or not.
+    counts: [usize; 3],
+    /// Room to reserve for the first list of changes read (see [`BatchBody::decode`]).
+    hint: usize,
 }
 
-fn batch(store: &Store, bytes: &[u8]) -> Reply {
-    let body: BatchBody = match parse(bytes) {
+impl BatchBody {
+    /// Decodes a batch body. The first list of changes is given room up front for as many
+    /// changes as the body could hold (at 40 bytes each, the smallest, up to [`MAX_BATCH`]):
+    /// room never written costs no memory, while growing a list of 100k changes by doubling
+    /// copies it, which holds it twice.
+    ///
+    /// # Errors
+    /// 400 naming the field, as [`parse`].
+    fn decode(bytes: &[u8]) -> Result<BatchBody, Reply> {
+        let mut json = serde_json::Deserializer::from_slice(bytes);
+        let hint = (bytes.len() / 40).min(MAX_BATCH);
+        let body = parse_seed(&mut json, BodySeed(hint))?;
+        json.end().map_err(|e| Reply::error(400, "body", &e.to_string()))?;
+        Ok(body)
+    }
+}
+
+/// A [`BatchBody`] with its capacity hint.
+struct BodySeed(usize);
+
+impl<'de> DeserializeSeed<'de> for BodySeed {
+    type Value = BatchBody;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<BatchBody, D::Error> {
+        deserializer.deserialize_struct("BatchBody", BATCH_FIELDS, BodyVisitor(self.0))
+    }
+}
+
+/// Reads a batch body's keys and lists; `.0` is the capacity hint.
+struct BodyVisitor(usize);
+
+impl<'de> Visitor<'de> for BodyVisitor {
+    type Value = BatchBody;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("struct BatchBody")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<BatchBody, A::Error> {
+        let mut body = BatchBody { hint: self.0, ..BatchBody::default() };
+        let mut seen = [false; 3];
+        while let Some(field) = map.next_key::<BatchField>()? {
+            let kind = field as usize;
+            if seen[kind] {
+                return Err(de::Error::duplicate_field(BATCH_FIELDS[kind]));
+            }
+            seen[kind] = true;
+            map.next_value_seed(Items { kind, body: &mut body })?;
+        }
+        Ok(body)
+    }
+}
+
+const BATCH_FIELDS: &[&str] = &["upserts", "patches", "deletes"];
+
+/// A key of a batch body (an unknown key is refused while it is read, so that its error names
+/// it: `upsert`).
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "snake_case")]
+enum BatchField {
+    Upserts,
+    Patches,
+    Deletes,
+}
+
+impl<'de> Deserialize<'de> for BatchBody {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<BatchBody, D::Error> {
+        BodySeed(0).deserialize(deserializer)
+    }
+}
+
+/// The items of one kind (`kind`: 0 upserts, 1 patches, 2 deletes), added to `body` as read.
+struct Items<'a> {
+    kind: usize,
+    body: &'a mut BatchBody,
+}
+
+impl<'de> DeserializeSeed<'de> for Items<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Items<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a sequence")
+    }
+    fn visit_seq<S: de::SeqAccess<'de>>(self, mut seq: S) -> Result<(), S::Error> {
+        let kind = self.kind;
+        let body = self.body;
+        loop {
+            let (change, conditions) = match kind {
+                0 => match seq.next_element::<UpsertItem>()? {
+                    Some(item) => (Mutation::Upsert { device: item.device }, item.conditions),
+                    None => break,
+                },
+                1 => match seq.next_element::<PatchItem>()? {
+                    Some(item) => {
+                        (Mutation::Patch { uuid: item.uuid, patch: item.patch }, item.conditions)
+                    }
+                    None => break,
+                },
+                _ => match seq.next_element::<DeleteItem>()? {
+                    Some(item) => (Mutation::Delete { uuid: item.uuid }, item.conditions),
+                    None => break,
+                },
+            };
+            let index = body.counts[kind];
+            body.counts[kind] += 1;
+            // Past the limit the call is refused (413) once the body is read: keep nothing.
+            if body.counts.iter().sum::<usize>() > MAX_BATCH {
+                body.kinds = Default::default();
+                body.conditions = Default::default();
+                continue;
+            }
+            if body.hint > 0 {
+                body.kinds[kind].reserve_exact(std::mem::take(&mut body.hint));
+            }
+            body.kinds[kind].push(change);
+            if !conditions.is_empty() {
+                body.conditions[kind].push((index, conditions));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn batch(store: &Store, bytes: Vec<u8>) -> Reply {
+    let body = match BatchBody::decode(&bytes) {
         Ok(b) => b,
         Err(r) => return r,
     };
-    let count = body.upserts.len() + body.patches.len() + body.deletes.len();
-    let mut batch: Vec<Mutation> = Vec::with_capacity(count);
-    let mut conditions: Vec<Preconditions> = Vec::with_capacity(count);
-    for item in body.upserts {
-        batch.push(Mutation::Upsert { device: item.device });
-        conditions.push(item.conditions);
-    }
-    for item in body.patches {
-        batch.push(Mutation::Patch { uuid: item.uuid, patch: item.patch });
-        conditions.push(item.conditions);
-    }
-    for item in body.deletes {
-        batch.push(Mutation::Delete { uuid: item.uuid });
-        conditions.push(item.conditions);
-    }
-    if batch.is_empty() {
+    let count: usize = body.counts.iter().sum();
+    if count == 0 {
         return Reply::error(400, "body", "an empty batch");
     }
-    if batch.len() > MAX_BATCH {
+    if count > MAX_BATCH {
         let reason = format!(
-            "a batch holds at most {MAX_BATCH} changes and this one has {}: split it into \
-             several calls",
-            batch.len()
+            "a batch holds at most {MAX_BATCH} changes and this one has {count}: split it into \
+             several calls"
         );
         return Reply::error(413, "body", &reason);
     }
-    if conditions.iter().all(Preconditions::is_empty) {
-        conditions.clear();
+    let BatchBody { kinds: [mut batch, patches, deletes], conditions: listed, counts, .. } = body;
+    let mut conditions: Vec<Preconditions> = Vec::new();
+    let mut offset = 0;
+    for (kind, listed) in listed.into_iter().enumerate() {
+        for (index, c) in listed {
+            conditions.resize_with(offset + index, Preconditions::default);
+            conditions.push(c);
+        }
+        offset += counts[kind];
     }
-    mutate_as(store, batch, &conditions, 200, true)
+    batch.reserve_exact(patches.len() + deletes.len());
+    batch.extend(patches);
+    batch.extend(deletes);
+    // The body's buffer becomes the journal's record (or is freed, in memory): a 30 MB buffer
+    // is held once across decoding and journaling, and never freed and taken again.
+    mutate_in(store, batch, &conditions, 200, true, bytes)
 }
 
 /// The most changes (upserts + patches + deletes) one batch call may carry: more get 413 and
@@ -819,11 +996,11 @@ fn view(store: &Store, id: DeviceId) -> Option<(serde_json::Value, u64)> {
     let record = fleet.record(id)?;
     let word = fleet.word(id);
     let revision = fleet.revision(id);
-    let reason = match policy::eligibility(&word.facts(record.uuid)) {
+    let reason = match policy::eligibility(&word.facts(record.uuid())) {
         Ok(()) => "ok",
         // The data path sees only "not owned"; the control plane can tell why.
         Err(policy::Reason::BridgeUnowned)
-            if record.bridge.is_some_and(|b| fleet.lookup(&b).is_none()) =>
+            if record.bridge().is_some_and(|b| fleet.lookup(&b).is_none()) =>
         {
             BRIDGE_MISSING
         }
@@ -832,7 +1009,7 @@ fn view(store: &Store, id: DeviceId) -> Option<(serde_json::Value, u64)> {
     let entry = DeviceEntry::from_record(&record, word.state());
     Some((
         json!({
-            "uuid": record.uuid,
+            "uuid": record.uuid(),
             "revision": revision,
             "eligible": reason == "ok",
             "reason": reason,

@@ -181,20 +181,20 @@ impl DeviceEntry {
     /// The entry describing `record` in `state` (what exports and snapshots write).
     pub fn from_record(record: &DeviceRecord, state: Option<OnboardingState>) -> DeviceEntry {
         DeviceEntry {
-            uuid: record.uuid,
+            uuid: record.uuid(),
             name: record.name().to_owned(),
-            types: record.device_types.iter().map(|t| t.to_string()).collect(),
-            bridge: record.bridge,
-            piid: (record.piid != record.uuid).then_some(record.piid),
+            types: record.device_types().iter().map(|t| t.to_string()).collect(),
+            bridge: record.bridge(),
+            piid: (record.piid() != record.uuid()).then_some(record.piid()),
             dos: state.map(|s| s.dos as u8),
             owned: state.map(|s| s.owned),
             doc_open: state.is_some_and(|s| s.doc_open),
-            oxms: record.oxms.to_vec(),
-            oxmsel: record.oxmsel,
-            sct: record.sct,
-            devowneruuid: record.devowneruuid,
-            rowneruuid: record.rowneruuid,
-            eps: record.eps().map(str::to_owned).collect(),
+            oxms: record.oxms().to_vec(),
+            oxmsel: record.oxmsel(),
+            sct: record.sct(),
+            devowneruuid: record.devowneruuid(),
+            rowneruuid: record.rowneruuid(),
+            eps: record.eps().map(|e| e.to_string()).collect(),
         }
     }
 
@@ -251,7 +251,7 @@ impl DeviceEntry {
 /// Whether every response the gate may send for `record` fits in [`MAX_MESSAGE_LEN`]; the
 /// reason names the field when not.
 fn check_fits(record: &DeviceRecord) -> Result<(), String> {
-    let types = record.device_types.len();
+    let types = record.device_types().len();
     if types > MAX_LISTED {
         return Err(format!(
             "types: {types} device types; the gate lists at most {MAX_LISTED} in /oic/d and /oic/res"
@@ -268,10 +268,9 @@ fn check_fits(record: &DeviceRecord) -> Result<(), String> {
     let fit =
         format!("does not fit in one datagram ({MAX_MESSAGE_LEN} bytes of CoAP, RFC 7252 s4.6)");
     // A PATCH may set any oxmsel: measure with the longest one.
-    let mut worst = record.clone();
-    worst.oxmsel = i32::MIN;
+    let worst = record.with_owners(record.devowneruuid(), record.rowneruuid(), i32::MIN);
     if !fits(&worst, Body::Doxm(View::Baseline), true) {
-        let n = record.oxms.len();
+        let n = record.oxms().len();
         return Err(format!("oxms: with {n} owner-transfer methods the doxm answer {fit}"));
     }
     if !fits(record, Body::Device(View::Baseline), true) {
@@ -281,8 +280,8 @@ fn check_fits(record: &DeviceRecord) -> Result<(), String> {
     for v6 in [true, false] {
         if !fits(record, links, v6) {
             // Both links list the endpoints; the device link lists the types too.
-            let eps: usize = record.eps_for(v6).map(|e| 2 * e.len()).sum();
-            let types: usize = record.device_types.iter().map(|t| t.len()).sum();
+            let eps: usize = record.eps_for(v6).map(|e| 2 * e.to_string().len()).sum();
+            let types: usize = record.device_types().iter().map(|t| t.len()).sum();
             let field = if eps >= types { "eps" } else { "types" };
             return Err(format!("{field}: the /oic/res answer {fit}"));
         }
@@ -369,7 +368,7 @@ impl FleetFile {
             records.push(entry.validate()?);
         }
         for (record, state) in records {
-            let uuid = record.uuid;
+            let uuid = record.uuid();
             fleet
                 .upsert(record, state)
                 .map_err(|e| FleetFileError::Device { uuid, reason: e.to_string() })?;

@@ -362,8 +362,10 @@ pub fn check(
     batch: &[Mutation],
     conditions: &[Preconditions],
 ) -> Result<(), Rejection> {
-    let mut planned: HashMap<Uuid, Planned> = HashMap::new();
+    // Sized once: a table that grows by doubling holds both sizes while it rehashes.
+    let mut planned: HashMap<Uuid, Planned> = HashMap::with_capacity(batch.len());
     let mut upserted: HashMap<Uuid, usize> = HashMap::new();
+    upserted.reserve(batch.iter().filter(|m| matches!(m, Mutation::Upsert { .. })).count());
     let mut added = 0usize;
     let none = Preconditions::default();
     for (i, m) in batch.iter().enumerate() {

@@ -457,10 +457,26 @@ impl Store {
         batch: Vec<Mutation>,
         conditions: &[Preconditions],
     ) -> Result<Vec<(Uuid, u64)>, Rejection> {
+        self.mutate_in(batch, conditions, Vec::new())
+    }
+
+    /// [`Store::mutate`], writing the journal's record into `buffer` (a batch call passes its
+    /// request body's, already resident): a buffer freed and another taken would hold both
+    /// sizes at once whenever the allocator keeps the freed one (issue 13).
+    ///
+    /// # Errors
+    /// As [`Store::mutate`].
+    pub fn mutate_in(
+        &self,
+        batch: Vec<Mutation>,
+        conditions: &[Preconditions],
+        buffer: Vec<u8>,
+    ) -> Result<Vec<(Uuid, u64)>, Rejection> {
         let received = Instant::now();
         let shared = &*self.shared;
         let mut queue = shared.lock.lock();
         let Some(journal) = &self.journal else {
+            drop(buffer);
             mutation::check(&self.fleet, &batch, conditions)?;
             let mut floor = shared.floor.load(Ordering::Acquire);
             let revisions = mutation::plan(&self.fleet, &batch, &mut floor);
@@ -479,12 +495,18 @@ impl Store {
         mutation::check(&self.fleet, &batch, conditions)?;
         let mut floor = shared.floor.load(Ordering::Acquire);
         let revisions = mutation::plan(&self.fleet, &batch, &mut floor);
-        let payload = serde_json::to_vec(&Record { revisions: &revisions, batch: &batch })
-            .map_err(|e| Rejection::new(500, "body", e.to_string()))?;
+        // Measured, then written into the journal's own buffer of that size, which the journal
+        // keeps without a copy: a growing buffer is copied as it doubles, which holds a 30 MB
+        // record up to twice (issue 13).
+        let record = Record { revisions: &revisions, batch: &batch };
+        let encode = |e: serde_json::Error| Rejection::new(500, "body", e.to_string());
+        let mut size = ByteCount(0);
+        serde_json::to_writer(&mut size, &record).map_err(encode)?;
+        let mut payload = Journal::record_buffer_in(buffer, size.0);
+        serde_json::to_writer(&mut payload, &record).map_err(encode)?;
         // After a failure, the journal must verify itself before it takes anything new.
         journal.recover().map_err(|e| not_durable(&e))?;
-        let ticket = journal.append(&payload).map_err(|e| not_durable(&e))?;
-        drop(payload);
+        let ticket = journal.append_buffer(payload).map_err(|e| not_durable(&e))?;
         // Raised now, so that later plans see this batch's deletes (harmless if it fails).
         shared.floor.store(floor, Ordering::Release);
         for m in &batch {
@@ -712,6 +734,20 @@ fn snapshot(
     hook(Step::Installed);
     out.compact()?;
     Ok(written)
+}
+
+/// A writer that only counts the bytes written to it.
+struct ByteCount(usize);
+
+impl std::io::Write for ByteCount {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0 += bytes.len();
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 fn not_durable(e: &dyn std::fmt::Display) -> Rejection {

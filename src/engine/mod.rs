@@ -502,7 +502,7 @@ impl Engine {
         if let Err(reject) = source_address::check_source(meta.source, meta.destination.ip()) {
             return Verdict::Source(reject);
         }
-        let reply = unicast::route(request, &word.facts(uuid), &record.device_types);
+        let reply = unicast::route(request, &word.facts(uuid), record.device_types());
         let code = match reply.decision.outcome {
             Outcome::Respond(code) => code,
             Outcome::EmptyAck => Code::EMPTY,

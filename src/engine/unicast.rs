@@ -11,7 +11,7 @@
 //! `engine::limits`): over it, the reply is dropped and counted as `engine/over-budget`.
 
 use super::Config;
-use crate::fleet::{DeviceRecord, StateWord};
+use crate::fleet::{DeviceRecord, EndpointBuf, StateWord};
 use crate::policy::{self, Decision, Delivery, DeviceFacts, Outcome, RequestFacts, Resource};
 use crate::wire::coap::Code;
 use crate::wire::ocf::{self, DeviceInfo, View};
@@ -98,12 +98,12 @@ pub fn encode_body(
         Body::Device(view) => {
             let mut types = [""; MAX_LISTED];
             let info = DeviceInfo {
-                di: record.uuid,
+                di: record.uuid(),
                 n: record.name(),
-                rt: collect(record.device_types.iter().map(|t| &**t), &mut types),
+                rt: collect(record.device_types().iter().map(|t| &**t), &mut types),
                 icv: &config.icv,
                 dmv: &config.dmv,
-                piid: record.piid,
+                piid: record.piid(),
             };
             info.encode(view, out)
         }
@@ -136,12 +136,14 @@ fn encode_links(
     v6: bool,
     out: &mut [u8],
 ) -> Result<usize, crate::wire::BufferTooSmall> {
+    // Packed endpoints are written out here, on the stack (no allocation on the answer path).
+    let mut bufs = [EndpointBuf::default(); MAX_LISTED];
     let mut eps = [""; MAX_LISTED];
-    let eps = collect(record.eps_for(v6), &mut eps);
+    let eps = collect(record.eps_for(v6).zip(&mut bufs).map(|(ep, buf)| ep.as_str(buf)), &mut eps);
     let mut types = [""; MAX_LISTED];
-    let types = collect(record.device_types.iter().map(|t| &**t), &mut types);
+    let types = collect(record.device_types().iter().map(|t| &**t), &mut types);
     let device_link = ocf::Link {
-        anchor: record.uuid,
+        anchor: record.uuid(),
         href: "/oic/d",
         rt: types,
         interfaces: &ocf::DEVICE_INTERFACES,

@@ -13,6 +13,6 @@ pub mod state;
 pub mod table;
 pub mod uuid_index;
 
-pub use record::{DeviceRecord, RecordError};
+pub use record::{DeviceRecord, Endpoint, EndpointBuf, Endpoints, Lists, RecordError};
 pub use state::{OnboardingState, StateWord};
 pub use table::{check_consistent, patched_state, DeviceId, Fleet, FleetError, StatePatch};

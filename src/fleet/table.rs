@@ -16,16 +16,15 @@
 //! its VODs through a writer-side child list: O(children), never a fleet scan.
 //!
 //! Records share their device-type and oxm lists: the writer keeps one copy of each distinct
-//! list and points every record at it, whoever built the record (a fleet of VODs loaded through
-//! the control API repeats a few lists a million times).
+//! list, and of each distinct pair of them, and points every record at it, whoever built the
+//! record (a fleet of VODs loaded through the control API repeats a few lists a million times).
 //!
-//! Memory per device (`cargo bench --bench fleet`, section 3, measures it): the slot
-//! (24 B), the record's allocation (the record, 144 B on 64-bit targets, plus the `Arc` counts,
-//! 176 B from the allocator), its text (the name and endpoints in one allocation, 80 B for a
-//! 10-byte name and two IPv6 endpoints) and the UUID index (8 B at most), about 288 B in all.
-//! Where the rest would come from: the record and its text in one allocation (one allocator
-//! header and one rounding fewer), endpoints stored as address and port, and a `bridge` without
-//! `Option`'s extra byte (the record is one byte over 136 B, the next allocator size down).
+//! Memory per device (`cargo bench --bench fleet`, section 3, measures it): the slot (24 B),
+//! the record's head (the UUID, the lists and the tail's pointer: 40 B, 64 B from the allocator
+//! with the `Arc` counts), its tail (the other fields, only those that differ from their
+//! default, the name and the endpoints packed as address and port: 59 B, 80 B from the
+//! allocator, for a 10-byte name and two IPv6 endpoints on one address) and the UUID index
+//! (8 B at most), about 176 B in all (see [`super::record`] for the layout).
 
 use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
@@ -36,7 +35,7 @@ use arc_swap::ArcSwapOption;
 use uuid::Uuid;
 
 use super::index::EligibilityIndex;
-use super::record::DeviceRecord;
+use super::record::{DeviceRecord, Lists};
 use super::state::{OnboardingState, StateWord};
 use super::uuid_index::{UuidIndex, MAX_ID};
 use crate::policy::Dos;
@@ -156,11 +155,28 @@ struct Writer {
     shared: Shared,
 }
 
-/// One copy of each distinct device-type list and oxm list in use (writer side).
+/// One copy of each distinct device-type list, oxm list and pair of them in use (writer side).
 #[derive(Debug, Default)]
 struct Shared {
     types: Interner<[Box<str>]>,
     oxms: Interner<[i32]>,
+    lists: Interner<Lists>,
+}
+
+impl Shared {
+    /// Points `record` at the shared copy of its lists (sharing them first if they are new).
+    fn share(&mut self, record: &mut DeviceRecord) {
+        if let Some(shared) = self.lists.get(record.lists()) {
+            record.share_lists(shared);
+            return;
+        }
+        let (mut types, mut oxms) = (record.device_types().clone(), record.oxms().clone());
+        self.types.share(&mut types);
+        self.oxms.share(&mut oxms);
+        let mut lists = Arc::new(Lists::new(types, oxms));
+        self.lists.share(&mut lists);
+        record.share_lists(lists);
+    }
 }
 
 /// A set of shared values. A value only the set still holds is swept when the set has doubled
@@ -180,6 +196,11 @@ impl<T: ?Sized> Default for Interner<T> {
 }
 
 impl<T: ?Sized + Hash + Eq> Interner<T> {
+    /// The shared copy of a value equal to `value`, if there is one.
+    fn get(&self, value: &T) -> Option<Arc<T>> {
+        self.set.get(value).cloned()
+    }
+
     /// Points `value` at the shared copy of an equal value, or shares `value`.
     fn share(&mut self, value: &mut Arc<T>) {
         if let Some(shared) = self.set.get(&**value) {
@@ -276,7 +297,7 @@ impl Fleet {
         if !StateWord::from_bits(slot.word.load(Ordering::Acquire)).is_present() {
             return None;
         }
-        slot.record.load().as_ref().map(|r| r.uuid)
+        slot.record.load().as_ref().map(|r| r.uuid())
     }
 
     /// The record of slot `id` (one reference-count increment, no allocation).
@@ -314,14 +335,13 @@ impl Fleet {
         if let Some(s) = &state {
             check_consistent(s)?;
         }
-        if record.bridge == Some(record.uuid) {
+        let uuid = record.uuid();
+        let bridge = record.bridge();
+        if bridge == Some(uuid) {
             return Err(FleetError::SelfBridge);
         }
         let mut w = self.writer();
-        w.shared.types.share(&mut record.device_types);
-        w.shared.oxms.share(&mut record.oxms);
-        let uuid = record.uuid;
-        let bridge = record.bridge;
+        w.shared.share(&mut record);
         let existing = self.lookup(&uuid);
         let id = match existing {
             Some(id) => id,
@@ -335,7 +355,7 @@ impl Fleet {
             old_word.incarnation().wrapping_add(1)
         };
         // Re-link the VOD under its (new) bridge.
-        let old_bridge = slot.record.load().as_ref().and_then(|r| r.bridge);
+        let old_bridge = slot.record.load().as_ref().and_then(|r| r.bridge());
         if existing.is_some() && old_bridge != bridge {
             unlink_child(&mut w, old_bridge, id.0);
         }
@@ -389,10 +409,11 @@ impl Fleet {
         let state = patched_state(old_word.state(), patch)?;
         if patch.devowneruuid.is_some() || patch.rowneruuid.is_some() || patch.oxmsel.is_some() {
             if let Some(old) = slot.record.load_full() {
-                let mut record = DeviceRecord::clone(&old);
-                record.devowneruuid = patch.devowneruuid.unwrap_or(record.devowneruuid);
-                record.rowneruuid = patch.rowneruuid.unwrap_or(record.rowneruuid);
-                record.oxmsel = patch.oxmsel.unwrap_or(record.oxmsel);
+                let record = old.with_owners(
+                    patch.devowneruuid.unwrap_or(old.devowneruuid()),
+                    patch.rowneruuid.unwrap_or(old.rowneruuid()),
+                    patch.oxmsel.unwrap_or(old.oxmsel()),
+                );
                 slot.record.store(Some(Arc::new(record)));
             }
         }
@@ -419,7 +440,7 @@ impl Fleet {
         let id = self.lookup(uuid).ok_or(FleetError::NotFound(*uuid))?;
         let slot = self.slot(id).ok_or(FleetError::NotFound(*uuid))?;
         let old_word = StateWord::from_bits(slot.word.load(Ordering::Acquire));
-        let bridge = slot.record.load().as_ref().and_then(|r| r.bridge);
+        let bridge = slot.record.load().as_ref().and_then(|r| r.bridge());
         unlink_child(&mut w, bridge, id.0);
         self.uuids.remove(uuid, |i| self.uuid_of(DeviceId(i)));
         // Keep the incarnation so the next device in this slot gets a new one.
@@ -459,8 +480,8 @@ impl Fleet {
             .ids_from(0)
             .filter_map(|id| {
                 let record = self.record(id)?;
-                let bridge = record.bridge.filter(|b| self.lookup(b).is_none())?;
-                Some((record.uuid, bridge))
+                let bridge = record.bridge().filter(|b| self.lookup(b).is_none())?;
+                Some((record.uuid(), bridge))
             })
             .collect();
         orphans.sort_unstable();
