@@ -100,7 +100,7 @@ pub struct Window {
 const HEADROOM: (u128, u128) = (4, 5);
 
 /// The answer bytes a budget of `rate_bytes_per_sec` plans into a window of `window` for one
-/// source alone (4/5 of the rate, [`AnswerBudget`]'s headroom): a configuration under which
+/// source alone (4/5 of the rate, the answer budget's headroom): a configuration under which
 /// this is less than one answer answers nothing, and is refused at start.
 pub fn plannable_bytes(rate_bytes_per_sec: u64, window: Duration) -> u128 {
     window.as_nanos() * u128::from(rate_bytes_per_sec) * HEADROOM.0 / (HEADROOM.1 * NANOS_PER_SEC)
