@@ -18,6 +18,8 @@ pub mod journal;
 pub mod metrics;
 pub mod mutation;
 pub mod store;
+#[cfg(test)]
+mod test_dir;
 pub mod transport;
 
 /// What the recovered states mean after a restart.

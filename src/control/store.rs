@@ -761,19 +761,10 @@ fn not_durable(e: &dyn std::fmt::Display) -> Rejection {
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
-
     use super::*;
     use crate::control::fleet_file::demo_fleet;
     use crate::control::mutation::PatchBody;
-
-    struct TempDir(PathBuf);
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::control::test_dir::TempDir;
 
     fn open(dir: &Path) -> Store {
         let fleet = Arc::new(Fleet::with_capacity(64));
@@ -790,7 +781,7 @@ mod tests {
     /// next change recovers the journal without a restart; no device becomes unknown.
     #[test]
     fn test_failed_journal_changes_nothing_then_recovers() {
-        let dir = TempDir(std::env::temp_dir().join(format!("doxm-store-{}", std::process::id())));
+        let dir = TempDir::new("store", "failed-journal");
         let devices = demo_fleet(3).device;
         let store = open(&dir.0);
         let upserts = devices.iter().map(|d| Mutation::Upsert { device: d.clone() }).collect();
@@ -828,8 +819,7 @@ mod tests {
     /// (a restart replays to the same fleet), and callers still share fsyncs.
     #[test]
     fn test_concurrent_changes_share_fsyncs_and_replay_identically() {
-        let dir =
-            TempDir(std::env::temp_dir().join(format!("doxm-store-conc-{}", std::process::id())));
+        let dir = TempDir::new("store", "concurrent");
         let devices = demo_fleet(8).device;
         let store = Arc::new(open(&dir.0));
         let upserts = devices.iter().map(|d| Mutation::Upsert { device: d.clone() }).collect();
@@ -889,23 +879,7 @@ mod revision_tests {
     use super::*;
     use crate::control::fleet_file::demo_fleet;
     use crate::control::mutation::{PatchBody, TagCondition};
-
-    struct TempDir(std::path::PathBuf);
-
-    impl TempDir {
-        fn new(name: &str) -> TempDir {
-            let path =
-                std::env::temp_dir().join(format!("doxm-store-{}-{name}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&path);
-            TempDir(path)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::control::test_dir::TempDir;
 
     fn open(dir: &TempDir) -> Store {
         let fleet = Arc::new(Fleet::with_capacity(64));
@@ -945,7 +919,7 @@ mod revision_tests {
 
     #[test]
     fn test_revisions_never_repeat_across_delete_recreate_snapshot_and_restart() {
-        let dir = TempDir::new("floor");
+        let dir = TempDir::new("store", "floor");
         let device = demo_fleet(1).device[1].clone();
         let uuid = device.uuid;
         let store = open(&dir);
@@ -972,7 +946,7 @@ mod revision_tests {
 
     #[test]
     fn test_snapshot_without_floor_is_read_with_the_legacy_floor() {
-        let dir = TempDir::new("legacy");
+        let dir = TempDir::new("store", "legacy");
         let device = demo_fleet(1).device[1].clone();
         let store = open(&dir);
         three_revisions_then_delete(&store, &device);
@@ -1181,28 +1155,11 @@ mod fuzzy_tests {
 mod snapshot_tests {
     //! A chunked snapshot with changes between its chunks, and a crash image (the state
     //! directory's files as `kill -9` would leave them) at every step.
-    use std::path::PathBuf;
 
     use super::*;
     use crate::control::fleet_file::demo_fleet;
     use crate::control::mutation::PatchBody;
-
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(name: &str) -> TempDir {
-            let path =
-                std::env::temp_dir().join(format!("doxm-store-{}-{name}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&path);
-            TempDir(path)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::control::test_dir::TempDir;
 
     fn open(dir: &Path) -> Store {
         let fleet = Arc::new(Fleet::with_capacity(4096));
@@ -1281,7 +1238,7 @@ mod snapshot_tests {
 
     #[test]
     fn test_crash_at_every_step_of_a_chunked_snapshot_with_concurrent_changes() {
-        let dir = TempDir::new("chunked");
+        let dir = TempDir::new("store", "chunked");
         let devices = demo_fleet(3_000).device;
         let store = open(&dir.0);
         store.snapshot_every(u64::MAX);
@@ -1316,7 +1273,7 @@ mod snapshot_tests {
     /// every acknowledged change.
     #[test]
     fn test_background_snapshots_under_concurrent_changes() {
-        let dir = TempDir::new("background");
+        let dir = TempDir::new("store", "background");
         let devices = demo_fleet(2_000).device;
         let store = Arc::new(open(&dir.0));
         store.snapshot_every(200);

@@ -903,6 +903,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::control::test_dir::TempDir;
 
     /// Test-only fault injection: fail the leader's write or fsync, or hold the leader before
     /// its write so that waiters pile up deterministically.
@@ -945,25 +946,6 @@ mod tests {
         }
     }
 
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(name: &str) -> TempDir {
-            static NEXT: AtomicU64 = AtomicU64::new(0);
-            let n = NEXT.fetch_add(1, Ordering::Relaxed);
-            let path = std::env::temp_dir()
-                .join(format!("doxm-journal-unit-{}-{name}-{n}", std::process::id()));
-            let _ = fs::remove_dir_all(&path);
-            TempDir(path)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
-
     fn payload(i: u64) -> Vec<u8> {
         format!("record {i}").into_bytes()
     }
@@ -1001,7 +983,7 @@ mod tests {
     fn test_group_commit_deterministic() {
         // The first leader is held before its write while 20 more commits queue up: they must
         // all go out with the next leader, in one write and one fsync.
-        let dir = TempDir::new("group");
+        let dir = TempDir::new("journal-unit", "group");
         let (journal, _) = Journal::open(&dir.0).unwrap();
         let journal = Arc::new(journal);
         let hold = journal.faults.hold.lock();
@@ -1031,7 +1013,7 @@ mod tests {
 
     #[test]
     fn test_failed_fsync_drops_the_batch_then_recovers() {
-        let dir = TempDir::new("fail-sync");
+        let dir = TempDir::new("journal-unit", "fail-sync");
         let (journal, _) = Journal::open(&dir.0).unwrap();
         journal.commit(b"acknowledged").unwrap();
         let covered = journal.append(b"durable before the failure").unwrap();
@@ -1077,7 +1059,7 @@ mod tests {
 
     #[test]
     fn test_failed_write_wakes_waiters_then_recovers() {
-        let dir = TempDir::new("fail-write");
+        let dir = TempDir::new("journal-unit", "fail-write");
         let (journal, _) = Journal::open(&dir.0).unwrap();
         let journal = Arc::new(journal);
         journal.faults.fail_writes(true);
@@ -1106,7 +1088,7 @@ mod tests {
     #[test]
     fn test_snapshot_covers_pending_records() {
         // Records appended but not yet written are made durable by the snapshot itself.
-        let dir = TempDir::new("pending");
+        let dir = TempDir::new("journal-unit", "pending");
         let (journal, _) = Journal::open(&dir.0).unwrap();
         let t = journal.append(b"pending").unwrap();
         journal.write_snapshot(b"state with pending").unwrap();
@@ -1126,7 +1108,7 @@ mod tests {
     #[test]
     fn test_append_buffer_reads_back_as_append_does() {
         // Alone (the buffer becomes the pending one) and behind another pending record (copied).
-        let dir = TempDir::new("buffer");
+        let dir = TempDir::new("journal-unit", "buffer");
         let (journal, _) = Journal::open(&dir.0).unwrap();
         let buffer = |payload: &[u8]| {
             let mut b = Journal::record_buffer(payload.len());
@@ -1149,7 +1131,7 @@ mod tests {
 
     #[test]
     fn test_unknown_ticket() {
-        let dir = TempDir::new("ticket");
+        let dir = TempDir::new("journal-unit", "ticket");
         let (journal, _) = Journal::open(&dir.0).unwrap();
         assert!(matches!(
             journal.wait_durable(Ticket { seq: 1, epoch: 0 }),

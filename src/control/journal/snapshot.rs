@@ -428,28 +428,8 @@ fn copy_range(source: &File, dest: &mut Paced, from: u64, to: u64, at: u64) -> i
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicU64, Ordering};
-
     use super::*;
-
-    struct TempDir(std::path::PathBuf);
-
-    impl TempDir {
-        fn new(name: &str) -> TempDir {
-            static NEXT: AtomicU64 = AtomicU64::new(0);
-            let n = NEXT.fetch_add(1, Ordering::Relaxed);
-            let path = std::env::temp_dir()
-                .join(format!("doxm-snapshot-unit-{}-{name}-{n}", std::process::id()));
-            let _ = fs::remove_dir_all(&path);
-            TempDir(path)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::control::test_dir::TempDir;
 
     fn records(n: std::ops::Range<u64>) -> Vec<Vec<u8>> {
         n.map(|i| format!("record {i}").into_bytes()).collect()
@@ -468,8 +448,8 @@ mod tests {
     /// in order, at every step.
     #[test]
     fn test_commits_go_on_during_snapshot_and_compaction() {
-        let dir = TempDir::new("concurrent");
-        let image = TempDir::new("concurrent-image");
+        let dir = TempDir::new("snapshot-unit", "concurrent");
+        let image = TempDir::new("snapshot-unit", "concurrent-image");
         let (journal, _) = Journal::open(&dir.0).unwrap();
         for r in records(0..10) {
             journal.commit(&r).unwrap();
@@ -511,7 +491,7 @@ mod tests {
     /// A snapshot that cannot be installed changes nothing and leaves the journal writable.
     #[test]
     fn test_failed_install_changes_nothing() {
-        let dir = TempDir::new("failed");
+        let dir = TempDir::new("snapshot-unit", "failed");
         let (journal, _) = Journal::open(&dir.0).unwrap();
         for r in records(0..5) {
             journal.commit(&r).unwrap();
