@@ -22,7 +22,7 @@
 //!
 //! Needs root (network namespaces); skips with a message otherwise. CI runs as root.
 
-use doxm_gate::testing::lab;
+use doxm_gate::testing::{lab, sliding_max};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6, UdpSocket};
@@ -437,20 +437,6 @@ fn write_numbered_fleet(
     let path = lab.dir.join("fleet.toml");
     std::fs::write(&path, text).unwrap();
     path
-}
-
-/// The most bytes in any window of `width_us`, over `(arrival us, bytes)` sorted by arrival.
-fn sliding_max(events: &[(u64, u64)], width_us: u64) -> u64 {
-    let (mut lo, mut sum, mut best) = (0usize, 0u64, 0u64);
-    for hi in 0..events.len() {
-        sum += events[hi].1;
-        while events[hi].0 - events[lo].0 >= width_us {
-            sum -= events[lo].1;
-            lo += 1;
-        }
-        best = best.max(sum);
-    }
-    best
 }
 
 fn stats(lab: &Lab) -> Value {

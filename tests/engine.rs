@@ -8,6 +8,7 @@ use doxm_gate::engine::endpoint::{EndpointPlan, LocalEndpoint};
 use doxm_gate::engine::{Config, Engine, EngineDrop, Meta, Transmit, Verdict};
 use doxm_gate::fleet::{DeviceId, DeviceRecord, Fleet, OnboardingState, StatePatch};
 use doxm_gate::policy::{Dos, Reason};
+use doxm_gate::testing::sliding_max;
 use doxm_gate::wire::fixtures::OBT_REQUEST;
 use doxm_gate::wire::{option, Code, Message, MessageType, Writer};
 use uuid::Uuid;
@@ -749,15 +750,7 @@ fn unicast_flood_from_one_source_stays_within_the_budget() {
     );
     // Any sliding second: at most the budget and one reply (the pacer's strict bound).
     let bound = rate + max_len as u64;
-    let (mut lo, mut sum, mut peak) = (0, 0u64, 0u64);
-    for hi in 0..replies.len() {
-        sum += replies[hi].1 as u64;
-        while replies[hi].0 - replies[lo].0 >= Duration::from_secs(1) {
-            sum -= replies[lo].1 as u64;
-            lo += 1;
-        }
-        peak = peak.max(sum);
-    }
+    let peak = sliding_second(t0, replies.iter().map(|&(at, len)| (at, len as u64)));
     eprintln!(
         "unicast flood: {} of {requests} replies, {total} B in 2 s, peak {peak} B in a sliding \
          second (budget {rate} B/s, bound {bound})",
@@ -840,16 +833,14 @@ fn unicast_flood_cannot_starve_a_discovery() {
     assert_eq!(answers_of(b"new"), 1_000, "{stats:?}");
     assert!(replies > 500, "the flood still got replies: {replies}");
     let max_len = sent.iter().map(|s| s.1).max().unwrap();
-    let mut lo = 0;
-    let mut sum = 0;
-    for hi in 0..sent.len() {
-        sum += sent[hi].1;
-        while sent[hi].0 - sent[lo].0 >= Duration::from_secs(1) {
-            sum -= sent[lo].1;
-            lo += 1;
-        }
-        assert!(sum <= rate + max_len, "{sum} B in one second");
-    }
+    let peak = sliding_second(t0, sent.iter().copied());
+    assert!(peak <= rate + max_len, "{peak} B in one second");
+}
+
+/// The most bytes sent within any second, over `(when, bytes)` in time order from `t0`.
+fn sliding_second(t0: Instant, sent: impl Iterator<Item = (Instant, u64)>) -> u64 {
+    let nanos: Vec<(u64, u64)> = sent.map(|(at, b)| ((at - t0).as_nanos() as u64, b)).collect();
+    sliding_max(&nanos, 1_000_000_000)
 }
 
 /// Replies queued together leave in order, each with its own bytes (the last one admitted is

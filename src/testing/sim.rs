@@ -269,24 +269,14 @@ pub fn run(scenario: &Scenario) -> Report {
             stats.answers_expired,
             stats.budget_stretches,
         ],
-        peak_bytes_per_second: sliding_second_peak(&sent),
+        peak_bytes_per_second: {
+            let nanos: Vec<(u64, u64)> =
+                sent.iter().map(|&(at, bytes)| (at.as_nanos() as u64, bytes)).collect();
+            super::sliding_max(&nanos, 1_000_000_000)
+        },
         sent,
         pending,
     }
-}
-
-/// The most bytes in any interval `[t, t + 1 s)` of `sent` (in time order).
-fn sliding_second_peak(sent: &[(Duration, u64)]) -> u64 {
-    let (mut from, mut window, mut peak) = (0, 0, 0);
-    for &(at, bytes) in sent {
-        window += bytes;
-        while at - sent[from].0 >= Duration::from_secs(1) {
-            window -= sent[from].1;
-            from += 1;
-        }
-        peak = peak.max(window);
-    }
-    peak
 }
 
 fn receive(c: &mut ClientState, now: Instant, device: DeviceId, eligible: bool, bytes: &[u8]) {

@@ -63,6 +63,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use super::{sh, Lab, AUTHORIZATION};
 use crate::io::sys;
+use crate::testing::sliding_max;
 use crate::wire::{Code, Message};
 
 /// Marks the role's result line on its stdout.
@@ -548,21 +549,6 @@ impl fmt::Display for Figures {
             self.slack_text()
         )
     }
-}
-
-/// The most bytes in any interval shorter than `width_us`, over `(arrival, bytes)` sorted by
-/// arrival.
-pub fn sliding_max(events: &[(u64, u64)], width_us: u64) -> u64 {
-    let (mut lo, mut sum, mut best) = (0usize, 0u64, 0u64);
-    for hi in 0..events.len() {
-        sum += events[hi].1;
-        while events[hi].0 - events[lo].0 >= width_us {
-            sum -= events[lo].1;
-            lo += 1;
-        }
-        best = best.max(sum);
-    }
-    best
 }
 
 // ---------------------------------------------------------------------------------------------
