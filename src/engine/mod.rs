@@ -70,10 +70,12 @@ use unicast::Body;
 
 /// How recent a unicast reply must be for the reply stream to count as a source sharing the
 /// answer budget.
-const BURST_HORIZON: Duration = Duration::from_secs(1);
+const REPLY_RECENCY: Duration = Duration::from_secs(1);
 
-/// The timer grain (SPEC 4: at most 10 ms): [`Engine::poll_timeout`] rounds wake-ups up to it.
-pub const TIMER_GRAIN: Duration = schedule::SEND_SLACK;
+/// The timer grain (SPEC 4: at most 10 ms): [`Engine::poll_timeout`] rounds wake-ups up to it,
+/// the schedule draws send times at least this before their deadline, and the pacer's ring
+/// counts bytes per grain. The one definition of the 10 ms.
+pub const TIMER_GRAIN: Duration = Duration::from_millis(10);
 
 /// The engine's limits and timings. Every limit is configurable; the defaults suit a bridge of
 /// up to a million devices on one host.
@@ -459,9 +461,9 @@ impl Engine {
         let size = self.answer_size[usize::from(view == View::Baseline)] + msg.token().len();
         // Unicast replies sent in the last second share the rate like one more source (see
         // `admit_reply`).
-        let replying = self.reply_pacer.ready_at().is_some_and(|r| r + BURST_HORIZON > now);
-        let sharing = self.schedule.sharing(meta.source.ip()) + usize::from(replying);
-        let queued = self.schedule.queued(meta.source.ip());
+        let replying = self.reply_pacer.ready_at().is_some_and(|r| r + REPLY_RECENCY > now);
+        let (sharing, queued) = self.schedule.standing(meta.source.ip());
+        let sharing = sharing + usize::from(replying);
         let window = self.budget.window(owed.len(), size, grant.held, sharing, queued);
         self.sources.charge(now, grant, window.cost);
         if window.stretched {

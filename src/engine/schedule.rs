@@ -170,7 +170,7 @@ pub enum Popped {
 
 /// How late a driver may wake and still send inside the window (see the module docs): the
 /// timer grain SPEC 4 allows.
-pub const SEND_SLACK: Duration = Duration::from_millis(10);
+pub const SEND_SLACK: Duration = super::TIMER_GRAIN;
 
 /// The least room between a window's opening and its deadline (see the module docs): one late
 /// wake-up after the last draw.
@@ -248,21 +248,19 @@ impl Schedule {
         self.slots.len() - self.free.len()
     }
 
-    /// How many sources share the answer budget if `ip` sends a request now: those with
-    /// answers pending, counting `ip`.
-    pub fn sharing(&self, ip: IpAddr) -> usize {
-        self.source_of.len() + usize::from(!self.source_of.contains_key(&ip))
+    /// Where `ip` stands if it sends a request now: how many sources then share the answer
+    /// budget (those with answers pending, counting `ip`), and how many answers `ip` already
+    /// has pending. One lookup.
+    pub fn standing(&self, ip: IpAddr) -> (usize, usize) {
+        match self.source_of.get(&ip).and_then(|&s| self.sources[s].as_ref()) {
+            Some(source) => (self.source_of.len(), source.answers),
+            None => (self.source_of.len() + 1, 0),
+        }
     }
 
     /// The number of sources with answers pending.
     pub fn sources(&self) -> usize {
         self.source_of.len()
-    }
-
-    /// The answers `ip` has pending.
-    pub fn queued(&self, ip: IpAddr) -> usize {
-        let source = self.source_of.get(&ip).and_then(|&s| self.sources[s].as_ref());
-        source.map_or(0, |s| s.answers)
     }
 
     /// The earliest due time, if any answer is pending (in the past when answers are due now).
@@ -301,8 +299,8 @@ impl Schedule {
         // The pending bound's share: the free room and the source's own older answers, or its
         // equal share of the bound, whichever is more.
         let existing = self.source_of.get(&ip).copied();
-        let own = existing.and_then(|s| self.sources[s].as_ref()).map_or(0, |s| s.answers);
-        let share = self.max_answers / self.sharing(ip);
+        let (sharing, own) = self.standing(ip);
+        let share = self.max_answers / sharing;
         let room = self.max_answers - self.answers;
         let cap = self.max_answers.min((room + own).max(share));
         if owed.len() > cap {

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 pub const BURST: Duration = GRAIN;
 
 /// The timer grain (SPEC 4: at most 10 ms): the pacer's ring counts bytes per grain.
-pub const GRAIN: Duration = Duration::from_millis(10);
+pub const GRAIN: Duration = crate::engine::TIMER_GRAIN;
 
 /// Grains in the ring: the grain of `now` plus the 100 before it cover any one-second interval
 /// that ends now.

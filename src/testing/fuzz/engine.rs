@@ -467,7 +467,7 @@ impl Run {
         // The replies' share while answers wait: one more source (src/engine/mod.rs).
         let sharing = self.engine.pending_sources() as u64;
         let answers_waiting = sharing > 0;
-        if !multicast_destination(destination) {
+        if !destination.ip().is_multicast() {
             self.reply_rate = (self.config.answer_rate_bytes / (sharing + 1)).max(1);
         }
         let verdict = self.engine.handle(self.now, &meta, bytes);
@@ -1499,8 +1499,4 @@ fn pacer_holds(
         .map(|(_, b)| b)
         .sum();
     in_ring as u64 >= rate.max(1)
-}
-
-fn multicast_destination(destination: SocketAddr) -> bool {
-    destination.ip().is_multicast()
 }
