@@ -376,25 +376,12 @@ impl Journal {
     /// # Errors
     /// [`JournalError::Poisoned`] after a failed write, [`JournalError::TooLarge`].
     pub fn append(&self, payload: &[u8]) -> Result<Ticket, JournalError> {
-        let len = u32::try_from(payload.len())
-            .map_err(|_| JournalError::TooLarge { len: payload.len() })?;
-        // The payload's CRC is the expensive part (30 MB for a big batch): compute it outside the
-        // lock and combine it with the sequence's once that is known.
-        let mut payload_crc = crc32fast::Hasher::new();
-        payload_crc.update(payload);
-        let mut st = self.state.lock();
-        if st.poisoned {
-            return Err(JournalError::Poisoned);
-        }
-        let seq = st.next_seq;
-        let header = record_header(seq, len, &payload_crc);
-        st.pending.reserve(header.len() + payload.len());
-        st.pending.extend_from_slice(&header);
-        st.pending.extend_from_slice(payload);
-        st.next_seq += 1;
-        st.records_since_snapshot += 1;
-        st.bytes_since_snapshot += (header.len() + payload.len()) as u64;
-        Ok(Ticket { seq, epoch: st.epoch })
+        self.enqueue(measure(payload)?, |st, header| {
+            st.pending.reserve(header.len() + payload.len());
+            st.pending.extend_from_slice(header);
+            st.pending.extend_from_slice(payload);
+            (header.len() + payload.len()) as u64
+        })
     }
 
     /// A buffer for [`Journal::append_buffer`]: room for a record's header, then nothing, with
@@ -420,33 +407,43 @@ impl Journal {
     /// As [`Journal::append`].
     pub fn append_buffer(&self, mut record: Vec<u8>) -> Result<Ticket, JournalError> {
         let start = format::record::HEADER_LEN.min(record.len());
-        let payload = &record[start..];
-        let len = u32::try_from(payload.len())
-            .map_err(|_| JournalError::TooLarge { len: payload.len() })?;
-        let mut payload_crc = crc32fast::Hasher::new();
-        payload_crc.update(payload);
+        let measured = measure(&record[start..])?;
+        self.enqueue(measured, |st, header| {
+            match record.get_mut(..header.len()) {
+                Some(room) => room.copy_from_slice(header),
+                None => record = header.to_vec(),
+            }
+            let total = record.len() as u64;
+            if st.pending.is_empty() {
+                let old = std::mem::replace(&mut st.pending, record);
+                if st.spare.capacity() == 0 && old.capacity() <= SPARE_MAX {
+                    st.spare = old;
+                }
+            } else {
+                st.pending.extend_from_slice(&record);
+            }
+            total
+        })
+    }
+
+    /// Numbers a [`measure`]d record under the lock and lets `place` put it, after `header`,
+    /// into the pending buffer (returning the bytes it added); the one path of
+    /// [`Journal::append`] and [`Journal::append_buffer`].
+    fn enqueue(
+        &self,
+        (len, payload_crc): (u32, crc32fast::Hasher),
+        place: impl FnOnce(&mut State, &[u8]) -> u64,
+    ) -> Result<Ticket, JournalError> {
         let mut st = self.state.lock();
         if st.poisoned {
             return Err(JournalError::Poisoned);
         }
         let seq = st.next_seq;
         let header = record_header(seq, len, &payload_crc);
-        match record.get_mut(..header.len()) {
-            Some(room) => room.copy_from_slice(&header),
-            None => record = header.to_vec(),
-        }
-        let total = record.len() as u64;
-        if st.pending.is_empty() {
-            let old = std::mem::replace(&mut st.pending, record);
-            if st.spare.capacity() == 0 && old.capacity() <= SPARE_MAX {
-                st.spare = old;
-            }
-        } else {
-            st.pending.extend_from_slice(&record);
-        }
+        let added = place(&mut st, &header);
         st.next_seq += 1;
         st.records_since_snapshot += 1;
-        st.bytes_since_snapshot += total;
+        st.bytes_since_snapshot += added;
         Ok(Ticket { seq, epoch: st.epoch })
     }
 
@@ -830,6 +827,17 @@ impl fmt::Debug for Loaded {
             .field("torn_tail", &self.torn_tail)
             .finish()
     }
+}
+
+/// A payload's length, checked, and its CRC: computed before the journal's lock is taken, as
+/// the CRC is the expensive part (30 MB for a big batch); the sequence number's is combined
+/// with it once known.
+fn measure(payload: &[u8]) -> Result<(u32, crc32fast::Hasher), JournalError> {
+    let len =
+        u32::try_from(payload.len()).map_err(|_| JournalError::TooLarge { len: payload.len() })?;
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(payload);
+    Ok((len, crc))
 }
 
 /// Everything the appenders, waiters and the snapshot writer share, under one short-held lock.
