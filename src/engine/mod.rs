@@ -63,6 +63,7 @@ use dedup::{Dedup, Seen};
 use endpoint::{EndpointPlan, LocalEndpoint};
 pub use limits::plannable_bytes;
 use limits::{AnswerBudget, SendPacer, SourceLimiter};
+pub use schedule::LATE_ALLOWANCE;
 use schedule::{Owed, Popped, RequestInfo, Schedule};
 pub use source_address::SourceReject;
 pub use stats::{EngineDrop, Stats, Verdict};
@@ -294,8 +295,9 @@ impl Engine {
     /// comes due and the pacer lets it go, rounded up to the timer grain (SPEC 4, 10 ms) on a
     /// grid that starts at the first datagram handled. So every answer due within one grain
     /// leaves in one wake-up and one batched send: a discovery wakes the driver at most once
-    /// per grain of its window, not once per answer (send times are drawn a grain before
-    /// their deadline, so the rounding never makes one late). Unicast responses are ready at
+    /// per grain of its window, not once per answer (send times are drawn a grain and
+    /// [`LATE_ALLOWANCE`] before their deadline, so neither the rounding nor a driver waking
+    /// up to 20 ms late makes one expire). Unicast responses are ready at
     /// once: after [`Engine::handle`], drain [`Engine::poll_transmit`] until it returns `None`.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let due = self.schedule.next_due()?;

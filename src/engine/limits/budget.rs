@@ -41,7 +41,7 @@ use std::time::Duration;
 /// are drawn at random, so over a window planned at exactly the rate they run ahead of it by a
 /// random walk (about `sqrt(E)` answers), and since no answer leaves after its window (SPEC 4)
 /// those still queued at its end would expire (about 1 % did, before the headroom). At 4/5 of
-/// the share the queue drains as it forms, and the window's last 10 ms (drawn empty, see
+/// the share the queue drains as it forms, and the window's last 30 ms (drawn empty, see
 /// `schedule`) absorb the rest. The window always **opens at once**: there is no
 /// queue of earlier requests' bytes to wait behind (the budget it replaces placed each window
 /// after every byte admitted before, so 70 spoofed discoveries could push a legitimate OBT's
