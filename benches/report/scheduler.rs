@@ -46,8 +46,12 @@ impl Mode {
 pub(crate) enum Variant {
     /// The gate at this leisure (ms).
     Leisure(u64),
-    /// The floor sender.
+    /// The floor sender: every datagram in one tight loop.
     Floor,
+    /// The paced floor: the same sender, each datagram at a uniformly random time in the
+    /// default leisure window rounded up to the gate's 10 ms grain, sleeping in `epoll_wait`
+    /// (mio) between grains, as the gate does: the kernel's cost of the answers' own pattern.
+    PacedFloor,
 }
 
 /// One (mode, E, variant): µs per answer (gate) or per datagram (floor), one value per
@@ -59,6 +63,10 @@ pub(crate) struct CostCell {
     pub(crate) runs: Vec<(usize, f64)>,
     /// Discoveries whose E answers all came, once each, from their own endpoints.
     pub(crate) exact: usize,
+    /// The gate's answers expired (their window ended before they could leave) and shed, over
+    /// its whole life (warm-up included), from `/v1/stats`.
+    pub(crate) expired: u64,
+    pub(crate) shed: u64,
     /// Time to the last answer (ms), per discovery.
     pub(crate) last_ms: Vec<f64>,
     /// The gate's CPU while idle (µs per second), measured before each gate's warm-up.
@@ -77,6 +85,8 @@ impl CostCell {
             variant,
             runs: Vec::new(),
             exact: 0,
+            expired: 0,
+            shed: 0,
             last_ms: Vec::new(),
             idle_us_per_s: Vec::new(),
             received: 0,
@@ -136,6 +146,8 @@ impl Scheduler {
 /// leisure is the only difference between the variants (with the default 2 MB/s budget, E =
 /// 10,000 answers would stretch even leisure 0 to a 1 s window).
 fn gate_args(mode: Mode, eligible: usize, leisure_ms: u64, fleet: &str) -> Vec<String> {
+    // The API (for `/v1/stats` after the probes; idle while they run).
+    let control = format!("{GATE_V4}:8683");
     let mut a: Vec<String> = ["run", "--fleet", fleet, "--leisure-ms", &leisure_ms.to_string()]
         .map(str::to_owned)
         .to_vec();
@@ -149,7 +161,7 @@ fn gate_args(mode: Mode, eligible: usize, leisure_ms: u64, fleet: &str) -> Vec<S
         "--max-pending-answers",
         "100000000",
         "--control",
-        "",
+        &control,
         "--log-level",
         "info",
     ];
@@ -174,7 +186,7 @@ pub(crate) fn scheduler_run(lab: &Lab, plan: &Plan) -> Scheduler {
     let mut cells = Vec::new();
     for &mode in &modes {
         for &e in plan.sched_eligible {
-            for v in leisures.map(Variant::Leisure).into_iter().chain([Variant::Floor]) {
+            for v in variants(leisures) {
                 cells.push(CostCell::new(mode, e, v));
             }
         }
@@ -182,8 +194,7 @@ pub(crate) fn scheduler_run(lab: &Lab, plan: &Plan) -> Scheduler {
     for round in 0..plan.sched_rounds {
         for &mode in &modes {
             for &e in plan.sched_eligible {
-                let mut order: Vec<Variant> =
-                    leisures.map(Variant::Leisure).into_iter().chain([Variant::Floor]).collect();
+                let mut order = variants(leisures);
                 let shift = round % order.len();
                 order.rotate_left(shift);
                 for variant in order {
@@ -199,7 +210,10 @@ pub(crate) fn scheduler_run(lab: &Lab, plan: &Plan) -> Scheduler {
                         Variant::Leisure(ms) => {
                             gate_cost(lab, cell, round, plan.sched_reps, &fleets[&e], ms)
                         }
-                        Variant::Floor => floor_cost(lab, cell, round, plan.sched_floor_reps),
+                        Variant::Floor => floor_cost(lab, cell, round, plan.sched_floor_reps, 0),
+                        Variant::PacedFloor => {
+                            floor_cost(lab, cell, round, plan.sched_floor_reps, 2_000)
+                        }
                     }
                 }
             }
@@ -214,6 +228,12 @@ pub(crate) fn scheduler_run(lab: &Lab, plan: &Plan) -> Scheduler {
         fairness: Some(fairness),
         fairness_stats,
     }
+}
+
+/// Every variant of one (mode, E): the gate at each leisure, the floor, the paced floor.
+fn variants(leisures: [u64; 2]) -> Vec<Variant> {
+    let floors = [Variant::Floor, Variant::PacedFloor];
+    leisures.map(Variant::Leisure).into_iter().chain(floors).collect()
 }
 
 /// One gate at one leisure: a warm-up discovery, its idle CPU over 1 s, then `reps` measured.
@@ -234,11 +254,16 @@ fn gate_cost(lab: &Lab, cell: &mut CostCell, round: usize, reps: usize, fleet: &
         cell.exact += usize::from(rep.exact(e));
         cell.last_ms.push(rep.last_us as f64 / 1e3);
     }
+    std::thread::sleep(Duration::from_millis(600)); // the stats are published every 500 ms
+    let s = stats(lab);
+    cell.expired += counter(&s, &["answers", "expired"]);
+    cell.shed += counter(&s, &["answers", "shed"]);
     gate.stop();
 }
 
-/// The floor sender, `reps` repetitions of E datagrams after a warm-up one.
-fn floor_cost(lab: &Lab, cell: &mut CostCell, round: usize, reps: usize) {
+/// The floor sender, `reps` repetitions of E datagrams after a warm-up one, all at once
+/// (`spread_ms` 0) or paced over a window of `spread_ms` at the gate's grain.
+fn floor_cost(lab: &Lab, cell: &mut CostCell, round: usize, reps: usize, spread_ms: u64) {
     let mut receiver = lab
         .role(&lab.obt_ns, "floor-recv")
         .stdout(Stdio::piped())
@@ -257,7 +282,8 @@ fn floor_cost(lab: &Lab, cell: &mut CostCell, round: usize, reps: usize) {
             .env("DOXM_BENCH_MODE", cell.mode.name())
             .env("DOXM_BENCH_COUNT", cell.eligible.to_string())
             .env("DOXM_BENCH_REPS", (reps + 1).to_string())
-            .env("DOXM_BENCH_TO", &to),
+            .env("DOXM_BENCH_TO", &to)
+            .env("DOXM_BENCH_SPREAD_MS", spread_ms.to_string()),
         "floor-send",
     );
     std::thread::sleep(DRAIN);
@@ -320,8 +346,9 @@ pub(crate) fn role_floor_recv() -> i32 {
 }
 
 /// Sends DOXM_BENCH_REPS x DOXM_BENCH_COUNT datagrams of [`ANSWER_BYTES`] to
-/// `[DOXM_BENCH_TO%iface]:FLOOR_PORT` the way the gate's answers leave in DOXM_BENCH_MODE;
-/// one `rep` line each with the process's CPU over the sending loop.
+/// `[DOXM_BENCH_TO%iface]:FLOOR_PORT` the way the gate's answers leave in DOXM_BENCH_MODE, all
+/// at once (DOXM_BENCH_SPREAD_MS 0) or at the times the gate would send them over a window of
+/// DOXM_BENCH_SPREAD_MS; one `rep` line each with the process's CPU over the sending loop.
 pub(crate) fn role_floor_send() -> i32 {
     use doxm_gate::io::sys::{self, Outgoing};
     let count: usize = env("DOXM_BENCH_COUNT").parse().expect("DOXM_BENCH_COUNT");
@@ -352,38 +379,80 @@ pub(crate) fn role_floor_send() -> i32 {
             IpAddr::V6((base + i as u128 + 1).into())
         })
         .collect();
+    let spread = Duration::from_millis(env("DOXM_BENCH_SPREAD_MS").parse().expect("SPREAD_MS"));
+    let mut rng = fastrand::Rng::with_seed(0x5eed);
+    let mut poll = mio::Poll::new().expect("a poll");
+    let mut events = mio::Events::with_capacity(8);
     for _ in 0..reps {
-        let (mut sent, mut calls, mut errors) = (0usize, 0u64, 0u64);
+        let (mut sent, mut calls, mut errors, mut wakes) = (0usize, 0u64, 0u64, 0u64);
+        let grains = grains(count, spread, &mut rng);
         let cpu0 = cpu_seconds(std::process::id());
-        let mut i = 0;
-        while i < count {
-            // One datagram per call from device i's own socket (port mode), or up to BATCH
-            // per call, each from its device's address (address mode).
-            let n = if address_mode { (count - i).min(BATCH) } else { 1 };
-            let out: [Outgoing<'_>; BATCH] = std::array::from_fn(|k| Outgoing {
-                data: &datagram,
-                destination,
-                source_ip: address_mode.then(|| sources[(i + k).min(count - 1)]),
-                interface: if address_mode { index } else { 0 },
-            });
-            let socket = &sockets[if address_mode { 0 } else { i }];
-            calls += 1;
-            match sys::send_batch(socket, &out[..n], false) {
-                Ok(k) => {
-                    sent += k;
-                    i += k.max(1);
+        let start = Instant::now();
+        for (due, devices) in grains {
+            // Sleep in epoll_wait until the grain is due, as the gate's loop does.
+            while let Some(left) = (start + due).checked_duration_since(Instant::now()) {
+                if left.is_zero() {
+                    break;
                 }
-                Err(_) => {
-                    errors += 1;
-                    i += 1;
+                let _ = poll.poll(&mut events, Some(left));
+                wakes += 1;
+            }
+            let mut i = devices.start;
+            while i < devices.end {
+                // One datagram per call from device i's own socket (port mode), or up to BATCH
+                // per call, each from its device's address (address mode).
+                let n = if address_mode { (devices.end - i).min(BATCH) } else { 1 };
+                let out: [Outgoing<'_>; BATCH] = std::array::from_fn(|k| Outgoing {
+                    data: &datagram,
+                    destination,
+                    source_ip: address_mode.then(|| sources[(i + k).min(count - 1)]),
+                    interface: if address_mode { index } else { 0 },
+                });
+                let socket = &sockets[if address_mode { 0 } else { i }];
+                calls += 1;
+                match sys::send_batch(socket, &out[..n], false) {
+                    Ok(k) => {
+                        sent += k;
+                        i += k.max(1);
+                    }
+                    Err(_) => {
+                        errors += 1;
+                        i += 1;
+                    }
                 }
             }
         }
         let cpu_us = (cpu_seconds(std::process::id()) - cpu0) * 1e6;
-        println!("rep sent={sent} calls={calls} errors={errors} cpu_us={cpu_us:.1}");
+        println!("rep sent={sent} calls={calls} errors={errors} wakes={wakes} cpu_us={cpu_us:.1}");
         std::thread::sleep(Duration::from_millis(100));
     }
     0
+}
+
+/// When each datagram leaves: with no spread, all at once; otherwise each at a uniformly random
+/// time in `[0, spread)` rounded up to the gate's grain (`engine::TIMER_GRAIN`), as (due time,
+/// the datagrams due then), in time order. Devices are interchangeable here, so datagram i
+/// takes the i-th earliest time.
+fn grains(
+    count: usize,
+    spread: Duration,
+    rng: &mut fastrand::Rng,
+) -> Vec<(Duration, std::ops::Range<usize>)> {
+    if spread.is_zero() {
+        return vec![(Duration::ZERO, 0..count)];
+    }
+    let grain = doxm_gate::engine::TIMER_GRAIN.as_nanos() as u64;
+    let span = spread.as_nanos() as u64;
+    let mut due: Vec<u64> = (0..count).map(|_| rng.u64(0..span).div_ceil(grain) * grain).collect();
+    due.sort_unstable();
+    let mut out: Vec<(Duration, std::ops::Range<usize>)> = Vec::new();
+    for (i, &t) in due.iter().enumerate() {
+        match out.last_mut() {
+            Some((d, r)) if d.as_nanos() as u64 == t => r.end = i + 1,
+            _ => out.push((Duration::from_nanos(t), i..i + 1)),
+        }
+    }
+    out
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -433,9 +502,12 @@ pub(crate) fn headline(s: &Scheduler) -> String {
             s.ratio(mode, e, d, Variant::Leisure(0)),
             s.ratio(mode, e, d, Variant::Floor),
         ) {
+            let paced = s.ratio(mode, e, d, Variant::PacedFloor).map_or(String::new(), |p| {
+                format!(", {:.2}x the same sends paced alone (the paced floor)", p.0)
+            });
             parts.push(format!(
                 "{} mode, E = {}: {:.1} µs of gate CPU per answer at the default leisure, {:.2}x \
-                 leisure 0 and {:.2}x the kernel's send floor (targets 1.5x and 2x)",
+                 leisure 0 and {:.2}x the kernel's send floor (targets 1.5x and 2x){paced}",
                 mode.name(),
                 thousands(e as f64),
                 c.median(),
@@ -480,12 +552,16 @@ pub(crate) fn write_section(md: &mut String, plan: &Plan, s: &Scheduler) {
          receiver on the OBT side, the way the answers leave (address mode: one socket, {BATCH} \
          per `sendmmsg` (`io::sys::BATCH`, the gate's own batch), each from its device's address \
          with IPV6_PKTINFO; port mode: one datagram per `sendmmsg` from each of E sockets), CPU \
-         of the sender's process over its sending loop / E, after a warm-up repetition. Process CPU \
+         of the sender's process over its sending loop / E, after a warm-up repetition. The \
+         paced floor: the same sender sending each datagram at a uniformly random time in a 2 s \
+         window rounded up to the gate's 10 ms grain, sleeping in `epoll_wait` (mio) between \
+         grains: what the kernel charges for the default leisure's own pattern (about 200 \
+         wake-ups for E = 1,000), with nothing of the gate in it. Process CPU \
          (the gate's and the floor's alike) includes the kernel's delivery into the receiver's \
          socket when the softirq runs in the sender's context; when the kernel defers it to \
          `ksoftirqd` it is not counted, which is why single floor readings sometimes fall far \
          below the median. Each \
-         (mode, E) runs its three variants back to back, in an order rotated every round; \
+         (mode, E) runs its four variants back to back, in an order rotated every round; \
          {} round(s). Cells: median [min-max] over every measurement; ratios: of the medians, \
          then in brackets each round's ratio (of that round's medians). Targets (SPEC 4): the default \
          leisure within **1.5x** of leisure 0 and within **2x** of the floor.\n",
@@ -493,10 +569,11 @@ pub(crate) fn write_section(md: &mut String, plan: &Plan, s: &Scheduler) {
     );
     let _ = writeln!(
         md,
-        "| mode | E | default leisure: gate CPU per answer | leisure 0: gate CPU per answer | floor: CPU per datagram | default / leisure 0 (≤ 1.5x) | default / floor (≤ 2x) | leisure 0 / floor | gate CPU per discovery (default / leisure 0) | last answer (default / leisure 0) | exact | gate idle CPU |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "| mode | E | default leisure: gate CPU per answer | leisure 0: gate CPU per answer | floor: CPU per datagram | paced floor: CPU per datagram | default / leisure 0 (≤ 1.5x) | default / floor (≤ 2x) | leisure 0 / floor | default / paced floor | gate CPU per discovery (default / leisure 0) | last answer (default / leisure 0) | exact | gate idle CPU |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
-    let (d, z, f) = (Variant::Leisure(2_000), Variant::Leisure(0), Variant::Floor);
+    let (d, z, f, p) =
+        (Variant::Leisure(2_000), Variant::Leisure(0), Variant::Floor, Variant::PacedFloor);
     for mode in [Mode::Port, Mode::Address] {
         for &e in plan.sched_eligible {
             let (cd, cz) = (s.cell(mode, e, d), s.cell(mode, e, z));
@@ -507,21 +584,30 @@ pub(crate) fn write_section(md: &mut String, plan: &Plan, s: &Scheduler) {
                 c.map_or("-".to_owned(), |c| format!("{:.0} ms", median_f64(c.last_ms.clone())))
             };
             let exact = |c: Option<&CostCell>| {
-                c.map_or("-".to_owned(), |c| format!("{}/{}", c.exact, c.runs.len()))
+                c.map_or("-".to_owned(), |c| {
+                    let lost = if c.expired + c.shed > 0 {
+                        format!(" ({} expired, {} shed)", c.expired, c.shed)
+                    } else {
+                        String::new()
+                    };
+                    format!("{}/{}{lost}", c.exact, c.runs.len())
+                })
             };
             let idle: Vec<f64> =
                 [cd, cz].iter().flatten().flat_map(|c| c.idle_us_per_s.clone()).collect();
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {} / {} | {} / {} | {:.0} µs/s |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {} / {} | {} / {} | {:.0} µs/s |",
                 mode.name(),
                 thousands(e as f64),
                 cost_text(cd),
                 cost_text(cz),
                 cost_text(s.cell(mode, e, f)),
+                cost_text(s.cell(mode, e, p)),
                 ratio_text(s.ratio(mode, e, d, z), 1.5),
                 ratio_text(s.ratio(mode, e, d, f), 2.0),
                 ratio_text(s.ratio(mode, e, z, f), f64::INFINITY),
+                ratio_text(s.ratio(mode, e, d, p), f64::INFINITY),
                 per_discovery(cd),
                 per_discovery(cz),
                 last(cd),
@@ -535,10 +621,11 @@ pub(crate) fn write_section(md: &mut String, plan: &Plan, s: &Scheduler) {
     let floors: Vec<String> = s
         .cells
         .iter()
-        .filter(|c| c.variant == Variant::Floor)
+        .filter(|c| matches!(c.variant, Variant::Floor | Variant::PacedFloor))
         .map(|c| {
             format!(
-                "{} E = {}: {} of {} received, {} backlog drops",
+                "{}{} E = {}: {} of {} received, {} backlog drops",
+                if c.variant == Variant::PacedFloor { "paced, " } else { "" },
                 c.mode.name(),
                 thousands(c.eligible as f64),
                 thousands(c.received as f64),
