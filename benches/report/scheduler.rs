@@ -563,7 +563,9 @@ pub(crate) fn write_section(md: &mut String, plan: &Plan, s: &Scheduler) {
          below the median. Each \
          (mode, E) runs its four variants back to back, in an order rotated every round; \
          {} round(s). Cells: median [min-max] over every measurement; ratios: of the medians, \
-         then in brackets each round's ratio (of that round's medians). Targets (SPEC 4): the default \
+         then in brackets each round's ratio (of that round's medians). Exact: the discoveries \
+         answered by exactly the E devices, once each (with the gate's expired and shed \
+         answers from `/v1/stats`, when there are any). Targets (SPEC 4): the default \
          leisure within **1.5x** of leisure 0 and within **2x** of the floor.\n",
         s.reps, s.rounds
     );
