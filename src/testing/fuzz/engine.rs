@@ -256,7 +256,7 @@ struct Run {
     paced_until: Option<Instant>,
     /// Every datagram sent, (when, bytes), for the strict one-second bound (SPEC 7).
     sent_log: VecDeque<(Instant, usize)>,
-    /// The same for unicast replies, and the replies' own GCRA at half the rate.
+    /// The same for unicast replies, and the replies' own GCRA at their share of the rate.
     reply_log: VecDeque<(Instant, usize)>,
     reply_paced_until: Option<Instant>,
     /// The replies' rate as the engine last set it.
@@ -488,12 +488,15 @@ impl Run {
                 // the pacer holds (its source's share is charged, never refused).
                 assert!(!r.multicast && !r.ignore, "request {index}: {verdict:?} {r:?}");
                 let rate = self.config.answer_rate_bytes;
+                // The replies' own pacer at their share of this moment (set just above, as
+                // the engine sets it before its check); it was `rate / 2` before the replies
+                // became one more source of the fair share, and the model kept that.
                 let held = pacer_holds(self.paced_until, &self.sent_log, rate, self.now)
                     || (answers_waiting
                         && pacer_holds(
                             self.reply_paced_until,
                             &self.reply_log,
-                            rate / 2,
+                            self.reply_rate,
                             self.now,
                         ));
                 assert!(held, "request {index} refused over budget while the pacer had room");
