@@ -6,37 +6,21 @@
 
 use std::fs::{self, OpenOptions};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
+
+mod support;
+
+use support::TempDir;
 
 use doxm_gate::control::journal::{
     check, salvage, Corruption, Damage, Journal, JournalError, Loaded, TornTail, JOURNAL_FILE,
     LOCK_FILE, SNAPSHOT_FILE, SNAPSHOT_TMP_FILE,
 };
 
-/// A unique directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let path =
-            std::env::temp_dir().join(format!("doxm-journal-{}-{name}-{n}", std::process::id()));
-        let _ = fs::remove_dir_all(&path);
-        TempDir(path)
-    }
-
-    fn file(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
+/// A file in a test directory.
+fn file(dir: &TempDir, name: &str) -> PathBuf {
+    dir.path().join(name)
 }
 
 fn payload(i: usize) -> Vec<u8> {
@@ -53,7 +37,7 @@ fn reopen(dir: &Path) -> Loaded {
 }
 
 fn journal_len(dir: &TempDir) -> u64 {
-    fs::metadata(dir.file(JOURNAL_FILE)).unwrap().len()
+    fs::metadata(file(dir, JOURNAL_FILE)).unwrap().len()
 }
 
 /// Commits `payloads` and returns the journal's length after each.
@@ -87,7 +71,7 @@ fn round_trip() {
     let dir = TempDir::new("round-trip");
     let payloads: Vec<Vec<u8>> = (0..300).map(payload).collect();
     {
-        let (journal, loaded) = open(&dir.0);
+        let (journal, loaded) = open(dir.path());
         assert!(loaded.snapshot.is_none() && loaded.records.is_empty());
         assert!(loaded.torn_tail.is_none());
         let mut last = 0;
@@ -102,7 +86,7 @@ fn round_trip() {
         journal.commit(b"last").unwrap();
         assert_eq!(journal.records_since_snapshot(), 301);
     }
-    let (journal, loaded) = open(&dir.0);
+    let (journal, loaded) = open(dir.path());
     assert_eq!(loaded.records[..300], payloads[..]);
     assert_eq!(loaded.records[300], b"last");
     assert!(loaded.torn_tail.is_none());
@@ -119,11 +103,11 @@ fn large_record() {
     // One 100k-device batch is one record of tens of megabytes.
     let dir = TempDir::new("large");
     let big: Vec<u8> = (0..30_000_000u32).map(|i| (i % 251) as u8).collect();
-    let (journal, _) = open(&dir.0);
+    let (journal, _) = open(dir.path());
     journal.commit(b"small").unwrap();
     journal.commit(&big).unwrap();
     drop(journal);
-    let loaded = reopen(&dir.0);
+    let loaded = reopen(dir.path());
     assert_eq!(loaded.records.len(), 2);
     assert!(loaded.records[1] == big);
 }
@@ -133,7 +117,7 @@ fn group_commit_concurrent() {
     const THREADS: usize = 8;
     const COMMITS: usize = 200;
     let dir = TempDir::new("group");
-    let (journal, _) = open(&dir.0);
+    let (journal, _) = open(dir.path());
     let journal = Arc::new(journal);
     let threads: Vec<_> = (0..THREADS)
         .map(|t| {
@@ -157,7 +141,7 @@ fn group_commit_concurrent() {
     assert!(syncs <= commits);
     drop(journal);
 
-    let loaded = reopen(&dir.0);
+    let loaded = reopen(dir.path());
     assert_eq!(loaded.records.len(), THREADS * COMMITS);
     let mut seen: Vec<String> =
         loaded.records.iter().map(|r| String::from_utf8(r.clone()).unwrap()).collect();
@@ -178,15 +162,20 @@ fn torn_tail_at_every_offset() {
     let base = TempDir::new("torn-base");
     let payloads = [b"first record".to_vec(), b"second".to_vec(), vec![0xA5; 60]];
     let ends = {
-        let (journal, _) = open(&base.0);
+        let (journal, _) = open(base.path());
         commit_all(&journal, &base, &payloads)
     };
     let (good, end) = (ends[1], ends[2]);
     let work = TempDir::new("torn-work");
     for cut in good..end {
-        copy_dir(&base.0, &work.0);
-        OpenOptions::new().write(true).open(work.file(JOURNAL_FILE)).unwrap().set_len(cut).unwrap();
-        let (journal, loaded) = open(&work.0);
+        copy_dir(base.path(), work.path());
+        OpenOptions::new()
+            .write(true)
+            .open(file(&work, JOURNAL_FILE))
+            .unwrap()
+            .set_len(cut)
+            .unwrap();
+        let (journal, loaded) = open(work.path());
         assert_eq!(loaded.records, payloads[..2], "cut at {cut}");
         let expected = (cut > good).then(|| TornTail {
             offset: good,
@@ -198,7 +187,7 @@ fn torn_tail_at_every_offset() {
         // The next append follows the good prefix directly: no garbage in between.
         journal.commit(b"after").unwrap();
         drop(journal);
-        let loaded = reopen(&work.0);
+        let loaded = reopen(work.path());
         assert_eq!(loaded.records, [&payloads[..2], &[b"after".to_vec()]].concat(), "cut at {cut}");
         assert!(loaded.torn_tail.is_none());
     }
@@ -233,7 +222,7 @@ fn flipped_byte_in_every_field_is_refused() {
     let payloads: Vec<Vec<u8>> =
         (0..5).map(|i| format!("{{\"record\":{i},\"pad\":\"xxxxxxxx\"}}").into_bytes()).collect();
     let ends = {
-        let (journal, _) = open(&base.0);
+        let (journal, _) = open(base.path());
         journal.write_snapshot(b"state").unwrap();
         commit_all(&journal, &base, &payloads)
     };
@@ -251,23 +240,26 @@ fn flipped_byte_in_every_field_is_refused() {
     let work = TempDir::new("flip-work");
     for (place, record) in [("start", 0), ("middle", 2), ("tail", 4)] {
         for (field, at, reasons) in fields {
-            copy_dir(&base.0, &work.0);
-            flip(&work.file(JOURNAL_FILE), starts[record] + at);
-            let before = files(&work.0);
-            let c = corruption(&work.0);
+            copy_dir(base.path(), work.path());
+            flip(&file(&work, JOURNAL_FILE), starts[record] + at);
+            let before = files(work.path());
+            let c = corruption(work.path());
             let what = format!("{field} of the {place} record");
             assert_eq!(c.offset, starts[record], "{what}");
             assert_eq!((c.record, c.seq), (record as u64 + 1, record as u64 + 1), "{what}");
             assert!(reasons.contains(&c.reason), "{what}: {}", c.reason);
             assert_eq!(c.intact_after, 4 - record as u64, "{what}");
-            assert_eq!(c.path, work.file(JOURNAL_FILE));
-            assert_eq!(files(&work.0), before, "{what}: every file byte-for-byte as it was");
+            assert_eq!(c.path, file(&work, JOURNAL_FILE));
+            assert_eq!(files(work.path()), before, "{what}: every file byte-for-byte as it was");
             let text = JournalError::Corrupt(Box::new(c)).to_string();
             for needle in [
                 format!("offset {}", starts[record]),
                 format!("record {}", record + 1),
-                format!("doxm-gate journal check --state-dir {}", work.0.display()),
-                format!("doxm-gate journal salvage --state-dir {} --into NEWDIR", work.0.display()),
+                format!("doxm-gate journal check --state-dir {}", work.path().display()),
+                format!(
+                    "doxm-gate journal salvage --state-dir {} --into NEWDIR",
+                    work.path().display()
+                ),
             ] {
                 assert!(text.contains(&needle), "{what}: {text:?} lacks {needle:?}");
             }
@@ -281,23 +273,23 @@ fn flipped_byte_in_every_field_is_refused() {
 fn zero_filled_tail_is_torn() {
     let dir = TempDir::new("zeros");
     let ends = {
-        let (journal, _) = open(&dir.0);
+        let (journal, _) = open(dir.path());
         commit_all(&journal, &dir, &[b"{\"a\":1}".to_vec(), b"{\"b\":2}".to_vec()])
     };
     // The second record's payload zeroed (header intact), then 4 KiB of zeros after it.
-    let mut bytes = fs::read(dir.file(JOURNAL_FILE)).unwrap();
+    let mut bytes = fs::read(file(&dir, JOURNAL_FILE)).unwrap();
     for b in &mut bytes[ends[0] as usize + 20..] {
         *b = 0;
     }
     bytes.resize(bytes.len() + 4096, 0);
-    fs::write(dir.file(JOURNAL_FILE), &bytes).unwrap();
-    let (journal, loaded) = open(&dir.0);
+    fs::write(file(&dir, JOURNAL_FILE), &bytes).unwrap();
+    let (journal, loaded) = open(dir.path());
     assert_eq!(loaded.records, [b"{\"a\":1}".to_vec()]);
     let tail = loaded.torn_tail.unwrap();
     assert_eq!((tail.offset, tail.reason), (ends[0], "zero-filled"));
     journal.commit(b"after").unwrap();
     drop(journal);
-    assert_eq!(reopen(&dir.0).records, [b"{\"a\":1}".to_vec(), b"after".to_vec()]);
+    assert_eq!(reopen(dir.path()).records, [b"{\"a\":1}".to_vec(), b"after".to_vec()]);
 }
 
 #[test]
@@ -306,14 +298,14 @@ fn sequence_out_of_order_is_corruption() {
     // misbehaving disk or copy) cannot be a torn write.
     let dir = TempDir::new("seq");
     let ends = {
-        let (journal, _) = open(&dir.0);
+        let (journal, _) = open(dir.path());
         commit_all(&journal, &dir, &[b"one".to_vec(), b"two".to_vec()])
     };
-    let mut bytes = fs::read(dir.file(JOURNAL_FILE)).unwrap();
+    let mut bytes = fs::read(file(&dir, JOURNAL_FILE)).unwrap();
     let second = bytes[ends[0] as usize..].to_vec();
     bytes.extend_from_slice(&second);
-    fs::write(dir.file(JOURNAL_FILE), bytes).unwrap();
-    let c = corruption(&dir.0);
+    fs::write(file(&dir, JOURNAL_FILE), bytes).unwrap();
+    let c = corruption(dir.path());
     assert_eq!((c.offset, c.record, c.seq, c.reason), (ends[1], 3, 3, "sequence out of order"));
 }
 
@@ -325,15 +317,15 @@ fn check_and_salvage_a_corrupt_directory() {
     let into = TempDir::new("salvage-into");
     let payloads: Vec<Vec<u8>> = (20..26).map(payload).collect();
     let ends = {
-        let (journal, _) = open(&dir.0);
+        let (journal, _) = open(dir.path());
         journal.commit(b"covered").unwrap();
         journal.write_snapshot(b"state").unwrap();
         commit_all(&journal, &dir, &payloads)
     };
-    flip(&dir.file(JOURNAL_FILE), ends[2] + 25);
-    let before = files(&dir.0);
+    flip(&file(&dir, JOURNAL_FILE), ends[2] + 25);
+    let before = files(dir.path());
 
-    let report = check(&dir.0).unwrap();
+    let report = check(dir.path()).unwrap();
     assert!(!report.would_start());
     assert_eq!(report.snapshot, Some((1, 5)));
     assert_eq!((report.records, report.first_seq, report.last_seq), (3, 2, 4));
@@ -342,20 +334,20 @@ fn check_and_salvage_a_corrupt_directory() {
     let text = report.to_string();
     assert!(text.contains("CORRUPT"), "{text}");
     assert!(text.contains(&format!("offset {}", ends[2])), "{text}");
-    assert_eq!(files(&dir.0), before);
+    assert_eq!(files(dir.path()), before);
 
-    let salvaged = salvage(&dir.0, &into.0).unwrap();
+    let salvaged = salvage(dir.path(), into.path()).unwrap();
     let text = salvaged.to_string();
     assert!(text.contains("kept 3 records"), "{text}");
-    assert!(text.contains(&format!("--state-dir {}", into.0.display())), "{text}");
-    assert_eq!(files(&dir.0), before, "salvage leaves the source as it was");
-    assert!(check(&into.0).unwrap().would_start());
-    let (_, loaded) = open(&into.0);
+    assert!(text.contains(&format!("--state-dir {}", into.path().display())), "{text}");
+    assert_eq!(files(dir.path()), before, "salvage leaves the source as it was");
+    assert!(check(into.path()).unwrap().would_start());
+    let (_, loaded) = open(into.path());
     assert_eq!(loaded.snapshot.as_deref(), Some(&b"state"[..]));
     assert_eq!(loaded.records, payloads[..3]);
     assert!(loaded.torn_tail.is_none());
     // Salvage writes only into a new or empty directory.
-    assert!(salvage(&dir.0, &into.0).is_err());
+    assert!(salvage(dir.path(), into.path()).is_err());
 }
 
 /// One process owns a state directory: a second opener is refused with the directory and the
@@ -363,26 +355,28 @@ fn check_and_salvage_a_corrupt_directory() {
 #[test]
 fn state_dir_is_locked() {
     let dir = TempDir::new("lock");
-    let (journal, _) = open(&dir.0);
-    let refused = Journal::open(&dir.0).map(|_| ()).unwrap_err();
+    let (journal, _) = open(dir.path());
+    let refused = Journal::open(dir.path()).map(|_| ()).unwrap_err();
     let pid = std::process::id();
     assert!(
-        matches!(&refused, JournalError::Locked { dir: d, pid: Some(p) } if *d == dir.0 && *p == pid),
+        matches!(&refused, JournalError::Locked { dir: d, pid: Some(p) } if *d == dir.path() && *p == pid),
         "{refused:?}"
     );
     let text = refused.to_string();
-    assert!(text.contains(&dir.0.display().to_string()) && text.contains(&format!("pid {pid}")));
-    assert!(matches!(check(&dir.0), Err(JournalError::Locked { .. })));
+    assert!(
+        text.contains(&dir.path().display().to_string()) && text.contains(&format!("pid {pid}"))
+    );
+    assert!(matches!(check(dir.path()), Err(JournalError::Locked { .. })));
     journal.commit(b"still working").unwrap();
     drop(journal);
-    assert_eq!(reopen(&dir.0).records, [b"still working".to_vec()]);
+    assert_eq!(reopen(dir.path()).records, [b"still working".to_vec()]);
 }
 
 #[test]
 fn snapshot_and_compaction() {
     let dir = TempDir::new("snapshot");
     {
-        let (journal, _) = open(&dir.0);
+        let (journal, _) = open(dir.path());
         for i in 0..10 {
             journal.commit(&payload(i)).unwrap();
         }
@@ -396,7 +390,7 @@ fn snapshot_and_compaction() {
         }
         assert_eq!(journal.records_since_snapshot(), 3);
     }
-    let (journal, loaded) = open(&dir.0);
+    let (journal, loaded) = open(dir.path());
     assert_eq!(loaded.snapshot.as_deref(), Some(&b"state after 10"[..]));
     assert_eq!(loaded.records, (10..13).map(payload).collect::<Vec<_>>());
     assert!(loaded.torn_tail.is_none());
@@ -408,7 +402,7 @@ fn snapshot_and_compaction() {
     journal.write_snapshot(b"state after 14").unwrap();
     journal.commit(b"y").unwrap();
     drop(journal);
-    let loaded = reopen(&dir.0);
+    let loaded = reopen(dir.path());
     assert_eq!(loaded.snapshot.as_deref(), Some(&b"state after 14"[..]));
     assert_eq!(loaded.records, [b"y".to_vec()]);
 }
@@ -419,19 +413,19 @@ fn crash_before_snapshot_rename() {
     // snapshot and the whole journal are the state.
     let dir = TempDir::new("crash-tmp");
     {
-        let (journal, _) = open(&dir.0);
+        let (journal, _) = open(dir.path());
         journal.commit(b"a").unwrap();
         journal.write_snapshot(b"old state").unwrap();
         journal.commit(b"b").unwrap();
         journal.commit(b"c").unwrap();
     }
     // A complete-looking tmp (a real snapshot's bytes) and a partial one are both ignored.
-    for tmp in [fs::read(dir.file(SNAPSHOT_FILE)).unwrap(), b"DXS\x01 partial".to_vec()] {
-        fs::write(dir.file(SNAPSHOT_TMP_FILE), tmp).unwrap();
-        let loaded = reopen(&dir.0);
+    for tmp in [fs::read(file(&dir, SNAPSHOT_FILE)).unwrap(), b"DXS\x01 partial".to_vec()] {
+        fs::write(file(&dir, SNAPSHOT_TMP_FILE), tmp).unwrap();
+        let loaded = reopen(dir.path());
         assert_eq!(loaded.snapshot.as_deref(), Some(&b"old state"[..]));
         assert_eq!(loaded.records, [b"b".to_vec(), b"c".to_vec()]);
-        assert!(!dir.file(SNAPSHOT_TMP_FILE).exists());
+        assert!(!file(&dir, SNAPSHOT_TMP_FILE).exists());
     }
 }
 
@@ -440,17 +434,17 @@ fn crash_after_rename_before_journal_reset() {
     // The new snapshot is in place but the journal still holds the records it covers: they are
     // skipped, not replayed twice, and the next open finishes the compaction.
     let dir = TempDir::new("crash-rename");
-    let (journal, _) = open(&dir.0);
+    let (journal, _) = open(dir.path());
     journal.commit(b"a").unwrap();
     journal.write_snapshot(b"state a").unwrap();
     journal.commit(b"b").unwrap();
     journal.commit(b"c").unwrap();
-    let old_journal = fs::read(dir.file(JOURNAL_FILE)).unwrap();
+    let old_journal = fs::read(file(&dir, JOURNAL_FILE)).unwrap();
     journal.write_snapshot(b"state a b c").unwrap();
     drop(journal);
-    fs::write(dir.file(JOURNAL_FILE), &old_journal).unwrap();
+    fs::write(file(&dir, JOURNAL_FILE), &old_journal).unwrap();
 
-    let (journal, loaded) = open(&dir.0);
+    let (journal, loaded) = open(dir.path());
     assert_eq!(loaded.snapshot.as_deref(), Some(&b"state a b c"[..]));
     assert!(loaded.records.is_empty(), "covered records are not replayed");
     assert!(loaded.torn_tail.is_none());
@@ -458,7 +452,7 @@ fn crash_after_rename_before_journal_reset() {
     assert_eq!(journal.records_since_snapshot(), 0);
     journal.commit(b"d").unwrap();
     drop(journal);
-    let loaded = reopen(&dir.0);
+    let loaded = reopen(dir.path());
     assert_eq!(loaded.records, [b"d".to_vec()]);
 }
 
@@ -467,25 +461,25 @@ fn crash_after_rename_with_unwritten_records() {
     // Records appended but never written are covered by the snapshot alone: after a crash the
     // journal ends before what the snapshot covers, and appends must still follow cleanly.
     let dir = TempDir::new("crash-unwritten");
-    let (journal, _) = open(&dir.0);
+    let (journal, _) = open(dir.path());
     journal.commit(b"a").unwrap();
     let b = journal.append(b"b").unwrap();
     let c = journal.append(b"c").unwrap();
-    let old_journal = fs::read(dir.file(JOURNAL_FILE)).unwrap();
+    let old_journal = fs::read(file(&dir, JOURNAL_FILE)).unwrap();
     journal.write_snapshot(b"state a b c").unwrap();
     journal.wait_durable(b).unwrap();
     journal.wait_durable(c).unwrap();
     drop(journal);
-    fs::write(dir.file(JOURNAL_FILE), &old_journal).unwrap();
+    fs::write(file(&dir, JOURNAL_FILE), &old_journal).unwrap();
 
-    let (journal, loaded) = open(&dir.0);
+    let (journal, loaded) = open(dir.path());
     assert_eq!(loaded.snapshot.as_deref(), Some(&b"state a b c"[..]));
     assert!(loaded.records.is_empty());
     let d = journal.append(b"d").unwrap();
     assert_eq!(d.seq(), 4);
     journal.wait_durable(d).unwrap();
     drop(journal);
-    let loaded = reopen(&dir.0);
+    let loaded = reopen(dir.path());
     assert_eq!(loaded.records, [b"d".to_vec()]);
     assert!(loaded.torn_tail.is_none());
 }
@@ -494,11 +488,11 @@ fn crash_after_rename_with_unwritten_records() {
 fn corrupt_snapshot_is_a_hard_error() {
     let dir = TempDir::new("bad-snapshot");
     {
-        let (journal, _) = open(&dir.0);
+        let (journal, _) = open(dir.path());
         journal.commit(b"a").unwrap();
         journal.write_snapshot(b"state").unwrap();
     }
-    let good = fs::read(dir.file(SNAPSHOT_FILE)).unwrap();
+    let good = fs::read(file(&dir, SNAPSHOT_FILE)).unwrap();
     let mut cases: Vec<(Vec<u8>, &str)> = vec![
         (good[..10].to_vec(), "shorter than its header"),
         (good[..good.len() - 1].to_vec(), "length does not match the file size"),
@@ -512,15 +506,15 @@ fn corrupt_snapshot_is_a_hard_error() {
         cases.push((bad, reason));
     }
     for (bytes, reason) in cases {
-        fs::write(dir.file(SNAPSHOT_FILE), bytes).unwrap();
-        match Journal::open(&dir.0) {
+        fs::write(file(&dir, SNAPSHOT_FILE), bytes).unwrap();
+        match Journal::open(dir.path()) {
             Err(JournalError::CorruptSnapshot { reason: r, .. }) => assert_eq!(r, reason),
             other => panic!("expected a corrupt snapshot ({reason}), got {other:?}"),
         }
     }
     // Restored, it loads again.
-    fs::write(dir.file(SNAPSHOT_FILE), good).unwrap();
-    assert_eq!(reopen(&dir.0).snapshot.as_deref(), Some(&b"state"[..]));
+    fs::write(file(&dir, SNAPSHOT_FILE), good).unwrap();
+    assert_eq!(reopen(dir.path()).snapshot.as_deref(), Some(&b"state"[..]));
 }
 
 #[test]
@@ -529,28 +523,31 @@ fn missing_snapshot_with_later_journal_is_a_hard_error() {
     // lose them.
     let dir = TempDir::new("gap");
     {
-        let (journal, _) = open(&dir.0);
+        let (journal, _) = open(dir.path());
         journal.commit(b"a").unwrap();
         journal.commit(b"b").unwrap();
         journal.write_snapshot(b"state").unwrap();
         journal.commit(b"c").unwrap();
     }
-    fs::remove_file(dir.file(SNAPSHOT_FILE)).unwrap();
-    assert!(matches!(Journal::open(&dir.0), Err(JournalError::Gap { covered: 0, first: 3 })));
+    fs::remove_file(file(&dir, SNAPSHOT_FILE)).unwrap();
+    assert!(matches!(Journal::open(dir.path()), Err(JournalError::Gap { covered: 0, first: 3 })));
 }
 
 #[test]
 fn newer_format_is_refused_not_truncated() {
     let dir = TempDir::new("version");
     {
-        let (journal, _) = open(&dir.0);
+        let (journal, _) = open(dir.path());
         journal.commit(b"a").unwrap();
     }
-    let mut bytes = fs::read(dir.file(JOURNAL_FILE)).unwrap();
+    let mut bytes = fs::read(file(&dir, JOURNAL_FILE)).unwrap();
     bytes[3] = 2;
-    fs::write(dir.file(JOURNAL_FILE), &bytes).unwrap();
-    assert!(matches!(Journal::open(&dir.0), Err(JournalError::UnsupportedVersion { found: 2 })));
-    assert_eq!(fs::read(dir.file(JOURNAL_FILE)).unwrap(), bytes, "left untouched");
+    fs::write(file(&dir, JOURNAL_FILE), &bytes).unwrap();
+    assert!(matches!(
+        Journal::open(dir.path()),
+        Err(JournalError::UnsupportedVersion { found: 2 })
+    ));
+    assert_eq!(fs::read(file(&dir, JOURNAL_FILE)).unwrap(), bytes, "left untouched");
 }
 
 /// Commits per second with fsync: 1 thread, then 8 threads sharing fsyncs (three rounds), then
@@ -562,7 +559,7 @@ fn commit_rate() {
     // Three rounds, alternating: a shared disk is noisy, so look at the spread.
     for (threads, per_thread) in [(1, 500), (8, 500)].repeat(3) {
         let dir = TempDir::new("rate");
-        let (journal, _) = open(&dir.0);
+        let (journal, _) = open(dir.path());
         let journal = Arc::new(journal);
         let start = Instant::now();
         let handles: Vec<_> = (0..threads)
@@ -590,7 +587,7 @@ fn commit_rate() {
         );
     }
     let dir = TempDir::new("rate-big");
-    let (journal, _) = open(&dir.0);
+    let (journal, _) = open(dir.path());
     let big = vec![0x5A; 30 << 20];
     let start = Instant::now();
     journal.commit(&big).unwrap();
