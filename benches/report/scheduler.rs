@@ -21,6 +21,9 @@
 use super::*;
 use doxm_gate::testing::lab::fairness::{self, Figures, Scenario};
 
+/// The default leisure (ms): the gate's variant under test, and the paced floor's window.
+const DEFAULT_LEISURE_MS: u64 = 2_000;
+
 /// The answers' size in these fleets (a doxm answer with an 8-byte token: 199 B), for the floor.
 pub(crate) const ANSWER_BYTES: usize = 199;
 /// The floor receiver's port in the OBT namespace.
@@ -177,7 +180,7 @@ fn gate_args(mode: Mode, eligible: usize, leisure_ms: u64, fleet: &str) -> Vec<S
 
 pub(crate) fn scheduler_run(lab: &Lab, plan: &Plan) -> Scheduler {
     let modes = [Mode::Port, Mode::Address];
-    let leisures = [2_000u64, 0];
+    let leisures = [DEFAULT_LEISURE_MS, 0];
     let fleets: HashMap<usize, String> = plan
         .sched_eligible
         .iter()
@@ -212,7 +215,7 @@ pub(crate) fn scheduler_run(lab: &Lab, plan: &Plan) -> Scheduler {
                         }
                         Variant::Floor => floor_cost(lab, cell, round, plan.sched_floor_reps, 0),
                         Variant::PacedFloor => {
-                            floor_cost(lab, cell, round, plan.sched_floor_reps, 2_000)
+                            floor_cost(lab, cell, round, plan.sched_floor_reps, DEFAULT_LEISURE_MS)
                         }
                     }
                 }
@@ -491,7 +494,7 @@ fn ratio_text(r: Option<(f64, Vec<f64>)>, target: f64) -> String {
 
 /// The headline line of section 5, if it ran.
 pub(crate) fn headline(s: &Scheduler) -> String {
-    let d = Variant::Leisure(2_000);
+    let d = Variant::Leisure(DEFAULT_LEISURE_MS);
     let mut parts = Vec::new();
     for mode in [Mode::Port, Mode::Address] {
         let Some(e) = s.cells.iter().filter(|c| c.mode == mode).map(|c| c.eligible).min() else {
@@ -574,8 +577,12 @@ pub(crate) fn write_section(md: &mut String, plan: &Plan, s: &Scheduler) {
         "| mode | E | default leisure: gate CPU per answer | leisure 0: gate CPU per answer | floor: CPU per datagram | paced floor: CPU per datagram | default / leisure 0 (≤ 1.5x) | default / floor (≤ 2x) | leisure 0 / floor | default / paced floor | gate CPU per discovery (default / leisure 0) | last answer (default / leisure 0) | exact | gate idle CPU |\n\
          |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
-    let (d, z, f, p) =
-        (Variant::Leisure(2_000), Variant::Leisure(0), Variant::Floor, Variant::PacedFloor);
+    let (d, z, f, p) = (
+        Variant::Leisure(DEFAULT_LEISURE_MS),
+        Variant::Leisure(0),
+        Variant::Floor,
+        Variant::PacedFloor,
+    );
     for mode in [Mode::Port, Mode::Address] {
         for &e in plan.sched_eligible {
             let (cd, cz) = (s.cell(mode, e, d), s.cell(mode, e, z));
